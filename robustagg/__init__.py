@@ -1,0 +1,42 @@
+"""robustagg: Byzantine-robust gradient aggregation rules and model-poisoning attacks.
+
+Every rule is a plain function over an (n, d) matrix of client gradients (any array library
+in, the same library out)::
+
+    import robustagg
+    aggregate = robustagg.signguard(grads)
+    aggregate, info = robustagg.krum(grads, f=10, return_info=True)
+
+Rules and attacks are also available by name (``robustagg.RULES``, ``robustagg.ATTACKS``).
+"""
+
+from ._diagnostics import Diagnostics
+from ._registry import (
+    ATTACKS,
+    PREAGGREGATORS,
+    RULES,
+    get_attack,
+    get_rule,
+    register_attack,
+    register_preaggregator,
+    register_rule,
+)
+from .coordinatewise import *  # noqa: F403
+
+from . import attacks  # noqa: E402  (registers the attacks)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ATTACKS",
+    "Diagnostics",
+    "PREAGGREGATORS",
+    "RULES",
+    "attacks",
+    "get_attack",
+    "get_rule",
+    "register_attack",
+    "register_preaggregator",
+    "register_rule",
+]
+__all__ += coordinatewise.__all__  # noqa: F405

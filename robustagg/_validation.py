@@ -1,0 +1,269 @@
+"""The one validation layer: argument checks and input preparation for every rule and attack.
+
+A public rule is short: ``p = prepare(...)`` validates and converts its input, a kernel runs
+on ``p.G`` restricted to ``p.rows``, and ``p.finish(...)`` converts the result back and
+attaches diagnostics. Every error message names the rule, the argument, what was given and
+what is allowed.
+
+Non-finite policy (SPEC §1): with ``nonfinite="exclude"`` (the default) a row holding any NaN
+or ±Inf is treated as Byzantine: it is left out before the rule runs, reported in
+``Diagnostics.nonfinite``, and counted against ``f`` -- the rule then runs on the
+``n' = n - k`` finite rows with ``f' = max(f - k, 0)``. With ``nonfinite="raise"`` such a row
+is a ``ValueError``. If every row is non-finite the rule raises.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from ._array import ArrayContext, to_numpy
+from ._diagnostics import Diagnostics
+
+__all__ = [
+    "NONFINITE_POLICIES",
+    "Prepared",
+    "check_choice",
+    "check_f",
+    "check_int",
+    "check_real",
+    "check_rng",
+    "prepare",
+]
+
+NONFINITE_POLICIES = ("exclude", "raise")
+
+
+def check_int(value: Any, *, rule: str, name: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer argument (Python or NumPy integer; bool and float are refused) in [low, high]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{rule}: argument {name!r} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{rule}: argument {name!r} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{rule}: argument {name!r} must be <= {high}, got {value}")
+    return value
+
+
+def check_real(
+    value: Any,
+    *,
+    rule: str,
+    name: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real argument in the interval given (closed unless ``*_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{rule}: argument {name!r} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{rule}: argument {name!r} must be finite, got {value}")
+    lo_ok = low is None or (value > low if low_open else value >= low)
+    hi_ok = high is None or (value < high if high_open else value <= high)
+    if not (lo_ok and hi_ok):
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        interval = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (")" if high_open or high is None else "]")
+        raise ValueError(f"{rule}: argument {name!r} must be in {interval}, got {value}")
+    return value
+
+
+def check_choice(value: Any, choices: Iterable[Any], *, rule: str, name: str) -> Any:
+    """One of a fixed set of values."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{rule}: argument {name!r} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def check_rng(rng: Any, *, rule: str) -> np.random.Generator:
+    """``None``, an int seed or a ``numpy.random.Generator`` as a Generator."""
+    if rng is None or isinstance(rng, np.random.Generator):
+        return np.random.default_rng(rng)
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"{rule}: argument 'rng' as a seed must be >= 0, got {rng}")
+        return np.random.default_rng(int(rng))
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"{rule}: argument 'rng' must be None, a non-negative int seed or a numpy.random.Generator, "
+        f"got {type(rng).__name__}"
+    )
+
+
+def check_f(
+    f: Any,
+    n: int,
+    *,
+    rule: str,
+    min_n: Callable[[int], int] | None = None,
+    bound: str | None = None,
+) -> int:
+    """The number of Byzantine clients ``f``: a non-negative integer with ``n >= min_n(f)``.
+
+    ``bound`` is the human-readable form of the constraint, e.g. ``"n >= 2f + 3"``.
+    """
+    f = check_int(f, rule=rule, name="f", low=0)
+    if min_n is not None and n < min_n(f):
+        raise ValueError(
+            f"{rule}: needs {bound or f'n >= {min_n(f)}'} (n clients, f Byzantine); got n={n}, f={f}, "
+            f"so f must be at most {max_f(min_n, n)}"
+        )
+    return f
+
+
+def max_f(min_n: Callable[[int], int], n: int) -> int | str:
+    """Largest f allowed for n under a bound, or 'none' when even f=0 is refused."""
+    best: int | str = "none (too few clients)"
+    for f in range(n + 1):
+        if n >= min_n(f):
+            best = f
+        else:
+            break
+    return best
+
+
+class Prepared:
+    """A validated input: the (n, d) NumPy matrix and what is needed to send a result back.
+
+    Attributes
+    ----------
+    G : numpy.ndarray, shape (n, d), float32 or float64
+        The caller's data, possibly a read-only view: never write to it.
+    n, d : int
+        Shape of ``G``.
+    f : int or None
+        ``f`` as the caller gave it (validated).
+    f_eff : int or None
+        ``f`` less the number of excluded non-finite rows (at least 0).
+    nonfinite : numpy.ndarray of bool, shape (n,)
+        Rows excluded for holding NaN/±Inf.
+    rows : numpy.ndarray of int64
+        Indices of the rows the rule must use (all rows when every row is finite).
+    all_finite : bool
+        Whether no row was excluded (then ``rows`` is ``arange(n)``).
+    """
+
+    __slots__ = ("rule", "G", "n", "d", "f", "f_eff", "nonfinite", "rows", "all_finite", "context")
+
+    def __init__(self, rule, G, f, nonfinite, context: ArrayContext):
+        self.rule = rule
+        self.G = G
+        self.n, self.d = G.shape
+        self.f = f
+        self.nonfinite = nonfinite
+        self.all_finite = not bool(nonfinite.any())
+        self.rows = np.arange(self.n, dtype=np.int64) if self.all_finite else np.flatnonzero(~nonfinite).astype(np.int64)
+        k = int(nonfinite.sum())
+        self.f_eff = None if f is None else max(f - k, 0)
+        self.context = context
+
+    @property
+    def m(self) -> int:
+        """Number of rows the rule works on (finite rows)."""
+        return int(self.rows.size)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.G.dtype
+
+    def submatrix(self) -> np.ndarray:
+        """``G`` restricted to ``rows``: a view when all rows are finite, else a copy.
+
+        Prefer passing ``rows`` to a kernel; use this only where a copy is unavoidable.
+        """
+        return self.G if self.all_finite else self.G[self.rows]
+
+    def expand(self, mask_over_rows: np.ndarray) -> np.ndarray:
+        """A boolean mask over ``rows`` as a mask over all n input rows."""
+        out = np.zeros(self.n, dtype=bool)
+        out[self.rows] = np.asarray(mask_over_rows, dtype=bool)
+        return out
+
+    def expand_values(self, values_over_rows: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        """Per-row values over ``rows`` as an array over all n rows (``fill`` elsewhere)."""
+        values_over_rows = np.asarray(values_over_rows)
+        out = np.full((self.n,) + values_over_rows.shape[1:], fill, dtype=np.result_type(values_over_rows, np.float64))
+        out[self.rows] = values_over_rows
+        return out
+
+    def diagnostics(self, kept_over_rows: np.ndarray | None = None, **details: Any) -> Diagnostics:
+        """Diagnostics with ``kept`` given over ``rows`` (default: every finite row kept)."""
+        kept = ~self.nonfinite if kept_over_rows is None else self.expand(kept_over_rows)
+        return Diagnostics(self.rule, kept=kept, nonfinite=self.nonfinite.copy(), **details)
+
+    def finish(self, result: np.ndarray, info: Diagnostics | None = None, return_info: bool = False):
+        """Cast ``result`` to the input's dtype, convert it back to the caller's library."""
+        result = np.asarray(result)
+        if result.dtype != self.G.dtype:
+            result = result.astype(self.G.dtype)
+        out = self.context.wrap(result)
+        if return_info:
+            if info is None:
+                info = self.diagnostics()
+            return out, info
+        return out
+
+
+def prepare(
+    rule: str,
+    grads: Any,
+    *,
+    f: Any = None,
+    min_n: Callable[[int], int] | None = None,
+    bound: str | None = None,
+    nonfinite: str = "exclude",
+    return_info: Any = False,
+    name: str = "grads",
+) -> Prepared:
+    """Validate and convert a rule's input.
+
+    Parameters
+    ----------
+    rule : str
+        The rule's public name (used in every message).
+    grads : array_like, shape (n, d)
+        The client gradients: any array-API array or a sequence of 1-D arrays.
+    f : int or None
+        Number of Byzantine clients, when the rule uses it.
+    min_n : callable, optional
+        ``min_n(f)`` is the smallest n the rule accepts for this f.
+    bound : str, optional
+        The bound in words, e.g. ``"n >= 2f + 3"``, for the error message.
+    nonfinite : {"exclude", "raise"}
+        The non-finite policy (module docstring).
+    return_info : bool
+        Checked to be a bool.
+    """
+    check_choice(nonfinite, NONFINITE_POLICIES, rule=rule, name="nonfinite")
+    if not isinstance(return_info, (bool, np.bool_)):
+        raise TypeError(f"{rule}: argument 'return_info' must be a bool, got {return_info!r}")
+    G, ctx = to_numpy(grads, rule=rule, name=name, ndim=2)
+    n, d = G.shape
+    if n == 0:
+        raise ValueError(f"{rule}: argument {name!r} has no rows (n = 0); at least one client gradient is needed")
+    if d == 0:
+        raise ValueError(f"{rule}: argument {name!r} has rows of length d = 0; gradients need at least one coordinate")
+    if f is not None or min_n is not None:
+        f = check_f(0 if f is None else f, n, rule=rule, min_n=min_n, bound=bound)
+    from .kernels import nonfinite_rows
+
+    bad = nonfinite_rows(G)
+    if bad.any():
+        if nonfinite == "raise":
+            idx = np.flatnonzero(bad)
+            raise ValueError(
+                f"{rule}: rows {idx[:10].tolist()}{' ...' if idx.size > 10 else ''} of {name!r} hold NaN or Inf "
+                "(nonfinite='raise'); use nonfinite='exclude' to treat them as Byzantine"
+            )
+        if bad.all():
+            raise ValueError(f"{rule}: every row of {name!r} holds NaN or Inf; there is nothing to aggregate")
+    return Prepared(rule, G, f, bad, ctx)

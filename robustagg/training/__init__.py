@@ -1,0 +1,1 @@
+"""The tiny built-in federated-learning trainer (NumPy only)."""
