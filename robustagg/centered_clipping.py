@@ -1,0 +1,163 @@
+"""Centered clipping (Karimireddy, He, Jaggi, ICML 2021) and its stateful wrapper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._array import to_numpy
+from ._registry import register_rule
+from ._validation import check_int, check_real, prepare
+from .kernels import _field
+
+__all__ = ["CenteredClipping", "centered_clipping"]
+
+
+def _center_vector(center: Any, d: int, rule: str) -> np.ndarray:
+    if center is None:
+        return np.zeros(d, dtype=np.float64)
+    c, _ = to_numpy(center, rule=rule, name="center", ndim=1)
+    if c.shape[0] != d:
+        raise ValueError(f"{rule}: argument 'center' must have length d={d} (the gradients' length), got {c.shape[0]}")
+    c = c.astype(np.float64)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{rule}: argument 'center' holds NaN or Inf; it must be finite")
+    return c
+
+
+def _run(p, v: np.ndarray, tau: float, n_iters: int):
+    """The iterations on the finite rows; returns the float64 centre and the last clip factors."""
+    m = p.m
+    scales = np.ones(m)
+    dist = np.zeros(m)
+    for _ in range(n_iters):
+        dist = _field.distances_to_center(p.G, p.rows, v)
+        scales = np.ones(m)
+        big = dist > tau
+        scales[big] = tau / dist[big]
+        # v + (1/m) sum_i s_i (g_i - v) = (1 - sum(s)/m) v + (1/m) sum_i s_i g_i
+        v = (1.0 - scales.sum() / m) * v + _field.weighted_row_sum(p.G, p.rows, scales / m)
+    return v, scales, dist
+
+
+def centered_clipping(
+    grads: Any,
+    *,
+    center: Any = None,
+    tau: float = 10.0,
+    n_iters: int = 5,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Centered clipping (CC): clipped averaging around a centre, iterated.
+
+    .. math::
+        v_0 = \text{center}, \qquad
+        v_{l+1} = v_l + \frac{1}{n} \sum_{i=1}^{n} (g_i - v_l)
+                  \min\left(1, \frac{\tau}{\|g_i - v_l\|_2}\right),
+        \qquad \text{output } v_L
+
+    In training, the centre is the previous round's aggregate (the server momentum); the
+    stateful :class:`CenteredClipping` keeps it. This function is stateless: ``center=None``
+    starts from the zero vector (ByzFL's default).
+
+    Defaults: τ = 10 and L = 5 iterations (Blades' defaults); ByzFL uses τ = 100, L = 1 and
+    the paper's theory a single iteration from the momentum. τ is on the scale of the
+    gradients: choose it from their typical distance to the centre. CC does not use f.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients.
+    center : array_like of shape (d,), optional
+        Starting point v₀ (default zeros).
+    tau : float, default 10.0
+        Clipping radius τ > 0.
+    n_iters : int, default 5
+        Number of iterations L ≥ 1.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Rows holding NaN/±Inf are left out (n is then the number of finite rows).
+    return_info : bool, default False
+        Diagnostics carry ``center`` (v₀), ``distances`` and ``scales`` (the clip factors of
+        the last iteration, over the n rows) and ``clipped``.
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+        Same library and dtype as ``grads``.
+
+    References
+    ----------
+    S. P. Karimireddy, L. He, M. Jaggi. "Learning from History for Byzantine Robust
+    Optimization", ICML 2021.
+    """
+    rule = "centered_clipping"
+    tau = check_real(tau, rule=rule, name="tau", low=0.0, low_open=True)
+    n_iters = check_int(n_iters, rule=rule, name="n_iters", low=1)
+    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+    v0 = _center_vector(center, p.d, rule)
+    v, scales, dist = _run(p, v0, tau, n_iters)
+    info = None
+    if return_info:
+        info = p.diagnostics(
+            center=v0,
+            distances=p.expand_values(dist),
+            scales=p.expand_values(scales),
+            clipped=p.expand(scales < 1.0),
+        )
+    return p.finish(v, info, return_info)
+
+
+class CenteredClipping:
+    """Stateful centered clipping: each call starts from the previous call's aggregate.
+
+    Parameters
+    ----------
+    tau : float, default 10.0
+    n_iters : int, default 5
+    center : array_like of shape (d,), optional
+        The first round's centre (default zeros).
+    nonfinite : {"exclude", "raise"}, default "exclude"
+
+    Attributes
+    ----------
+    center : numpy.ndarray or None
+        The current centre (float64), the last aggregate after a call.
+
+    Examples
+    --------
+    >>> import numpy as np, robustagg
+    >>> cc = robustagg.CenteredClipping(tau=1.0, n_iters=3)
+    >>> G = np.ones((4, 2))
+    >>> out = cc(G); out2 = cc(G)   # the second round starts from the first aggregate
+    """
+
+    def __init__(self, tau: float = 10.0, n_iters: int = 5, center: Any = None, nonfinite: str = "exclude"):
+        rule = "CenteredClipping"
+        self.tau = check_real(tau, rule=rule, name="tau", low=0.0, low_open=True)
+        self.n_iters = check_int(n_iters, rule=rule, name="n_iters", low=1)
+        self.nonfinite = nonfinite
+        self.center = None if center is None else _center_vector(center, np.asarray(center).shape[-1], rule)
+
+    def reset(self) -> None:
+        """Forget the centre (the next call starts from zeros)."""
+        self.center = None
+
+    def __call__(self, grads: Any, *, return_info: bool = False) -> Any:
+        p = prepare("centered_clipping", grads, nonfinite=self.nonfinite, return_info=return_info)
+        v0 = _center_vector(self.center, p.d, "CenteredClipping")
+        v, scales, dist = _run(p, v0, self.tau, self.n_iters)
+        self.center = v
+        info = None
+        if return_info:
+            info = p.diagnostics(
+                center=v0,
+                distances=p.expand_values(dist),
+                scales=p.expand_values(scales),
+                clipped=p.expand(scales < 1.0),
+            )
+        return p.finish(v, info, return_info)
+
+
+register_rule("centered_clipping", centered_clipping)

@@ -1,0 +1,89 @@
+"""FLTrust (Cao, Fang, Liu, Gong, NDSS 2021): trust bootstrapped from a root dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._array import to_numpy
+from ._registry import register_rule
+from ._validation import prepare
+from .kernels import _field
+
+__all__ = ["fltrust"]
+
+
+def fltrust(grads: Any, root_gradient: Any = None, *, nonfinite: str = "exclude", return_info: bool = False) -> Any:
+    r"""FLTrust: cosine trust scores against the server's root-dataset gradient.
+
+    With g₀ the gradient the server computed on its small clean root dataset:
+
+    .. math::
+        TS_i = \mathrm{ReLU}\big(\cos(g_i, g_0)\big), \qquad
+        \bar g_i = \frac{\|g_0\|}{\|g_i\|} g_i, \qquad
+        \mathrm{FLTrust}(G) = \frac{\sum_i TS_i\, \bar g_i}{\sum_i TS_i}
+
+    Conventions: a zero row has cosine 0 (no trust); if no row has positive trust
+    (Σ TSᵢ = 0) the aggregate is the **zero vector** (no client is trusted, so no step is
+    taken; the paper leaves the case undefined); a zero root gradient makes every
+    normalised row zero, hence a zero aggregate. FLTrust does not use f.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients.
+    root_gradient : array_like, shape (d,)
+        The server's gradient on its root dataset (required; any array library).
+    nonfinite : {"exclude", "raise"}, default "exclude"
+    return_info : bool, default False
+        Diagnostics: ``trust_scores`` and ``cosines`` (over the n rows), ``norms``,
+        ``root_norm``, ``kept`` (positive trust).
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+
+    References
+    ----------
+    X. Cao, M. Fang, J. Liu, N. Z. Gong. "FLTrust: Byzantine-robust Federated Learning via
+    Trust Bootstrapping", NDSS 2021.
+    """
+    rule = "fltrust"
+    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+    if root_gradient is None:
+        raise TypeError(f"{rule}: argument 'root_gradient' (the server's root-dataset gradient, shape (d,)) is required")
+    g0, _ = to_numpy(root_gradient, rule=rule, name="root_gradient", ndim=1)
+    if g0.shape[0] != p.d:
+        raise ValueError(f"{rule}: argument 'root_gradient' must have length d={p.d}, got {g0.shape[0]}")
+    g0 = g0.astype(np.float64)
+    if not np.all(np.isfinite(g0)):
+        raise ValueError(f"{rule}: argument 'root_gradient' holds NaN or Inf; it must be finite")
+    root_norm = float(np.linalg.norm(g0))
+    norms = _field.row_norms_of(p.G, p.rows)
+    dots = _field.weighted_row_sum_dot(p.G, p.rows, g0)
+    cos = np.zeros(p.m)
+    ok = (norms > 0) & (root_norm > 0)
+    cos[ok] = dots[ok] / (norms[ok] * root_norm)
+    cos = np.clip(cos, -1.0, 1.0)
+    trust = np.maximum(cos, 0.0)
+    total = trust.sum()
+    if total > 0:
+        weights = np.zeros(p.m)
+        weights[ok] = trust[ok] * root_norm / norms[ok] / total
+        out = _field.weighted_row_sum(p.G, p.rows, weights)
+    else:
+        out = np.zeros(p.d)
+    info = None
+    if return_info:
+        info = p.diagnostics(
+            trust > 0,
+            trust_scores=p.expand_values(trust),
+            cosines=p.expand_values(cos),
+            norms=p.expand_values(norms),
+            root_norm=root_norm,
+        )
+    return p.finish(out, info, return_info)
+
+
+register_rule("fltrust", fltrust)

@@ -1,0 +1,356 @@
+"""Subset-selection rules: the mean of a well-chosen subset of n - f rows.
+
+* :func:`mda` -- minimum-diameter averaging (exact subset search, with a size limit);
+* :func:`monna` -- mean of the n - f nearest neighbours of a reference;
+* :func:`caf` -- covariance-bound agnostic filter (iterative spectral down-weighting);
+* :func:`smea` -- smallest-maximum-eigenvalue averaging (exact subset search, with a size limit).
+
+All of them work on the n × n matrix of pairwise distances (one Gram pass over G; no copy of
+G) and end with one weighted pass over G to average the chosen rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+from ._array import to_numpy
+from ._registry import register_rule
+from ._validation import check_int, prepare
+from .kernels import _field
+
+__all__ = ["caf", "mda", "monna", "smea"]
+
+_BOUND = dict(min_n=lambda f: 2 * f + 1, bound="n > 2f")
+
+
+def _subset_mean(p, chosen: np.ndarray) -> np.ndarray:
+    members = p.rows[chosen].astype(np.int64)
+    return _field.group_means(p.G, members, np.array([0, members.size], dtype=np.int64))[0]
+
+
+def _check_size(rule: str, m: int, f: int, max_subsets: int) -> int:
+    count = math.comb(m, f)
+    if count > max_subsets:
+        raise ValueError(
+            f"{rule}: exact subset search over C(n, f) = C({m}, {f}) = {count:.3g} subsets exceeds "
+            f"max_subsets={max_subsets:.3g}; use a smaller f (or n), or raise max_subsets knowingly"
+        )
+    return count
+
+
+# ----------------------------------------------------------------------------------------
+# MDA
+# ----------------------------------------------------------------------------------------
+def mda(
+    grads: Any,
+    f: int,
+    *,
+    max_subsets: int = 10**8,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Minimum-diameter averaging (El Mhamdi, Guerraoui, Rouault 2018/2020).
+
+    The mean of the subset of n − f rows of smallest diameter:
+
+    .. math:: S^\star \in \arg\min_{|S| = n-f} \max_{i,j \in S} \|g_i - g_j\|_2, \qquad
+              \mathrm{MDA}(G) = \frac{1}{n-f} \sum_{i \in S^\star} g_i
+
+    The search is exact: a depth-first branch and bound over the subsets in lexicographic
+    order, cutting a branch as soon as its partial diameter reaches the best one found; ties
+    go to the lexicographically first subset (as an exhaustive scan in
+    ``itertools.combinations`` order, ByzFL's, would). Worst-case cost grows like C(n, f):
+    **size limit** -- the call raises a ``ValueError`` when C(n', f') > ``max_subsets``
+    (default 10⁸; e.g. n = 50 allows f ≤ 7, n = 1000 allows f ≤ 3). Needs n > 2f.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+    f : int
+        Number of Byzantine clients (n > 2f).
+    max_subsets : int, default 10**8
+        The size limit on C(n, f).
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Non-finite rows are excluded and counted against f.
+    return_info : bool, default False
+        Diagnostics: ``kept`` (the chosen subset), ``diameter``, ``distances`` (n × n,
+        NaN for excluded rows), ``nodes`` (branch-and-bound nodes visited).
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+
+    References
+    ----------
+    E. M. El Mhamdi, R. Guerraoui, S. Rouault. "The Hidden Vulnerability of Distributed
+    Learning in Byzantium", ICML 2018; El Mhamdi et al., "Genuinely Distributed Byzantine
+    Machine Learning", PODC 2020.
+    """
+    rule = "mda"
+    max_subsets = check_int(max_subsets, rule=rule, name="max_subsets", low=1)
+    p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
+    m, fe = p.m, p.f_eff
+    _check_size(rule, m, fe, max_subsets)
+    D = np.sqrt(_field.sq_distances(p.G, p.rows))
+    chosen, diameter, nodes = _field.subset_min_diameter(D, m - fe)
+    out = _subset_mean(p, chosen)
+    info = None
+    if return_info:
+        full = np.full((p.n, p.n), np.nan)
+        full[np.ix_(p.rows, p.rows)] = D
+        info = p.diagnostics(chosen, diameter=float(diameter), distances=full, nodes=int(nodes))
+    return p.finish(out, info, return_info)
+
+
+# ----------------------------------------------------------------------------------------
+# MoNNA
+# ----------------------------------------------------------------------------------------
+def monna(
+    grads: Any,
+    f: int,
+    *,
+    reference: Any = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""MoNNA: mean of the n − f nearest neighbours of a reference (Farhadkhani et al. 2023).
+
+    .. math:: \mathrm{MoNNA}(G) = \frac{1}{n-f} \sum_{i \in N(r)} g_i, \qquad
+              N(r) = \text{the } n-f \text{ rows closest to } r
+
+    MoNNA comes from peer-to-peer learning, where the reference r is the honest node's own
+    gradient; implementations disagree on what it is at a server (ByzFL: row ``idx=0``,
+    which under this library's attack convention -- the first f rows are Byzantine -- would
+    be an attacker). Convention here:
+
+    * ``reference=None`` (default): the **medoid**, the received row with the smallest sum of
+      Euclidean distances to the others (ties: lower index) -- a robust row the server can
+      compute without trusting anyone;
+    * an int i: row i of ``grads`` (ByzFL's ``idx``; must be a finite row);
+    * a vector of length d: e.g. a gradient the server computed itself.
+
+    Ties in distance go to the lower row index. Needs n > 2f.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+    f : int
+    reference : None, int or array_like of shape (d,)
+    nonfinite : {"exclude", "raise"}, default "exclude"
+    return_info : bool, default False
+        Diagnostics: ``kept`` (the neighbours), ``reference_index`` (−1 for a vector),
+        ``reference_distances`` (over the n rows).
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+
+    References
+    ----------
+    S. Farhadkhani, R. Guerraoui, N. Gupta, L. N. Hoang, R. Pinot, J. Stephan. "Robust
+    Collaborative Learning with Linear Gradient Overhead", ICML 2023.
+    """
+    rule = "monna"
+    p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
+    m, keep = p.m, p.m - p.f_eff
+    ref_index = -1
+    if reference is None:
+        D = np.sqrt(_field.sq_distances(p.G, p.rows))
+        pos = int(np.argmin(D.sum(axis=1)))
+        ref_index = int(p.rows[pos])
+        dist = D[pos]
+    elif isinstance(reference, (int, np.integer)) and not isinstance(reference, (bool, np.bool_)):
+        ref_index = check_int(reference, rule=rule, name="reference", low=0, high=p.n - 1)
+        if p.nonfinite[ref_index]:
+            raise ValueError(f"{rule}: the reference row {ref_index} holds NaN or Inf")
+        center = p.G[ref_index].astype(np.float64)
+        dist = _field.distances_to_center(p.G, p.rows, center)
+    else:
+        vec, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
+        if vec.shape[0] != p.d:
+            raise ValueError(f"{rule}: argument 'reference' must have length d={p.d}, got {vec.shape[0]}")
+        vec = vec.astype(np.float64)
+        if not np.all(np.isfinite(vec)):
+            raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
+        dist = _field.distances_to_center(p.G, p.rows, vec)
+    order = np.argsort(dist, kind="stable")
+    if ref_index >= 0:  # the reference row itself always belongs to its neighbourhood
+        pos = int(np.flatnonzero(p.rows == ref_index)[0])
+        order = np.concatenate(([pos], order[order != pos]))
+    chosen = np.zeros(m, dtype=bool)
+    chosen[order[:keep]] = True
+    out = _subset_mean(p, chosen)
+    info = None
+    if return_info:
+        info = p.diagnostics(chosen, reference_index=ref_index, reference_distances=p.expand_values(dist))
+    return p.finish(out, info, return_info)
+
+
+# ----------------------------------------------------------------------------------------
+# CAF
+# ----------------------------------------------------------------------------------------
+def _top_eigenpair(M: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndarray]:
+    m = M.shape[0]
+    if m > 256:
+        try:
+            lam, vec = scipy.sparse.linalg.eigsh(M, k=1, which="LA", v0=v0, tol=1e-10)
+            return float(lam[0]), vec[:, 0]
+        except scipy.sparse.linalg.ArpackNoConvergence:  # pragma: no cover - fall back to dense
+            pass
+    lam, vec = scipy.linalg.eigh(M, subset_by_index=[m - 1, m - 1])
+    return float(lam[0]), vec[:, 0]
+
+
+def caf(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = False) -> Any:
+    r"""Covariance-bound agnostic filter (CAF; Allouah, Guerraoui, Stephan, ICML 2025).
+
+    A spectral filter that down-weights the rows driving the top eigenvalue of the weighted
+    covariance, and returns the weighted mean of smallest top eigenvalue met:
+
+    1. c_i = 1 for every row.
+    2. While Σc > n − 2f (and at least once):
+       μ_c = Σ c_i g_i / Σc; Σ_c = Σ c_i (g_i − μ_c)(g_i − μ_c)ᵀ / Σc with top eigenpair
+       (λ, v); remember μ_c if λ is the smallest so far; τ_i = ⟨g_i − μ_c, v⟩²;
+       c_i ← c_i (1 − τ_i / max_{j: c_j > 0} τ_j).
+    3. Return the remembered μ_c.
+
+    Conventions where implementations disagree: the top eigenpair is computed **exactly**
+    (ByzFL runs one power iteration from a random vector, which makes its output random);
+    it is obtained from the n × n weighted Gram matrix (the non-zero spectrum of Σ_c is that
+    of D_c^{1/2} K_c D_c^{1/2} / Σc with K_c the Gram matrix of the centred rows), so no d × d
+    matrix is formed. The maximum of τ runs over rows of positive weight (the filter of the
+    robust-statistics literature; with ByzFL's maximum over all rows, a row already filtered
+    out can stall the loop), so every step removes at least one row and the loop ends after at
+    most 2f + 1 steps. If λ = 0 (the weighted rows coincide) the loop stops. With f = 0 the
+    result is the mean. Needs n > 2f.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+    f : int
+    nonfinite : {"exclude", "raise"}, default "exclude"
+    return_info : bool, default False
+        Diagnostics: ``weights`` (the c of the returned mean, over the n rows), ``kept``
+        (weight > 0), ``max_eigenvalue`` (its λ), ``eigenvalues`` (λ at each step),
+        ``n_steps``.
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+
+    References
+    ----------
+    Y. Allouah, R. Guerraoui, J. Stephan. "Towards Trustworthy Federated Learning with
+    Untrusted Participants", ICML 2025.
+    """
+    rule = "caf"
+    p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
+    m, fe = p.m, p.f_eff
+    D2 = _field.sq_distances(p.G, p.rows)
+    c = np.ones(m)
+    best, best_c = np.inf, c.copy()
+    eigenvalues = []
+    u = None
+    first = True
+    while first or c.sum() > m - 2 * fe:
+        first = False
+        total = c.sum()
+        Kc = _field.centered_gram_from_sq_distances(D2, c)
+        sq = np.sqrt(c)
+        M = sq[:, None] * Kc * sq[None, :] / total
+        lam, u = _top_eigenpair(M, u)
+        lam = max(lam, 0.0)
+        eigenvalues.append(lam)
+        if lam < best:
+            best, best_c = lam, c.copy()
+        a = sq * u
+        norm2 = float(a @ Kc @ a)
+        if lam <= 0.0 or norm2 <= 0.0:
+            break
+        tau = (Kc @ a) ** 2 / norm2
+        tmax = float(np.max(tau[c > 0]))
+        if tmax <= 0.0:
+            break
+        c = np.clip(c * (1.0 - tau / tmax), 0.0, None)
+        c[(c > 0) & (tau >= tmax)] = 0.0
+    out = _field.weighted_row_sum(p.G, p.rows, best_c / best_c.sum())
+    info = None
+    if return_info:
+        info = p.diagnostics(
+            best_c > 0,
+            weights=p.expand_values(best_c, fill=0.0),
+            max_eigenvalue=float(best),
+            eigenvalues=np.asarray(eigenvalues),
+            n_steps=len(eigenvalues),
+        )
+    return p.finish(out, info, return_info)
+
+
+# ----------------------------------------------------------------------------------------
+# SMEA
+# ----------------------------------------------------------------------------------------
+def smea(
+    grads: Any,
+    f: int,
+    *,
+    max_subsets: int = 10**5,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Smallest-maximum-eigenvalue averaging (SMEA; Allouah et al., ICML 2023).
+
+    The mean of the subset of n − f rows whose empirical covariance has the smallest top
+    eigenvalue:
+
+    .. math:: S^\star \in \arg\min_{|S| = n-f} \lambda_{\max}\Big(\frac{1}{|S|}
+              \sum_{i\in S} (g_i - \bar g_S)(g_i - \bar g_S)^\top\Big), \qquad
+              \mathrm{SMEA}(G) = \bar g_{S^\star}
+
+    The search is exact and exhaustive in ``itertools.combinations`` order (ties: the first
+    subset), with the exact top eigenvalue of each subset (ByzFL estimates it with one power
+    iteration from a random vector). Each subset costs an (n−f) × (n−f) symmetric eigenvalue
+    problem on the Gram matrix, so the d-dimensional covariance is never formed. **Size
+    limit:** the call raises a ``ValueError`` when C(n', f') > ``max_subsets`` (default 10⁵;
+    e.g. n = 50 allows f ≤ 3, n = 20 allows f ≤ 7). Needs n > 2f.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+    f : int
+    max_subsets : int, default 10**5
+    nonfinite : {"exclude", "raise"}, default "exclude"
+    return_info : bool, default False
+        Diagnostics: ``kept`` (the chosen subset), ``max_eigenvalue``, ``n_subsets``.
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+
+    References
+    ----------
+    Y. Allouah, R. Guerraoui, N. Gupta, R. Pinot, J. Stephan. "On the Privacy-Robustness-Utility
+    Trilemma in Distributed Learning", ICML 2023.
+    """
+    rule = "smea"
+    max_subsets = check_int(max_subsets, rule=rule, name="max_subsets", low=1)
+    p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
+    m, fe = p.m, p.f_eff
+    count = _check_size(rule, m, fe, max_subsets)
+    K = _field.centered_gram_from_sq_distances(_field.sq_distances(p.G, p.rows))
+    chosen, lam = _field.subset_min_max_eigenvalue(K, m - fe)
+    out = _subset_mean(p, chosen)
+    info = None
+    if return_info:
+        info = p.diagnostics(chosen, max_eigenvalue=float(lam), n_subsets=int(count))
+    return p.finish(out, info, return_info)
+
+
+register_rule("mda", mda)
+register_rule("monna", monna)
+register_rule("caf", caf)
+register_rule("smea", smea)
