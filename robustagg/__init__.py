@@ -22,6 +22,10 @@ from ._registry import (
     register_rule,
 )
 from .coordinatewise import *  # noqa: F403
+from .preaggregation import *  # noqa: F403
+from .centered_clipping import *  # noqa: F403
+from .subset import *  # noqa: F403
+from .fltrust import *  # noqa: F403
 
 from . import attacks  # noqa: E402  (registers the attacks)
 
@@ -40,3 +44,8 @@ __all__ = [
     "register_rule",
 ]
 __all__ += coordinatewise.__all__  # noqa: F405
+# issue 8: the field's rules (modules named like their main function are read from sys.modules)
+import sys as _sys  # noqa: E402
+
+for _m in ("preaggregation", "centered_clipping", "subset", "fltrust"):
+    __all__ += _sys.modules[f"{__name__}.{_m}"].__all__
