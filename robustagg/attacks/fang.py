@@ -1,0 +1,80 @@
+"""Fang et al.'s full-knowledge local model poisoning attack on trimmed mean and median."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._registry import register_attack
+from .._validation import check_real
+from ._common import prepare_attack
+
+__all__ = ["fang"]
+
+
+def fang(grads: Any, f: Any, *, b: float = 2.0, benign_only: bool = False, rng: Any = None) -> Any:
+    r"""Fang et al.'s full-knowledge attack on trimmed mean and median (USENIX Security 2020).
+
+    The attacker estimates, per coordinate j, the direction the aggregate would move without
+    attack, s_j = sign(μ_j) with μ the coordinate-wise mean of the honest gradients, and
+    makes every Byzantine row push coordinate j the other way, beyond the most extreme honest
+    value. With g_min,j and g_max,j the smallest and largest honest values:
+
+    * s_j ≥ 0 (the aggregate would be ≥ 0): each Byzantine value is drawn uniformly from
+      [g_min,j / b, g_min,j] if g_min,j > 0, else from [b · g_min,j, g_min,j];
+    * s_j < 0: uniformly from [g_max,j, b · g_max,j] if g_max,j > 0, else from
+      [g_max,j, g_max,j / b].
+
+    This is the paper's attack on trimmed mean, stated for gradients (the paper states it for
+    local models, whose change is the negative gradient, so its "s_j = −1" case is s_j ≥ 0
+    here); the paper uses the same attack against the median, so it serves both. The draws
+    are independent per row and coordinate. A coordinate with μ_j = 0 counts as s_j ≥ 0.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Honest gradients of all n clients.
+    f : int or array_like of bool
+        The first ``f`` rows are Byzantine, or a boolean mask.
+    b : float, default 2.0
+        The spread factor b > 1 (the paper's choice: 2).
+    benign_only : bool, default False
+        Take μ, g_min and g_max over the benign rows only (default: over the honest gradients
+        of all n clients, this library's convention for omniscient attackers; the paper's
+        full-knowledge attacker knows the benign ones).
+    rng : None, int or numpy.random.Generator
+        Randomness of the draws; the same seed gives the same matrix.
+
+    Returns
+    -------
+    array, shape (n, d)
+        A new matrix, same library and dtype as ``grads``.
+
+    References
+    ----------
+    M. Fang, X. Cao, J. Jia, N. Gong. "Local Model Poisoning Attacks to Byzantine-Robust
+    Federated Learning", USENIX Security 2020 (Section 4, full knowledge).
+    """
+    b = check_real(b, rule="fang", name="b", low=1.0, low_open=True)
+    a = prepare_attack("fang", grads, f, rng=rng, random=True)
+    out = a.output()
+    rows = a.byzantine_rows
+    if rows.size == 0:
+        return a.finish(out)
+    ref = a.reference_rows(benign_only)
+    if ref.size == 0:
+        raise ValueError("fang: no benign row to take statistics over (every row is Byzantine)")
+    mu = a.mean(ref)
+    ref_block = a.G if ref.size == a.n else a.G[ref]
+    g_min = ref_block.min(axis=0).astype(np.float64)
+    g_max = ref_block.max(axis=0).astype(np.float64)
+    down = mu >= 0  # push below the smallest honest value
+    lo = np.where(down, np.where(g_min > 0, g_min / b, b * g_min), g_max)
+    hi = np.where(down, g_min, np.where(g_max > 0, b * g_max, g_max / b))
+    u = a.rng.random((rows.size, a.d))
+    out[rows] = lo + u * (hi - lo)
+    return a.finish(out)
+
+
+register_attack("fang", fang)

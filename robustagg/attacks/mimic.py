@@ -1,0 +1,92 @@
+"""The mimic attack (Karimireddy, He, Jaggi, ICLR 2022): every Byzantine row copies one
+benign row, chosen to over-represent the direction in which the honest gradients vary most."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._registry import register_attack
+from .._validation import check_int
+from ._common import prepare_attack
+
+__all__ = ["mimic", "mimic_target"]
+
+
+def mimic_target(grads: Any, f: Any) -> int:
+    r"""The benign row the mimic heuristic copies (see :func:`mimic`); returns its index."""
+    a = prepare_attack("mimic", grads, f)
+    return _heuristic_target(a)
+
+
+def _heuristic_target(a) -> int:
+    benign = a.benign_rows
+    if benign.size == 0:
+        raise ValueError("mimic: every row is Byzantine; there is no benign row to copy")
+    if benign.size == 1:
+        return int(benign[0])
+    mu = a.mean(benign)
+    K, _ = a.centered_gram(benign, mu)
+    K = 0.5 * (K + K.T)
+    lam, U = np.linalg.eigh(K)
+    u = U[:, -1]
+    if lam[-1] <= 0:  # every benign row is the same: any of them, the first
+        return int(benign[0])
+    score = np.abs(u)  # |<g_i - mu, z>| = sqrt(lam) |u_i| for the top principal direction z
+    return int(benign[int(np.argmax(score))])  # ties: the lowest index
+
+
+def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> Any:
+    r"""Mimic attack: every Byzantine row is an exact copy of one benign row.
+
+    Copying an honest client is undetectable by any test of what a single row looks like, and
+    over-weights that client's data: under heterogeneous (non-IID) data this biases the
+    aggregate towards one client's distribution (Karimireddy, He, Jaggi 2022).
+
+    Whom to copy: ``target=i`` copies benign row i. ``target=None`` uses the paper's
+    heuristic: take z, the top principal direction of the benign gradients (the top
+    eigenvector of their empirical covariance), and copy the benign row of largest
+    :math:`|\langle g_i - \mu, z\rangle|`, the client that pulls hardest along the direction
+    of largest variance. The paper estimates z online over the first rounds and then keeps
+    the target fixed; this stateless function computes it from the current round (z comes
+    from the n × n Gram matrix of the centred benign rows, no d × d matrix). Ties: the lowest
+    index.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Honest gradients of all n clients.
+    f : int or array_like of bool
+        The first ``f`` rows are Byzantine, or a boolean mask.
+    target : int, optional
+        Index of the benign row to copy; ``None`` for the heuristic.
+    rng : ignored
+        Accepted so that generic code can pass it to every attack.
+
+    Returns
+    -------
+    array, shape (n, d)
+        A new matrix, same library and dtype as ``grads``.
+
+    References
+    ----------
+    S. P. Karimireddy, L. He, M. Jaggi. "Byzantine-Robust Learning on Heterogeneous Datasets
+    via Bucketing", ICLR 2022 (Section 3, the mimic attack).
+    """
+    a = prepare_attack("mimic", grads, f, rng=rng)
+    out = a.output()
+    rows = a.byzantine_rows
+    if rows.size == 0:
+        return a.finish(out)
+    if target is None:
+        t = _heuristic_target(a)
+    else:
+        t = check_int(target, rule="mimic", name="target", low=0, high=a.n - 1)
+        if a.byzantine[t]:
+            raise ValueError(f"mimic: argument 'target'={t} is a Byzantine row; it must be a benign row to copy")
+    out[rows] = a.G[t]
+    return a.finish(out)
+
+
+register_attack("mimic", mimic)
