@@ -11,8 +11,11 @@ Conventions (SPEC §1):
   library and device.
 * A sequence of n 1-D arrays is stacked into an (n, d) matrix (the only case that copies);
   the result is of the first element's library.
-* float32 and float64 are kept; integer input computes in float64; bool, complex and object
-  input is a ``TypeError``.
+* float32 and float64 are kept; integer input computes in float64; float16 (and the ml_dtypes
+  bfloat16/float8 types JAX uses) compute in float32; bool, complex and object input is a
+  ``TypeError``.
+* JAX: concrete arrays only. A tracer (inside ``jax.jit``/``vmap``/``grad``) is a ``TypeError``
+  that says so, since the kernels are compiled NumPy code.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
+def _is_jax_tracer(x: Any) -> bool:
+    return type(x).__module__.startswith("jax") and "Tracer" in type(x).__name__
+
+
 def _single_to_numpy(x: Any) -> tuple[np.ndarray, ArrayContext]:
     """One array of any library as a NumPy array (a view when possible) and its context."""
     if isinstance(x, np.ndarray):
@@ -78,6 +85,11 @@ def _single_to_numpy(x: Any) -> tuple[np.ndarray, ArrayContext]:
             return np.from_dlpack(t), ctx
         except (BufferError, RuntimeError, TypeError):
             return t.numpy(), ctx
+    if _is_jax_tracer(x):
+        raise TypeError(
+            "robustagg runs outside jax.jit/vmap/grad (its kernels are compiled NumPy code): call it "
+            "on concrete JAX arrays, or from traced code through jax.pure_callback"
+        )
     if hasattr(x, "__array_namespace__") or hasattr(x, "__dlpack__"):
         try:
             import array_api_compat
@@ -163,6 +175,8 @@ def _check_dtype(arr: np.ndarray, rule: str, name: str) -> np.ndarray:
         return arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
     if kind in "iu":
         return arr.astype(np.float64)
+    if kind == "V" and arr.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes (JAX)
+        return arr.astype(np.float32)
     raise TypeError(
         f"{rule}: argument {name!r} must hold real floating-point or integer values, "
         f"got dtype {arr.dtype} (bool, complex and object are not allowed)"
