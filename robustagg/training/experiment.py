@@ -1,0 +1,874 @@
+"""``robustagg experiment``: the paper's experiments with the built-in trainer.
+
+Presets (the paper's Section VI on a dataset that needs no download)::
+
+    robustagg experiment --preset table1 --out runs/table1            # all cells, one seed
+    robustagg experiment --preset table1 --quick --out runs/table1q   # reduced budget
+    robustagg experiment --preset fig4 --jobs 2 --seeds 0 1 2
+
+=========  ===============================================================================
+preset     cells
+=========  ===============================================================================
+table1     every Table I attack (incl. none) × Mean, TrMean, Median, GeoMed, Multi-Krum,
+           Bulyan, DnC, SignGuard, SignGuard-Sim, SignGuard-Dist (20 % Byzantine, IID)
+table2     kept rates of honest/malicious gradients of the SignGuard variants (Table II)
+table3     SignGuard-Sim ablation: norm threshold / sign clustering / norm clipping switches
+           × Random, reverse-with-scaling, LIE (Table III)
+fig2       sign statistics of honest gradients vs the LIE vector over rounds (Fig. 2)
+fig4       Byzantine fraction 10–40 % × SOTA attacks × Median, TrMean, Multi-Krum, DnC,
+           SignGuard-Sim (Fig. 4)
+fig5       time-varying attack (a fresh attack or none each epoch) (Fig. 5)
+fig6       non-IID, s = 0.3, 0.5, 0.8 × SOTA attacks × TrMean, Multi-Krum, Bulyan, DnC,
+           SignGuard-Sim (Fig. 6)
+=========  ===============================================================================
+
+Every finished cell is stored as one JSON file under ``OUT/cells/`` named by a hash of its full
+configuration, so an interrupted or repeated run recomputes nothing that is done (``--force``
+recomputes). The run writes ``OUT/results.csv`` (one row per cell and seed), ``OUT/<preset>.md``
+(the table in the paper's layout) and, for the figure presets, ``OUT/<preset>.png`` (needs
+matplotlib, the ``plot`` extra; without it the plot is skipped with a note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections import defaultdict
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BUDGETS", "PRESETS", "build_cells", "configure_parser", "run", "run_cell"]
+
+#: Table I's attacks, in the paper's column order
+TABLE1_ATTACKS = ("none", "gaussian", "noise", "label_flip", "byzmean", "sign_flip", "lie", "min_max", "min_sum")
+#: Table I's rules, in the paper's row order
+TABLE1_RULES = (
+    "mean",
+    "trimmed_mean",
+    "median",
+    "geometric_median",
+    "multi_krum",
+    "bulyan",
+    "dnc",
+    "signguard",
+    "signguard_sim",
+    "signguard_dist",
+)
+SOTA_ATTACKS = ("byzmean", "sign_flip", "lie", "min_max", "min_sum")
+SIGNGUARDS = ("signguard", "signguard_sim", "signguard_dist")
+
+PRETTY = {
+    "none": "No Attack",
+    "gaussian": "Random",
+    "noise": "Noise",
+    "label_flip": "Label-flip",
+    "byzmean": "ByzMean",
+    "sign_flip": "Sign-flip",
+    "lie": "LIE",
+    "min_max": "Min-Max",
+    "min_sum": "Min-Sum",
+    "reverse_scaled": "Reverse",
+    "time_varying": "Time-varying",
+    "mean": "Mean",
+    "trimmed_mean": "TrMean",
+    "median": "Median",
+    "geometric_median": "GeoMed",
+    "krum": "Krum",
+    "multi_krum": "Multi-Krum",
+    "bulyan": "Bulyan",
+    "dnc": "DnC",
+    "signguard": "SignGuard",
+    "signguard_sim": "SignGuard-Sim",
+    "signguard_dist": "SignGuard-Dist",
+}
+
+#: training settings shared by every preset (see docs/results.md for why)
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "n_clients": 50,
+    "byzantine_fraction": 0.2,
+    "lr": 0.1,
+    "batch_size": 16,
+    "hidden": 64,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+}
+#: epochs per budget
+BUDGETS: dict[str, dict[str, Any]] = {"full": {"epochs": 60}, "quick": {"epochs": 30}}
+
+# Table III: (label, thresholding, clustering, clipping) -- the paper's rows
+ABLATIONS = (
+    ("T", True, False, False),
+    ("C", False, True, False),
+    ("N", False, False, True),
+    ("T+C", True, True, False),
+    ("C+N", False, True, True),
+    ("T+C+N", True, True, True),
+)
+
+CSV_COLUMNS = [
+    "preset",
+    "dataset",
+    "model",
+    "rule",
+    "attack",
+    "byzantine_fraction",
+    "partition",
+    "seed",
+    "variant",
+    "best_accuracy",
+    "final_accuracy",
+    "honest_kept_rate",
+    "malicious_kept_rate",
+    "diverged",
+    "epochs",
+    "rounds",
+    "seconds",
+    "error",
+    "cell_id",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# presets
+
+
+def _ablation_kwargs(threshold: bool, cluster: bool, clip: bool) -> dict[str, Any]:
+    """Keyword switches of the SignGuard rules for one Table III row."""
+    from .. import RULES
+
+    fn = RULES.get("signguard_sim")
+    names = _ablation_switch_names(fn)
+    return {names[0]: threshold, names[1]: cluster, names[2]: clip}
+
+
+def _ablation_switch_names(fn) -> tuple[str, str, str]:
+    import inspect
+
+    default = ("norm_filter", "sign_clustering", "clipping")
+    if fn is None:
+        return default
+    params = set(inspect.signature(fn).parameters)
+    candidates = (
+        ("norm_filter", "sign_clustering", "clipping"),
+        ("norm_filter", "clustering", "clipping"),
+        ("use_norm_filter", "use_clustering", "use_clipping"),
+        ("thresholding", "clustering", "norm_clipping"),
+        ("norm_threshold", "sign_cluster", "clip"),
+    )
+    for c in candidates:
+        if set(c) <= params:
+            return c
+    return default
+
+
+def _cells_table1(a) -> list[dict]:
+    return [dict(rule=r, attack=att) for r in a.rules or TABLE1_RULES for att in a.attacks or TABLE1_ATTACKS]
+
+
+def _cells_table2(a) -> list[dict]:
+    attacks = a.attacks or SOTA_ATTACKS
+    return [dict(rule=r, attack=att) for r in a.rules or SIGNGUARDS for att in attacks]
+
+
+def _cells_table3(a) -> list[dict]:
+    cells = []
+    rule = (a.rules or ("signguard_sim",))[0]
+    for label, thr, clu, clip in ABLATIONS:
+        kw = _ablation_kwargs(thr, clu, clip)
+        for att in a.attacks or ("gaussian", "reverse_scaled", "lie"):
+            akw = {"r": 3.0 if (thr or clip) else 100.0} if att == "reverse_scaled" else {}
+            cells.append(dict(rule=rule, rule_kwargs=kw, attack=att, attack_kwargs=akw, variant=label))
+    return cells
+
+
+def _cells_fig2(a) -> list[dict]:
+    return [dict(rule=r, attack=att, record_signs=True) for r in a.rules or ("mean",) for att in a.attacks or ("none",)]
+
+
+def _cells_fig4(a) -> list[dict]:
+    rules = a.rules or ("median", "trimmed_mean", "multi_krum", "dnc", "signguard_sim")
+    attacks = a.attacks or (("byzmean", "lie", "min_max") if a.quick else SOTA_ATTACKS)
+    fractions = a.fractions or (0.1, 0.2, 0.3, 0.4)
+    cells = [dict(rule="mean", attack="none", byzantine_fraction=0.0, variant="baseline")]
+    for frac in fractions:
+        cells += [dict(rule=r, attack=att, byzantine_fraction=frac) for r in rules for att in attacks]
+    return cells
+
+
+def _cells_fig5(a) -> list[dict]:
+    rules = a.rules or ("trimmed_mean", "median", "multi_krum", "bulyan", "dnc", "signguard")
+    cells = [dict(rule="mean", attack="none", variant="baseline")]
+    cells += [dict(rule=r, attack="time_varying") for r in rules]
+    return cells
+
+
+def _cells_fig6(a) -> list[dict]:
+    rules = a.rules or ("trimmed_mean", "multi_krum", "bulyan", "dnc", "signguard_sim")
+    attacks = a.attacks or (("byzmean", "sign_flip", "lie") if a.quick else ("byzmean", "sign_flip", "lie", "min_max"))
+    cells = []
+    for s in a.s_values or (0.3, 0.5, 0.8):
+        cells.append(dict(rule="mean", attack="none", partition="noniid", s=s, variant="baseline"))
+        cells += [dict(rule=r, attack=att, partition="noniid", s=s) for r in rules for att in attacks]
+    return cells
+
+
+PRESETS = {
+    "table1": (_cells_table1, "Table I: best test accuracy (%), rules × attacks, 20 % Byzantine, IID"),
+    "table2": (_cells_table2, "Table II: average kept rate of honest (H) and malicious (M) gradients"),
+    "table3": (_cells_table3, "Table III: SignGuard-Sim components (T: norm threshold, C: sign clustering, N: norm clipping)"),
+    "fig2": (_cells_fig2, "Fig. 2: sign statistics of honest gradients and of the LIE vector over rounds"),
+    "fig4": (_cells_fig4, "Fig. 4: accuracy drop against the Byzantine fraction"),
+    "fig5": (_cells_fig5, "Fig. 5: test accuracy under the time-varying attack"),
+    "fig6": (_cells_fig6, "Fig. 6: best accuracy under non-IID data (IID fraction s)"),
+}
+
+
+def build_cells(args: argparse.Namespace) -> list[dict]:
+    """Every cell (one training run) of the preset, one per seed, with its full configuration."""
+    make, _ = PRESETS[args.preset]
+    budget = dict(BUDGETS["quick" if args.quick else "full"])
+    base = dict(TRAINING_DEFAULTS)
+    for key in ("n_clients", "lr", "batch_size", "hidden", "epochs", "byzantine_fraction"):
+        v = getattr(args, key, None)
+        if v is not None:
+            (budget if key == "epochs" else base)[key] = v
+    cells = []
+    for spec in make(args):
+        for seed in args.seeds:
+            cell = {
+                "preset": args.preset,
+                "dataset": args.dataset,
+                "model": args.model,
+                **base,
+                **budget,
+                "rule_kwargs": {},
+                "attack_kwargs": {},
+                "partition": "iid",
+                "s": 1.0,
+                "variant": "",
+                "record_signs": False,
+                **spec,
+                "seed": int(seed),
+            }
+            cell["cell_id"] = cell_id(cell)
+            cells.append(cell)
+    return cells
+
+
+def cell_id(cell: dict) -> str:
+    """A stable hash of everything that determines a cell's result (not the preset's name)."""
+    key = {k: v for k, v in cell.items() if k not in ("preset", "cell_id", "variant", "record_signs")}
+    blob = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# running one cell
+
+
+@lru_cache(maxsize=4)
+def _dataset(name: str):
+    from .data import load_dataset
+
+    return load_dataset(name, seed=0)
+
+
+def run_cell(cell: dict) -> dict:
+    """Train one cell; return a JSON-serialisable record (``error`` set for invalid settings)."""
+    from .federated import FederatedConfig, run_federated
+
+    keys = FederatedConfig.__dataclass_fields__
+    config = FederatedConfig(**{k: v for k, v in cell.items() if k in keys})
+    config.record_signs = True  # cheap, and what fig2 plots; stored for every cell
+    record: dict[str, Any] = {"cell": cell}
+    t0 = time.perf_counter()
+    try:
+        result = run_federated(_dataset(cell["dataset"]), config)
+    except ValueError as exc:  # a setting the rule refuses (e.g. Bulyan's n >= 4f + 3)
+        record.update(error=str(exc), summary={"seconds": time.perf_counter() - t0})
+        return record
+    d = result.to_dict(history=True)
+    record.update(error="", summary=d["summary"], history=_slim_history(d["history"]), attack_names=d["attack_names"])
+    return record
+
+
+def _slim_history(h: dict) -> dict:
+    """Keep what the tables and plots need (accuracy curve, kept rates, sign statistics)."""
+    keep = ("round", "accuracy", "test_loss", "honest_kept", "malicious_kept", "attack", "honest_signs", "malicious_signs", "lie_signs")
+    return {k: h[k] for k in keep if k in h}
+
+
+def _worker_init() -> None:
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    _limit_threads()
+
+
+def _limit_threads() -> None:
+    """One thread for Numba and BLAS: cells run in parallel processes, not threads."""
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except Exception:  # pragma: no cover - numba without threading layer
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except Exception:  # pragma: no cover - threadpoolctl is a scikit-learn dependency
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# storage
+
+
+def _cell_path(out: str, cid: str) -> str:
+    return os.path.join(out, "cells", f"{cid}.json")
+
+
+def _load_record(out: str, cid: str) -> dict | None:
+    path = _cell_path(out, cid)
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _save_record(out: str, record: dict) -> None:
+    path = _cell_path(out, record["cell"]["cell_id"])
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, separators=(",", ":"))
+    os.replace(tmp, path)  # atomic: an interrupted run never leaves half a cell
+
+
+def _num(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _csv_row(record: dict) -> dict:
+    from .partition import partition_label
+
+    c, s = record["cell"], record.get("summary", {})
+    pct = lambda v: "" if v is None or not math.isfinite(_num(v)) else f"{100 * _num(v):.2f}"  # noqa: E731
+    rate = lambda v: "" if v is None or not math.isfinite(_num(v)) else f"{_num(v):.4f}"  # noqa: E731
+    return {
+        "preset": c["preset"],
+        "dataset": c["dataset"],
+        "model": c["model"],
+        "rule": c["rule"],
+        "attack": c["attack"],
+        "byzantine_fraction": c["byzantine_fraction"],
+        "partition": partition_label(c["partition"], c["s"]),
+        "seed": c["seed"],
+        "variant": c.get("variant", ""),
+        "best_accuracy": pct(s.get("best_accuracy")),
+        "final_accuracy": pct(s.get("final_accuracy")),
+        "honest_kept_rate": rate(s.get("honest_kept_rate")),
+        "malicious_kept_rate": rate(s.get("malicious_kept_rate")),
+        "diverged": s.get("diverged", ""),
+        "epochs": c["epochs"],
+        "rounds": s.get("rounds", ""),
+        "seconds": f"{_num(s.get('seconds')):.2f}",
+        "error": record.get("error", ""),
+        "cell_id": c["cell_id"],
+    }
+
+
+def write_csv(path: str, records: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in records:
+            w.writerow(_csv_row(r))
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown tables in the paper's layout
+
+
+def _p(name: str) -> str:
+    return PRETTY.get(name, name)
+
+
+def _agg(values: list[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan")
+
+
+def _fmt(mean: float, std: float, scale: float = 100.0, digits: int = 2, bold: bool = False) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    s = f"{scale * mean:.{digits}f}"
+    if math.isfinite(std):
+        s += f" ± {scale * std:.{digits}f}"
+    return f"**{s}**" if bold else s
+
+
+def _grid(records, row_key, col_key, value, rows=None, cols=None):
+    cells: dict[tuple, list[float]] = defaultdict(list)
+    row_order, col_order = [], []
+    for r in records:
+        rk, ck = row_key(r), col_key(r)
+        if rk not in row_order:
+            row_order.append(rk)
+        if ck not in col_order:
+            col_order.append(ck)
+        cells[(rk, ck)].append(value(r))
+    return rows or row_order, cols or col_order, {k: _agg(v) for k, v in cells.items()}
+
+
+def _acc(r: dict) -> float:
+    return _num(r.get("summary", {}).get("best_accuracy"))
+
+
+def _table(rows, cols, stats, row_label, col_label=lambda c: str(c), header0="", bold_best=True, scale=100.0, digits=2) -> str:
+    lines = ["| " + header0 + " | " + " | ".join(col_label(c) for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    best = {}
+    if bold_best:
+        for c in cols:
+            vals = [stats.get((r, c), (float("nan"),))[0] for r in rows]
+            finite = [v for v in vals if math.isfinite(v)]
+            best[c] = max(finite) if finite else None
+    for r in rows:
+        out = []
+        for c in cols:
+            m, s = stats.get((r, c), (float("nan"), float("nan")))
+            out.append(_fmt(m, s, scale, digits, bold=bold_best and best.get(c) is not None and m == best[c]))
+        lines.append(f"| {row_label(r)} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def _context_line(records: list[dict]) -> str:
+    c = records[0]["cell"]
+    seeds = sorted({r["cell"]["seed"] for r in records})
+    return (
+        f"Dataset `{c['dataset']}`, model `{c['model']}`, n = {c['n_clients']} clients, "
+        f"{c['epochs']} epochs (batch {c['batch_size']}, lr {c['lr']}, momentum {c['momentum']}, "
+        f"weight decay {c['weight_decay']}), seeds {seeds}. Values: best test accuracy in % "
+        "(mean ± std over seeds when there are several)."
+    )
+
+
+def markdown(preset: str, records: list[dict]) -> str:
+    """The preset's table(s) in the paper's layout."""
+    ok = [r for r in records if not r.get("error")]
+    title = PRESETS[preset][1]
+    parts = [f"# {title}", "", _context_line(records) if records else "", ""]
+    if preset == "table1":
+        rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], _acc)
+        parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
+        parts += ["", "Average kept rate of honest / malicious gradients (H / M):", ""]
+        h = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], lambda r: _num(r["summary"].get("honest_kept_rate")))
+        m = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], lambda r: _num(r["summary"].get("malicious_kept_rate")))
+        parts.append(_kept_table(h, m, _p))
+    elif preset == "table2":
+        h = _grid(ok, lambda r: r["cell"]["attack"], lambda r: r["cell"]["rule"], lambda r: _num(r["summary"].get("honest_kept_rate")))
+        m = _grid(ok, lambda r: r["cell"]["attack"], lambda r: r["cell"]["rule"], lambda r: _num(r["summary"].get("malicious_kept_rate")))
+        rows, cols = h[0], h[1]
+        lines = ["| Attack | " + " | ".join(f"{_p(c)} H | {_p(c)} M" for c in cols) + " |", "|" + "---|" * (2 * len(cols) + 1)]
+        for a in rows:
+            vals = []
+            for c in cols:
+                vals.append(_fmt(*h[2].get((a, c), (math.nan, math.nan)), scale=1.0, digits=4))
+                vals.append(_fmt(*m[2].get((a, c), (math.nan, math.nan)), scale=1.0, digits=4))
+            lines.append(f"| {_p(a)} | " + " | ".join(vals) + " |")
+        parts.append("\n".join(lines))
+        parts += ["", "Best test accuracy (%):", ""]
+        rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], _acc)
+        parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
+    elif preset == "table3":
+        rows, cols, stats = _grid(ok, lambda r: r["cell"]["variant"], lambda r: r["cell"]["attack"], _acc)
+        parts.append(_table(rows, cols, stats, lambda v: v, _p, header0="Components"))
+        parts += ["", "T: norm thresholding, C: sign clustering, N: norm clipping. Reverse: sign flip scaled by "
+                  "r = 3 (= R) when T or N is on, r = 100 otherwise."]
+    elif preset == "fig2":
+        parts.append(_fig2_table(ok))
+    elif preset == "fig4":
+        base = _agg([_acc(r) for r in ok if r["cell"]["variant"] == "baseline"])[0]
+        rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
+        rows, cols, stats = _grid(
+            rest, lambda r: (r["cell"]["attack"], r["cell"]["rule"]), lambda r: r["cell"]["byzantine_fraction"], _acc
+        )
+        parts.append(f"Baseline (Mean, no attack, no Byzantine clients): {_fmt(base, math.nan)} %.\n")
+        parts.append(_table(rows, cols, stats, lambda k: f"{_p(k[0])} / {_p(k[1])}", lambda c: f"{100 * c:g} % Byz.",
+                            header0="Attack / GAR", bold_best=False))
+    elif preset == "fig5":
+        rows, cols, stats = _grid(ok, lambda r: (r["cell"]["rule"], r["cell"]["attack"]), lambda r: "best", _acc)
+        _, _, fin = _grid(ok, lambda r: (r["cell"]["rule"], r["cell"]["attack"]), lambda r: "best",
+                          lambda r: _num(r["summary"].get("final_accuracy")))
+        lines = ["| GAR | attack | best accuracy | final accuracy |", "|---|---|---|---|"]
+        for k in rows:
+            lines.append(f"| {_p(k[0])} | {_p(k[1])} | {_fmt(*stats[(k, 'best')])} | {_fmt(*fin[(k, 'best')])} |")
+        parts.append("\n".join(lines))
+    elif preset == "fig6":
+        rows, cols, stats = _grid(ok, lambda r: (r["cell"]["attack"], r["cell"]["rule"]), lambda r: r["cell"]["s"], _acc)
+        parts.append(_table(rows, cols, stats, lambda k: f"{_p(k[0])} / {_p(k[1])}", lambda c: f"s = {c:g}",
+                            header0="Attack / GAR", bold_best=False))
+    errors = [r for r in records if r.get("error")]
+    if errors:
+        parts += ["", "Cells that could not run:", ""]
+        seen = set()
+        for r in errors:
+            c = r["cell"]
+            key = (c["rule"], c["attack"], c["byzantine_fraction"], r["error"])
+            if key not in seen:
+                seen.add(key)
+                parts.append(f"- {_p(c['rule'])} / {_p(c['attack'])} at {100 * c['byzantine_fraction']:g} % Byzantine: {r['error']}")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _kept_table(h, m, label) -> str:
+    rows, cols, hs = h
+    ms = m[2]
+    lines = ["| GAR | " + " | ".join(_p(c) for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for r in rows:
+        vals = []
+        for c in cols:
+            a, b = hs.get((r, c), (math.nan,))[0], ms.get((r, c), (math.nan,))[0]
+            fa = f"{a:.2f}" if math.isfinite(a) else "–"
+            fb = f"{b:.2f}" if math.isfinite(b) else "–"
+            vals.append(f"{fa} / {fb}")
+        lines.append(f"| {label(r)} | " + " | ".join(vals) + " |")
+    return "\n".join(lines)
+
+
+def _fig2_table(records) -> str:
+    lines = ["| run | rounds | honest + | honest 0 | honest − | LIE + | LIE 0 | LIE − |", "|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        h = np.array(r["history"].get("honest_signs", []), dtype=float)
+        lie = np.array(r["history"].get("lie_signs", []), dtype=float)
+        if h.size == 0:
+            continue
+        hm, lm = np.nanmean(h, axis=0), np.nanmean(lie, axis=0)
+        c = r["cell"]
+        lines.append(
+            f"| {_p(c['rule'])} / {_p(c['attack'])} (seed {c['seed']}) | {h.shape[0]} | "
+            + " | ".join(f"{v:.3f}" for v in (*hm, *lm))
+            + " |"
+        )
+    return "Average over rounds of the fraction of positive / zero / negative coordinates.\n\n" + "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# plots
+
+
+def plot(preset: str, records: list[dict], path: str) -> str | None:
+    """Draw the figure of a figure preset to ``path``; returns a note when it cannot."""
+    if preset not in ("fig2", "fig4", "fig5", "fig6"):
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'robustagg[plot]'): plot skipped"
+    ok = [r for r in records if not r.get("error")]
+    if not ok:
+        return "no finished cell to plot"
+    if preset == "fig2":
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        r = ok[0]
+        h = np.array(r["history"]["honest_signs"], dtype=float)
+        lie = np.array(r["history"]["lie_signs"], dtype=float)
+        x = np.arange(1, h.shape[0] + 1)
+        for j, (name, style) in enumerate((("positive", "-"), ("zero", ":"), ("negative", "--"))):
+            ax.plot(x, h[:, j], style, color="C0", label=f"honest {name}")
+            ax.plot(x, lie[:, j], style, color="C3", label=f"LIE {name}")
+        ax.set_xlabel("round")
+        ax.set_ylabel("fraction of coordinates")
+        ax.set_title(f"Sign statistics ({r['cell']['dataset']}, {r['cell']['model']})")
+        ax.legend(fontsize=7, ncol=3)
+    elif preset == "fig4":
+        base = _agg([_acc(r) for r in ok if r["cell"]["variant"] == "baseline"])[0]
+        rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
+        attacks = list(dict.fromkeys(r["cell"]["attack"] for r in rest))
+        fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.2), sharey=True, squeeze=False)
+        for ax, att in zip(axes[0], attacks):
+            sub = [r for r in rest if r["cell"]["attack"] == att]
+            rows, cols, stats = _grid(sub, lambda r: r["cell"]["rule"], lambda r: r["cell"]["byzantine_fraction"], _acc)
+            for rule in rows:
+                xs = [c for c in cols if (rule, c) in stats]
+                ax.plot([100 * c for c in xs], [100 * (base - stats[(rule, c)][0]) for c in xs], "o-", label=_p(rule))
+            ax.set_title(_p(att))
+            ax.set_xlabel("Byzantine clients (%)")
+        axes[0][0].set_ylabel("accuracy drop (points)")
+        axes[0][-1].legend(fontsize=7)
+    elif preset == "fig5":
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for r in ok:
+            acc = np.array(r["history"]["accuracy"], dtype=float)
+            rounds = np.array(r["history"]["round"], dtype=float)
+            label = "baseline (Mean, no attack)" if r["cell"]["variant"] == "baseline" else _p(r["cell"]["rule"])
+            ax.plot(rounds, 100 * acc, label=f"{label} s{r['cell']['seed']}" if len(set(x['cell']['seed'] for x in ok)) > 1 else label)
+        ax.set_xlabel("round")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title("Time-varying attack")
+        ax.legend(fontsize=7)
+    else:  # fig6
+        rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
+        attacks = list(dict.fromkeys(r["cell"]["attack"] for r in rest))
+        fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.2), sharey=True, squeeze=False)
+        _, _, base = _grid([r for r in ok if r["cell"]["variant"] == "baseline"], lambda r: 0, lambda r: r["cell"]["s"], _acc)
+        for ax, att in zip(axes[0], attacks):
+            sub = [r for r in rest if r["cell"]["attack"] == att]
+            rows, cols, stats = _grid(sub, lambda r: r["cell"]["rule"], lambda r: r["cell"]["s"], _acc)
+            width = 0.8 / max(len(rows), 1)
+            for i, rule in enumerate(rows):
+                ax.bar([j + i * width for j in range(len(cols))], [100 * stats.get((rule, c), (math.nan,))[0] for c in cols],
+                       width=width, label=_p(rule))
+            ax.plot([j + 0.4 - width / 2 for j in range(len(cols))], [100 * base.get((0, c), (math.nan,))[0] for c in cols],
+                    "k*", label="baseline")
+            ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], [f"s={c:g}" for c in cols])
+            ax.set_title(_p(att))
+        axes[0][0].set_ylabel("best test accuracy (%)")
+        axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# command line
+
+
+def _csv_list(kind: str, choices: list[str] | None = None):
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{kind}: empty list")
+        if choices is not None:
+            bad = [t for t in items if t not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {kind} {', '.join(bad)}; available: {', '.join(choices)}")
+        return items
+
+    return parse
+
+
+def _float_list(kind: str, low: float, high: float):
+    def parse(text: str) -> list[float]:
+        try:
+            vals = [float(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a comma-separated list of numbers, got {text!r}") from None
+        if not vals or any(not (low <= v <= high) for v in vals):
+            raise argparse.ArgumentTypeError(f"{kind} must be numbers in [{low}, {high}], got {text!r}")
+        return vals
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _seed(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}") from None
+    if not vals or min(vals) < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
+    return vals
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return v
+
+
+def _dataset_arg(text: str) -> str:
+    if text in ("digits", "synthetic"):
+        return text
+    if text.endswith(".npz"):
+        if not os.path.isfile(text):
+            raise argparse.ArgumentTypeError(f"dataset file {text!r} does not exist")
+        return os.path.abspath(text)
+    raise argparse.ArgumentTypeError(f"expected digits, synthetic or a path to a .npz file, got {text!r}")
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Options of ``robustagg experiment``."""
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "presets:\n" + "\n".join(f"  {k:7s} {v[1]}" for k, v in PRESETS.items())
+    p.add_argument("--preset", choices=sorted(PRESETS), default="table1", help="which experiment (default table1)")
+    p.add_argument("--dataset", type=_dataset_arg, default="digits", help="digits (default), synthetic, or PATH.npz")
+    p.add_argument("--model", choices=("mlp", "logreg"), default="mlp", help="model (default mlp)")
+    p.add_argument("--quick", action="store_true", help="reduced budget (fewer epochs, fewer attacks in fig4/fig6)")
+    p.add_argument("--out", default=None, help="output directory (default runs/PRESET[-quick])")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--seeds", type=_seed, nargs="+", default=[[0]], metavar="SEED",
+                   help="seeds, space- or comma-separated (default 0)")
+    p.add_argument("--rules", type=_csv_list("rule"), default=None, help="comma-separated rules (default: the preset's)")
+    p.add_argument("--attacks", type=_csv_list("attack"), default=None, help="comma-separated attacks (default: the preset's)")
+    p.add_argument("--fractions", type=_float_list("--fractions", 0.0, 0.49), default=None,
+                   help="fig4: Byzantine fractions (default 0.1,0.2,0.3,0.4)")
+    p.add_argument("--s-values", dest="s_values", type=_float_list("--s-values", 0.0, 1.0), default=None,
+                   help="fig6: IID fractions s (default 0.3,0.5,0.8)")
+    g = p.add_argument_group("training settings (defaults: see docs/results.md)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs (default {BUDGETS['full']['epochs']}, --quick {BUDGETS['quick']['epochs']})")
+    g.add_argument("--clients", dest="n_clients", type=_positive_int, default=None, help=f"clients n (default {TRAINING_DEFAULTS['n_clients']})")
+    g.add_argument("--byzantine-fraction", dest="byzantine_fraction", type=_fraction, default=None,
+                   help=f"Byzantine fraction (default {TRAINING_DEFAULTS['byzantine_fraction']})")
+    g.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default {TRAINING_DEFAULTS['lr']})")
+    g.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=None,
+                   help=f"per-client minibatch (default {TRAINING_DEFAULTS['batch_size']})")
+    g.add_argument("--hidden", type=_positive_int, default=None, help=f"MLP hidden units (default {TRAINING_DEFAULTS['hidden']})")
+    p.add_argument("--force", action="store_true", help="recompute cells already stored in OUT")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw the figure")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
+
+
+def _validate_names(args) -> None:
+    from .. import ATTACKS, RULES
+    from .federated import DATA_ATTACKS
+
+    for name in args.rules or ():
+        if name not in RULES:
+            raise ValueError(f"unknown rule {name!r}; available: {', '.join(sorted(RULES))}")
+    allowed = set(ATTACKS) | set(DATA_ATTACKS)
+    for name in args.attacks or ():
+        if name not in allowed:
+            raise ValueError(f"unknown attack {name!r}; available: {', '.join(sorted(allowed))}")
+    if args.preset in ("table3",) and "signguard_sim" not in RULES and not args.rules:
+        raise ValueError("table3 needs the signguard_sim rule, which is not available in this installation")
+
+
+def _missing_rules(cells: list[dict]) -> list[str]:
+    from .. import RULES
+
+    return sorted({c["rule"] for c in cells} - set(RULES))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a preset; returns the exit code (0 when every cell finished)."""
+    args.seeds = sorted({s for group in args.seeds for s in (group if isinstance(group, list) else [group])})
+    _validate_names(args)
+    cells = build_cells(args)
+    missing = _missing_rules(cells)
+    if missing:
+        raise ValueError(
+            f"rules {', '.join(missing)} of preset {args.preset} are not available in this installation; "
+            "choose others with --rules"
+        )
+    out = args.out or os.path.join("runs", args.preset + ("-quick" if args.quick else ""))
+    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+
+    records: dict[str, dict] = {}
+    todo = []
+    for c in cells:
+        rec = None if args.force else _load_record(out, c["cell_id"])
+        if rec is not None:
+            records[c["cell_id"]] = rec
+        else:
+            todo.append(c)
+    seen: set[str] = set()
+    todo = [c for c in todo if not (c["cell_id"] in seen or seen.add(c["cell_id"]))]
+
+    from .._progress import Progress
+
+    t0 = time.perf_counter()
+    failures = 0
+    note = lambda msg: None if args.quiet else print(msg, file=sys.stderr)  # noqa: E731
+    note(f"robustagg experiment {args.preset}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+         f"{len(todo)} to run with {args.jobs} job(s) -> {out}")
+    with Progress(len(todo), desc=args.preset, enabled=False if args.quiet else None) as bar:
+
+        def done(rec: dict) -> None:
+            _save_record(out, rec)
+            records[rec["cell"]["cell_id"]] = rec
+            c = rec["cell"]
+            acc = rec.get("summary", {}).get("best_accuracy")
+            status = "error" if rec.get("error") else (f"{100 * acc:.1f}%" if acc is not None else "n/a")
+            bar.update(1, postfix=f"{c['rule']}/{c['attack']} {status}")
+
+        if args.jobs == 1 or len(todo) <= 1:
+            _limit_threads()
+            for c in todo:
+                done(run_cell(c))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # fresh interpreters: Numba/BLAS threads are not fork-safe
+            old = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+            os.environ.update({k: "1" for k in old})
+            try:
+                with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_worker_init) as pool:
+                    futures = {pool.submit(run_cell, c): c for c in todo}
+                    try:
+                        for fut in cf.as_completed(futures):
+                            try:
+                                done(fut.result())
+                            except Exception as exc:  # a crash in one cell must not lose the others
+                                failures += 1
+                                c = futures[fut]
+                                bar.write(f"cell {c['rule']}/{c['attack']} seed {c['seed']} failed: {type(exc).__name__}: {exc}")
+                    except KeyboardInterrupt:
+                        for fut in futures:
+                            fut.cancel()
+                        raise
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+    # label each record with this preset's own cell (a stored record may come from another
+    # preset with the same settings)
+    ordered = [{**records[c["cell_id"]], "cell": c} for c in cells if c["cell_id"] in records]
+    write_csv(os.path.join(out, "results.csv"), ordered)
+    md_path = os.path.join(out, f"{args.preset}.md")
+    with open(md_path, "w") as fh:
+        fh.write(markdown(args.preset, ordered))
+    plot_note = None
+    if args.plot:
+        plot_note = plot(args.preset, ordered, os.path.join(out, f"{args.preset}.png"))
+    elapsed = time.perf_counter() - t0
+    if not args.quiet:
+        with open(md_path) as fh:
+            print(fh.read())
+        print(f"wrote {os.path.join(out, 'results.csv')}, {md_path}"
+              + ("" if args.preset not in ("fig2", "fig4", "fig5", "fig6") or plot_note or not args.plot
+                 else f", {os.path.join(out, args.preset + '.png')}")
+              + f" in {elapsed:.1f} s", file=sys.stderr)
+        if plot_note:
+            print(f"note: {plot_note}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,494 @@
+"""The federated training loop: n clients, f Byzantine, any rule, any attack.
+
+One round (the paper's Algorithm 1, one local iteration):
+
+1. every client draws a minibatch of its shard and computes its gradient at the shared model --
+   all clients at once (:meth:`~robustagg.training.models._Model.client_gradients`); under the
+   ``label_flip`` data attack the Byzantine clients first map each label ``l`` to ``C - 1 - l``;
+2. the attacker, who is omniscient, replaces the Byzantine rows: the attack function receives
+   the ``(n, d)`` matrix of every client's honest gradient and ``f`` (see below);
+3. the server aggregates the ``n`` rows with the rule (``return_info=True``: the diagnostics'
+   ``kept`` mask gives the honest and malicious kept rates) and takes an SGD step with
+   momentum 0.9 and weight decay 5e-4 applied to the aggregate, as ``torch.optim.SGD`` does in
+   the paper's code: ``v ← μ v + (g̃ + λ x)``, ``x ← x − η v``.
+
+The Byzantine clients sit at positions drawn with the seed (not the first rows, so that rules
+that break ties by index are not favoured); the attack functions receive them as a boolean mask
+(``attack(grads, f=mask, rng=...)``, the library's attack convention). Rules are told the true ``f`` (the paper favours the classical defenses this
+way); SignGuard does not use it.
+
+An *epoch* is ``ceil(mean shard size / batch_size)`` rounds; every epoch each client reshuffles
+its shard. The time-varying attack draws a fresh attack (``"none"`` included) every epoch.
+
+Seeds: one ``seed`` drives everything through independent streams (partition, Byzantine
+positions, model initialisation, minibatches, attack, rule, time-varying draws), so runs that
+differ only in their rule or attack share the data split, the Byzantine positions and the
+initial model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._registry import call_with_supported, get_attack, get_rule
+from .data import Dataset
+from .models import make_model
+from .partition import partition, partition_label
+
+__all__ = [
+    "DATA_ATTACKS",
+    "TIME_VARYING_POOL",
+    "FederatedConfig",
+    "FederatedResult",
+    "run_federated",
+    "sign_fractions",
+]
+
+#: attacks handled by the trainer itself rather than the attack registry
+DATA_ATTACKS = ("none", "label_flip", "time_varying")
+
+#: the attacks the time-varying adversary draws from each epoch (the paper's Table I, incl. none)
+TIME_VARYING_POOL = ("none", "gaussian", "noise", "label_flip", "byzmean", "sign_flip", "lie", "min_max", "min_sum")
+
+#: default options of the attacks in the experiments (the paper's Section V-B)
+DEFAULT_ATTACK_KWARGS: dict[str, dict[str, Any]] = {"lie": {"z": 0.3}, "byzmean": {"z": 0.3}}
+
+
+@dataclass
+class FederatedConfig:
+    """Everything that defines one training run.
+
+    Attributes
+    ----------
+    n_clients : int, default 50
+    byzantine_fraction : float, default 0.2
+        ``f = round(byzantine_fraction * n_clients)`` clients are Byzantine.
+    rule : str or callable, default "mean"
+        A name of ``robustagg.RULES`` or a function with the library's rule signature.
+    rule_kwargs : dict
+        Extra options of the rule (passed only where its signature accepts them).
+    attack : str or callable, default "none"
+        ``"none"``, ``"label_flip"`` (data attack), ``"time_varying"`` (a fresh attack from
+        ``time_varying_pool`` every epoch), a name of ``robustagg.ATTACKS``, or a function
+        ``attack(grads, f, rng=...)`` returning the attacked matrix.
+    attack_kwargs : dict
+        Extra options of the attack; default ``z = 0.3`` for LIE (and ByzMean's LIE part).
+    time_varying_pool : sequence of str
+    model : {"mlp", "logreg"}, default "mlp"
+    hidden : int, default 64
+        Hidden width of the MLP.
+    lr : float, default 0.05
+    batch_size : int, default 32
+        Per-client minibatch (a client with a smaller shard uses its whole shard).
+    epochs : int, default 60
+    momentum : float, default 0.9
+    weight_decay : float, default 5e-4
+    partition : {"iid", "noniid"}, default "iid"
+    s : float, default 0.5
+        IID fraction of the non-IID partition.
+    seed : int, default 0
+    rule_knows_f : bool, default True
+        Pass the true ``f`` to rules that take it (else ``f = 0``).
+    record_signs : bool, default True
+        Record the sign statistics of honest and malicious gradients each round (Fig. 2).
+    eval_every : int, default 1
+        Evaluate the test accuracy every this many rounds (and after the last).
+    """
+
+    n_clients: int = 50
+    byzantine_fraction: float = 0.2
+    rule: Any = "mean"
+    rule_kwargs: dict = field(default_factory=dict)
+    attack: Any = "none"
+    attack_kwargs: dict = field(default_factory=dict)
+    time_varying_pool: Sequence[str] = TIME_VARYING_POOL
+    model: str = "mlp"
+    hidden: int = 64
+    lr: float = 0.05
+    batch_size: int = 32
+    epochs: int = 60
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    partition: str = "iid"
+    s: float = 0.5
+    seed: int = 0
+    rule_knows_f: bool = True
+    record_signs: bool = True
+    eval_every: int = 1
+
+    @property
+    def n_byzantine(self) -> int:
+        return int(round(self.byzantine_fraction * self.n_clients))
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for settings that cannot run."""
+        if isinstance(self.n_clients, bool) or int(self.n_clients) != self.n_clients or self.n_clients < 1:
+            raise ValueError(f"n_clients must be a positive integer, got {self.n_clients!r}")
+        if not 0.0 <= float(self.byzantine_fraction) < 1.0:
+            raise ValueError(f"byzantine_fraction must be in [0, 1), got {self.byzantine_fraction}")
+        for name in ("batch_size", "epochs", "hidden", "eval_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (float(self.lr) > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 <= float(self.momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if float(self.weight_decay) < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.partition not in ("iid", "noniid"):
+            raise ValueError(f"partition must be 'iid' or 'noniid', got {self.partition!r}")
+        if self.model not in ("mlp", "logreg"):
+            raise ValueError(f"model must be 'mlp' or 'logreg', got {self.model!r}")
+        if self.n_byzantine >= self.n_clients:
+            raise ValueError("at least one client must be honest")
+        # names must resolve (a clear error before any work)
+        if not callable(self.rule):
+            get_rule(self.rule)
+        attacks = list(self.time_varying_pool) if self.attack == "time_varying" else [self.attack]
+        for a in attacks:
+            if not callable(a) and a not in DATA_ATTACKS:
+                get_attack(a)
+
+
+@dataclass
+class FederatedResult:
+    """What a run produced.
+
+    Attributes
+    ----------
+    config : FederatedConfig
+    history : dict of ndarray
+        Per evaluated round: ``round``, ``epoch``, ``accuracy`` (test), ``test_loss``; per round:
+        ``train_loss`` (honest clients' minibatch loss), ``honest_kept``, ``malicious_kept``
+        (fraction of honest / Byzantine rows the rule kept), ``attack`` (index into
+        ``attack_names``), and with ``record_signs`` the sign fractions ``honest_signs``,
+        ``malicious_signs`` and ``lie_signs`` (rows: rounds; columns: positive, zero, negative),
+        the last being the virtual LIE gradient μ − 0.3σ of the honest gradients (Fig. 2).
+    summary : dict
+        ``best_accuracy``, ``final_accuracy``, ``honest_kept_rate``, ``malicious_kept_rate``
+        (averages over rounds), ``diverged``, ``seconds``, ``rounds``, ``d``, ``f``, ...
+    attack_names : list of str
+    byzantine : ndarray of bool, shape (n_clients,)
+    """
+
+    config: FederatedConfig
+    history: dict[str, np.ndarray]
+    summary: dict[str, Any]
+    attack_names: list[str]
+    byzantine: np.ndarray
+
+    def to_dict(self, *, history: bool = True) -> dict[str, Any]:
+        """A JSON-serialisable dict (NaN as ``None``)."""
+        cfg = asdict(self.config)
+        for k in ("rule", "attack"):
+            if callable(cfg[k]):
+                cfg[k] = getattr(cfg[k], "__name__", repr(cfg[k]))
+        cfg["time_varying_pool"] = list(cfg["time_varying_pool"])
+        out: dict[str, Any] = {
+            "config": cfg,
+            "summary": _jsonable(self.summary),
+            "attack_names": list(self.attack_names),
+            "byzantine": np.flatnonzero(self.byzantine).tolist(),
+        }
+        if history:
+            out["history"] = {k: _jsonable(v) for k, v in self.history.items()}
+        return out
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if not math.isfinite(x) else round(x, 6)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def sign_fractions(G: np.ndarray) -> np.ndarray:
+    """Fractions of positive, zero and negative entries of each row: an (n, 3) array."""
+    G = np.atleast_2d(G)
+    d = G.shape[1]
+    pos = np.count_nonzero(G > 0, axis=1)
+    neg = np.count_nonzero(G < 0, axis=1)
+    return np.stack([pos, d - pos - neg, neg], axis=1) / d
+
+
+# ----------------------------------------------------------------------------------------------
+# rule and attack adapters
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _stateful_factory(name: str) -> Callable[..., Any] | None:
+    """The SignGuard module's stateful wrapper for ``signguard_sim``/``signguard_dist``, if any."""
+    try:
+        from .. import signguard as sg_module  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    for cls_name in ("StatefulSignGuard", "SignGuardState", "SignGuardStateful", "SignGuardAggregator"):
+        cls = getattr(sg_module, cls_name, None)
+        if isinstance(cls, type):
+            return cls
+    return None
+
+
+class _RuleRunner:
+    """Calls a rule each round with ``f``, its ``rng``, options and (Sim/Dist) the reference.
+
+    Rules that take a ``reference`` argument (SignGuard-Sim/-Dist) receive the previous round's
+    aggregate (``None`` in the first round: the rule then uses its stateless fallback), which is
+    what the SignGuard module's stateful wrapper does.
+    """
+
+    def __init__(self, rule: Any, kwargs: dict, f: int, rng: np.random.Generator) -> None:
+        self.fn = get_rule(rule)
+        self.name = rule if isinstance(rule, str) else getattr(rule, "__name__", "rule")
+        self.kwargs = dict(kwargs)
+        self.f = f
+        self.rng = rng
+        self.reference: np.ndarray | None = None
+        self.uses_reference = _accepts(self.fn, "reference")
+
+    def __call__(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kwargs = dict(self.kwargs)
+        if self.uses_reference:
+            kwargs["reference"] = self.reference
+        out = call_with_supported(self.fn, G, f=self.f, rng=self.rng, return_info=True, **kwargs)
+        if isinstance(out, tuple) and len(out) == 2:
+            agg, info = out
+            kept = np.asarray(getattr(info, "kept", np.ones(G.shape[0], dtype=bool)), dtype=bool)
+        else:  # a user rule without diagnostics: count every row as kept
+            agg, kept = out, np.ones(G.shape[0], dtype=bool)
+        agg = np.asarray(agg, dtype=np.float64)
+        if self.uses_reference and np.all(np.isfinite(agg)):
+            self.reference = agg.copy()
+        return agg, kept
+
+
+def _call_attack(name: Any, G: np.ndarray, byzantine: np.ndarray, kwargs: dict, rng) -> np.ndarray:
+    """Apply a registry attack (or an attack function) with the Byzantine rows given as a mask."""
+    fn = get_attack(name)
+    opts = dict(DEFAULT_ATTACK_KWARGS.get(name, {})) if isinstance(name, str) else {}
+    opts.update(kwargs)
+    attacked = np.asarray(call_with_supported(fn, G, f=byzantine, rng=rng, **opts))
+    if attacked.shape != G.shape:
+        raise ValueError(f"attack {name!r} returned shape {attacked.shape}, expected {G.shape}")
+    return attacked
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+
+
+class _Batcher:
+    """Per-client minibatches for all clients at once (a reshuffle per epoch, no client loop)."""
+
+    def __init__(self, parts: list[np.ndarray], batch_size: int, rng: np.random.Generator) -> None:
+        n = len(parts)
+        self.counts = np.array([p.size for p in parts], dtype=np.int64)
+        width = int(self.counts.max())
+        self.index = np.zeros((n, width), dtype=np.int64)
+        self.pad = np.arange(width)[None, :] >= self.counts[:, None]
+        for c, p in enumerate(parts):  # once, at set-up
+            self.index[c, : p.size] = p
+        self.batch = int(batch_size)
+        self.rng = rng
+        self.rounds_per_epoch = max(1, math.ceil(float(self.counts.mean()) / self.batch))
+        self.weights = (np.arange(self.batch)[None, :] < np.minimum(self.counts, self.batch)[:, None]).astype(float)
+        self.perm = self.index
+
+    def new_epoch(self) -> None:
+        keys = self.rng.random(self.index.shape)
+        keys[self.pad] = 2.0  # padding sorts last
+        self.perm = np.take_along_axis(self.index, np.argsort(keys, axis=1), axis=1)
+
+    def batch_indices(self, r: int) -> np.ndarray:
+        pos = (r * self.batch + np.arange(self.batch))[None, :] % self.counts[:, None]
+        return np.take_along_axis(self.perm, pos, axis=1)
+
+
+def run_federated(
+    data: Dataset,
+    config: FederatedConfig | None = None,
+    *,
+    callback: Callable[[int, int], None] | None = None,
+    **overrides: Any,
+) -> FederatedResult:
+    """Train a model with ``config`` on ``data`` and record what happened each round.
+
+    Parameters
+    ----------
+    data : Dataset
+        From :func:`~robustagg.training.data.load_dataset` or ``from_arrays``.
+    config : FederatedConfig, optional
+        Default ``FederatedConfig()``; keyword ``overrides`` replace its fields.
+    callback : callable, optional
+        ``callback(round, total_rounds)`` after every round (progress bars).
+
+    Returns
+    -------
+    FederatedResult
+
+    Examples
+    --------
+    >>> from robustagg.training import load_dataset, run_federated
+    >>> res = run_federated(load_dataset("digits"), rule="mean", attack="none", epochs=2)
+    >>> 0.0 <= res.summary["best_accuracy"] <= 1.0
+    True
+    """
+    if config is None:
+        cfg = FederatedConfig(**overrides)
+    else:
+        cfg = FederatedConfig(**{k: getattr(config, k) for k in config.__dataclass_fields__})
+        for k, v in overrides.items():
+            if k not in cfg.__dataclass_fields__:
+                raise TypeError(f"run_federated: unknown setting {k!r}")
+            setattr(cfg, k, v)
+    cfg.validate()
+    t0 = time.perf_counter()
+
+    ss = np.random.SeedSequence(int(cfg.seed))
+    rng_part, rng_byz, rng_init, rng_batch, rng_attack, rng_rule, rng_tv = (np.random.default_rng(s) for s in ss.spawn(7))
+
+    n = int(cfg.n_clients)
+    f = cfg.n_byzantine
+    C = data.n_classes
+    parts = partition(data.y_train, n, scheme=cfg.partition, s=cfg.s, rng=rng_part)
+    byzantine = np.zeros(n, dtype=bool)
+    byzantine[rng_byz.choice(n, size=f, replace=False)] = True
+
+    model = make_model(cfg.model, data.n_features, C, hidden=cfg.hidden)
+    theta = model.init(rng_init)
+    velocity = np.zeros_like(theta)
+    rule = _RuleRunner(cfg.rule, cfg.rule_kwargs, f if cfg.rule_knows_f else 0, rng_rule)
+    batcher = _Batcher(parts, cfg.batch_size, rng_batch)
+
+    if cfg.attack == "time_varying":
+        attack_names = [str(a) for a in cfg.time_varying_pool]
+    else:
+        attack_names = [cfg.attack if isinstance(cfg.attack, str) else getattr(cfg.attack, "__name__", "attack")]
+    rounds_per_epoch = batcher.rounds_per_epoch
+    total = int(cfg.epochs) * rounds_per_epoch
+
+    h_round = [0]
+    h_epoch = [0]
+    acc0, loss0 = model.evaluate(theta, data.X_test, data.y_test)
+    h_acc, h_tloss = [acc0], [loss0]
+    train_loss = np.full(total, np.nan)
+    honest_kept = np.full(total, np.nan)
+    malicious_kept = np.full(total, np.nan)
+    attack_idx = np.zeros(total, dtype=np.int64)
+    signs = {k: np.full((total, 3), np.nan) for k in ("honest_signs", "malicious_signs", "lie_signs")} if cfg.record_signs else {}
+    diverged_at = None
+    flip = np.zeros(n, dtype=bool)
+
+    t = 0
+    for epoch in range(int(cfg.epochs)):
+        a_id = int(rng_tv.integers(len(attack_names))) if cfg.attack == "time_varying" else 0
+        attack = cfg.time_varying_pool[a_id] if cfg.attack == "time_varying" else cfg.attack
+        batcher.new_epoch()
+        for r in range(rounds_per_epoch):
+            idx = batcher.batch_indices(r)
+            Xb = data.X_train[idx]
+            yb = data.y_train[idx]
+            if attack == "label_flip" and f:
+                flip = byzantine
+                yb[flip] = C - 1 - yb[flip]
+            G, losses = model.client_gradients(theta, Xb, yb, batcher.weights)
+            # rows of G computed on true labels (all of them unless labels were flipped)
+            honest_rows = ~byzantine if (attack == "label_flip" and f) else np.ones(n, dtype=bool)
+            train_loss[t] = float(losses[~byzantine].mean())
+            if f and attack not in ("none", "label_flip"):
+                sent = _call_attack(attack, G, byzantine, cfg.attack_kwargs, rng_attack)
+            else:
+                sent = G
+            agg, kept = rule(sent)
+            if f:
+                honest_kept[t] = kept[~byzantine].mean()
+                malicious_kept[t] = kept[byzantine].mean()
+            else:
+                honest_kept[t] = kept.mean()
+            attack_idx[t] = a_id
+            if cfg.record_signs:
+                signs["honest_signs"][t] = sign_fractions(G[~byzantine]).mean(axis=0)
+                if f and attack != "none":
+                    with np.errstate(invalid="ignore"):
+                        signs["malicious_signs"][t] = sign_fractions(sent[byzantine]).mean(axis=0)
+                Gh = G[honest_rows]
+                lie = Gh.mean(axis=0) - 0.3 * (Gh.std(axis=0, ddof=1) if Gh.shape[0] > 1 else 0.0)
+                signs["lie_signs"][t] = sign_fractions(lie[None, :])[0]
+            t += 1
+            if not np.all(np.isfinite(agg)):
+                diverged_at = t
+                break
+            velocity *= cfg.momentum
+            velocity += agg
+            velocity += cfg.weight_decay * theta
+            theta = theta - cfg.lr * velocity
+            if not np.all(np.isfinite(theta)):
+                diverged_at = t
+                break
+            if t % int(cfg.eval_every) == 0 or t == total:
+                acc, tl = model.evaluate(theta, data.X_test, data.y_test)
+                h_round.append(t)
+                h_epoch.append(epoch + 1)
+                h_acc.append(acc)
+                h_tloss.append(tl)
+            if callback is not None:
+                callback(t, total)
+        if diverged_at is not None:
+            break
+
+    acc_arr = np.asarray(h_acc, dtype=float)
+    finite_acc = acc_arr[np.isfinite(acc_arr)]
+    history: dict[str, np.ndarray] = {
+        "round": np.asarray(h_round),
+        "epoch": np.asarray(h_epoch),
+        "accuracy": acc_arr,
+        "test_loss": np.asarray(h_tloss, dtype=float),
+        "train_loss": train_loss[:t],
+        "honest_kept": honest_kept[:t],
+        "malicious_kept": malicious_kept[:t],
+        "attack": attack_idx[:t],
+    }
+    for k, v in signs.items():
+        history[k] = v[:t]
+    with np.errstate(invalid="ignore"):
+        summary = {
+            "best_accuracy": float(finite_acc.max()) if finite_acc.size else float("nan"),
+            "final_accuracy": float(acc_arr[-1]) if diverged_at is None else float("nan"),
+            "honest_kept_rate": float(np.nanmean(honest_kept[:t])) if t else float("nan"),
+            "malicious_kept_rate": float(np.nanmean(malicious_kept[:t])) if (t and f) else float("nan"),
+            "diverged": diverged_at is not None,
+            "diverged_at_round": diverged_at,
+            "rounds": t,
+            "rounds_per_epoch": rounds_per_epoch,
+            "d": model.d,
+            "f": f,
+            "n_clients": n,
+            "partition": partition_label(cfg.partition, cfg.s),
+            "seconds": time.perf_counter() - t0,
+        }
+    return FederatedResult(cfg, history, summary, attack_names, byzantine)
