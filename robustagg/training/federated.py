@@ -177,6 +177,8 @@ class FederatedResult:
         (averages over rounds), ``diverged``, ``seconds``, ``rounds``, ``d``, ``f``, ...
     attack_names : list of str
     byzantine : ndarray of bool, shape (n_clients,)
+    theta : ndarray, shape (d,)
+        The final parameters (the last finite ones if training diverged).
     """
 
     config: FederatedConfig
@@ -184,6 +186,7 @@ class FederatedResult:
     summary: dict[str, Any]
     attack_names: list[str]
     byzantine: np.ndarray
+    theta: np.ndarray | None = None
 
     def to_dict(self, *, history: bool = True) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN as ``None``)."""
@@ -443,13 +446,15 @@ def run_federated(
             if not np.all(np.isfinite(agg)):
                 diverged_at = t
                 break
-            velocity *= cfg.momentum
-            velocity += agg
-            velocity += cfg.weight_decay * theta
-            theta = theta - cfg.lr * velocity
-            if not np.all(np.isfinite(theta)):
+            with np.errstate(over="ignore", invalid="ignore"):
+                velocity *= cfg.momentum
+                velocity += agg
+                velocity += cfg.weight_decay * theta
+                new_theta = theta - cfg.lr * velocity
+            if not np.all(np.isfinite(new_theta)):
                 diverged_at = t
                 break
+            theta = new_theta
             if t % int(cfg.eval_every) == 0 or t == total:
                 acc, tl = model.evaluate(theta, data.X_test, data.y_test)
                 h_round.append(t)
@@ -491,4 +496,4 @@ def run_federated(
             "partition": partition_label(cfg.partition, cfg.s),
             "seconds": time.perf_counter() - t0,
         }
-    return FederatedResult(cfg, history, summary, attack_names, byzantine)
+    return FederatedResult(cfg, history, summary, attack_names, byzantine, theta)
