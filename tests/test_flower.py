@@ -388,7 +388,7 @@ def test_simulation_robust_rule_trains_and_fedavg_is_derailed():
             ("robust", RobustStrategy(rule, f=N_BYZANTINE, train_metrics_aggr_fn=record_kept, **common)),
             ("fedavg", RobustStrategy("mean", **common)),
         ):
-            results[name] = strategy.start(grid=grid, initial_arrays=initial, num_rounds=4, evaluate_fn=evaluate)
+            results[name] = strategy.start(grid=grid, initial_arrays=initial, num_rounds=3, evaluate_fn=evaluate)
             results[name + "-strategy"] = strategy
 
     run_simulation(
@@ -399,17 +399,17 @@ def test_simulation_robust_rule_trains_and_fedavg_is_derailed():
     )
     robust = results["robust"].evaluate_metrics_serverapp
     fedavg = results["fedavg"].evaluate_metrics_serverapp
-    assert sorted(robust) == [0, 1, 2, 3, 4]
+    assert sorted(robust) == [0, 1, 2, 3]
     # the robust strategy trains: loss falls, accuracy rises well above chance
-    assert robust[4]["loss"] < 0.6 * robust[0]["loss"]
-    assert robust[4]["accuracy"] > 0.85
+    assert robust[3]["loss"] < 0.6 * robust[0]["loss"]
+    assert robust[3]["accuracy"] > 0.85
     # FedAvg is derailed by the two reversed, scaled updates
-    assert fedavg[4]["loss"] > robust[0]["loss"]
-    assert fedavg[4]["accuracy"] < 0.6
+    assert fedavg[3]["loss"] > robust[0]["loss"]
+    assert fedavg[3]["accuracy"] < 0.6
     # metrics report which clients were kept; for a selecting rule the Byzantine ones are out
     train = results["robust"].train_metrics_clientapp
-    assert all(train[r]["robustagg-clients"] == N_CLIENTS for r in range(1, 5))
+    assert all(train[r]["robustagg-clients"] == N_CLIENTS for r in range(1, 4))
     if rule == "multi_krum":
-        assert all(train[r]["robustagg-kept"] == N_CLIENTS - N_BYZANTINE for r in range(1, 5))
+        assert all(train[r]["robustagg-kept"] == N_CLIENTS - N_BYZANTINE for r in range(1, 4))
         assert all(set(p).isdisjoint(range(N_BYZANTINE)) for p in kept_pids)
-    assert len(results["robust-strategy"].history) == 4
+    assert len(results["robust-strategy"].history) == 3

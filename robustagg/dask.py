@@ -1,0 +1,344 @@
+"""The rules on Dask arrays chunked along d (extra ``[dask]``): aggregation past one machine's memory.
+
+An ``(n, d)`` Dask array whose chunks hold all n rows and a range of columns (``chunks=(n, c)``;
+other chunkings are rechunked to that) is aggregated in passes over its column blocks. Only
+O(n²) quantities reach the driver; the aggregate comes back as a lazy ``(d,)`` Dask array with the
+same column chunks (call ``.compute()`` or store it).
+
+* **Coordinate-wise rules** (``mean``, ``median``, ``trimmed_mean``): a first pass finds the rows
+  holding NaN/±Inf anywhere (``kernels.nonfinite_rows`` per block, or-reduced), then the public
+  NumPy rule runs on every column block (``map_blocks``, ``drop_axis=0``) with those rows marked,
+  so the block results are exactly the NumPy rule's columns.
+* **Distance-based rules** (``krum``, ``multi_krum``, ``geometric_median``): one pass sums the
+  blocks' centred n×n Gram matrices in float64 (a tree reduction); each block is centred on its own
+  column mean, which leaves every pairwise distance unchanged. On the driver, classical
+  multidimensional scaling turns the Gram matrix into n points ``Y`` with exactly the same pairwise
+  distances (at most n - 1 coordinates), and the public NumPy rule decides on ``Y`` (same scores,
+  ties, bounds, non-finite policy and diagnostics, since these rules depend only on distances).
+  A second pass averages the chosen rows (Krum, Multi-Krum: ``kernels.column_mean`` of the kept
+  rows per block) or forms the same affine combination of the rows that the rule formed of the
+  ``Y`` points (geometric median).
+* **SignGuard**: a pass computes the row norms (block sums of squares) and the sign counts on the
+  sampled coordinates (the same coordinates the NumPy ``signguard`` samples for the same ``rng``);
+  the norm filter and the clustering run on the driver through the NumPy implementation; a last
+  pass forms the clipped mean.
+
+Inside Dask workers, limit Numba to one thread (``NUMBA_NUM_THREADS=1`` in the workers'
+environment, e.g. ``LocalCluster(..., env={"NUMBA_NUM_THREADS": "1"})``) so that it does not
+compete with Dask's own threads.
+
+Example
+-------
+>>> import dask.array as da, robustagg.dask as rdask                       # doctest: +SKIP
+>>> X = da.random.default_rng(0).normal(size=(50, 10**8), chunks=(50, 10**6))  # doctest: +SKIP
+>>> aggregate, info = rdask.krum(X, f=10, return_info=True)               # doctest: +SKIP
+>>> aggregate.compute()                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("robustagg.dask needs Dask: pip install 'robustagg[dask]'") from exc
+
+from . import kernels
+from ._diagnostics import Diagnostics
+from ._registry import get_rule
+from ._validation import check_choice
+
+__all__ = [
+    "COORDINATEWISE_RULES",
+    "DISTANCE_RULES",
+    "aggregate",
+    "geometric_median",
+    "krum",
+    "mean",
+    "median",
+    "multi_krum",
+    "signguard",
+    "trimmed_mean",
+]
+
+#: Rules computed column block by column block.
+COORDINATEWISE_RULES = ("mean", "median", "trimmed_mean")
+#: Rules decided from the n×n Gram matrix: "select" ones average the kept rows, "affine" ones
+#: return an affine combination of the rows.
+DISTANCE_RULES = {"krum": "select", "multi_krum": "select", "geometric_median": "affine"}
+
+
+# --------------------------------------------------------------------------------------------
+# input and block functions (top level: they travel to the workers)
+# --------------------------------------------------------------------------------------------
+
+
+def _as_column_blocks(X: Any, rule: str) -> da.Array:
+    if not isinstance(X, da.Array):
+        raise TypeError(f"robustagg.dask.{rule}: argument 'X' must be a dask.array.Array, got {type(X).__name__}")
+    if X.ndim != 2:
+        raise ValueError(f"robustagg.dask.{rule}: argument 'X' must be an (n, d) matrix, got shape {X.shape}")
+    n, d = X.shape
+    if n == 0 or d == 0:
+        raise ValueError(f"robustagg.dask.{rule}: argument 'X' has shape {X.shape}; n and d must be positive")
+    kind = np.dtype(X.dtype).kind
+    if kind not in "fiu":
+        raise TypeError(
+            f"robustagg.dask.{rule}: argument 'X' must hold real floating-point or integer values, got {X.dtype}"
+        )
+    if kind in "iu":
+        X = X.astype(np.float64)
+    elif X.dtype == np.float16:
+        X = X.astype(np.float32)
+    if len(X.chunks[0]) != 1:
+        X = X.rechunk({0: -1})
+    return X
+
+
+def _block_nonfinite(block: np.ndarray) -> np.ndarray:
+    return kernels.nonfinite_rows(np.ascontiguousarray(block))
+
+
+def _or(*masks: np.ndarray) -> np.ndarray:
+    return np.logical_or.reduce(masks)
+
+
+def _sum(*parts: Any) -> Any:
+    """Sum of per-block statistics: arrays are added, boolean masks or-ed, tuples element-wise."""
+    first = parts[0]
+    if isinstance(first, tuple):
+        return tuple(_sum(*items) for items in zip(*parts, strict=True))
+    if np.asarray(first).dtype == bool:
+        return _or(*parts)
+    total = np.array(first, copy=True)
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+def _tree_reduce(X: da.Array, block_fn: Callable[..., Any], *args: Any, split_every: int = 8) -> Any:
+    """Apply ``block_fn(block, block_start, *args)`` to every column block, sum the results in a tree.
+
+    One pass over the data; the per-block results (O(n²) at most) are summed ``split_every`` at a
+    time, so no worker ever holds more than a few of them, and only the total reaches the driver.
+    """
+    blocks = X.to_delayed(optimize_graph=True).ravel()
+    starts = _block_starts(X)
+    fn = dask.delayed(block_fn, pure=True)
+    parts = [fn(b, s, *args) for b, s in zip(blocks, starts, strict=True)]
+    add = dask.delayed(_sum, pure=True)
+    while len(parts) > 1:
+        parts = [add(*parts[i : i + split_every]) if len(parts[i : i + split_every]) > 1 else parts[i]
+                 for i in range(0, len(parts), split_every)]
+    (total,) = dask.compute(parts[0])
+    return total
+
+
+def _mark_rows(block: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """The block with every globally non-finite row set to NaN (a copy only when needed)."""
+    if not bad.any():
+        return block
+    local_bad = kernels.nonfinite_rows(np.ascontiguousarray(block))
+    if np.array_equal(local_bad, bad):
+        return block
+    out = np.array(block, copy=True)
+    out[bad] = np.nan
+    return out
+
+
+def _block_rule(block: np.ndarray, rule: str, bad: np.ndarray, kwargs: dict[str, Any]) -> np.ndarray:
+    return np.asarray(get_rule(rule)(_mark_rows(block, bad), **kwargs))
+
+
+def _block_gram(block: np.ndarray, block_start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centred Gram matrix of a column block in float64, and the block's non-finite rows.
+
+    Centring on the block's column mean (over its finite rows) leaves every pairwise distance
+    unchanged and avoids the cancellation of an uncentred Gram matrix; non-finite rows are zeroed
+    (they are excluded on the driver).
+    """
+    bad = _block_nonfinite(block)
+    B = np.array(block, dtype=np.float64, copy=True)
+    if bad.any():
+        B[bad] = 0.0
+        if (~bad).any():
+            B[~bad] -= B[~bad].mean(axis=0)
+    else:
+        B -= B.mean(axis=0)
+    return B @ B.T, bad
+
+
+def _block_mask(block: np.ndarray, block_start: int) -> np.ndarray:
+    return _block_nonfinite(block)
+
+
+def _block_kept_mean(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return kernels.column_mean(np.ascontiguousarray(block), rows)
+
+
+def _block_combination(block: np.ndarray, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    out = weights @ np.asarray(block[rows], dtype=np.float64)
+    return out.astype(block.dtype, copy=False)
+
+
+def _block_norms_signs(block: np.ndarray, block_start: int, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the sum of squares (float64) and the counts of positive, zero and negative entries
+    on the sampled columns that fall in this block."""
+    B = np.asarray(block)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", B, B, dtype=np.float64)
+    lo, hi = block_start, block_start + B.shape[1]
+    local = columns[(columns >= lo) & (columns < hi)] - lo
+    sub = B[:, local]
+    counts = np.stack([(sub > 0).sum(axis=1), (sub == 0).sum(axis=1), (sub < 0).sum(axis=1)], axis=1)
+    return sq, counts.astype(np.int64)
+
+
+def _block_clipped_mean(block: np.ndarray, rows: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    out = factors @ np.asarray(block[rows], dtype=np.float64) / rows.size
+    return out.astype(block.dtype, copy=False)
+
+
+def _block_starts(X: da.Array) -> list[int]:
+    return np.concatenate([[0], np.cumsum(X.chunks[1])[:-1]]).astype(int).tolist()
+
+
+def _validate_on_driver(rule: str, n: int, dtype: np.dtype, kwargs: dict[str, Any]) -> None:
+    """Run the NumPy rule on an (n, 1) zero matrix: the same argument checks, no data touched."""
+    get_rule(rule)(np.zeros((n, 1), dtype=dtype), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# the three strategies
+# --------------------------------------------------------------------------------------------
+
+
+def _coordinatewise(X: da.Array, rule: str, kwargs: dict[str, Any], return_info: bool):
+    n = X.shape[0]
+    _validate_on_driver(rule, n, X.dtype, kwargs)
+    bad = np.asarray(_tree_reduce(X, _block_mask), dtype=bool)
+    if bad.all():
+        raise ValueError(f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate")
+    if kwargs.get("nonfinite") == "raise" and bad.any():
+        raise ValueError(f"robustagg.dask.{rule}: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf")
+    out = X.map_blocks(_block_rule, rule, bad, kwargs, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
+    if return_info:
+        return out, Diagnostics(rule, kept=~bad, nonfinite=bad)
+    return out
+
+
+def _embedding(K: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """n points whose pairwise distances are those of the Gram matrix K (NaN rows where ``bad``)."""
+    n = K.shape[0]
+    good = np.flatnonzero(~bad)
+    Kg = K[np.ix_(good, good)]
+    H = Kg - Kg.mean(axis=0) - Kg.mean(axis=1)[:, None] + Kg.mean()
+    H = (H + H.T) / 2.0
+    w, V = np.linalg.eigh(H)
+    keep = w > max(w.max(initial=0.0), 0.0) * 1e-13 * max(len(good), 1)
+    if not keep.any():
+        Yg = np.zeros((len(good), 1))
+    else:
+        Yg = V[:, keep] * np.sqrt(w[keep])
+    Y = np.full((n, Yg.shape[1]), np.nan)
+    Y[good] = Yg
+    return Y
+
+
+def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info: bool):
+    n = X.shape[0]
+    _validate_on_driver(rule, n, X.dtype, kwargs)
+    K, bad = _tree_reduce(X, _block_gram)
+    bad = np.asarray(bad, dtype=bool)
+    if bad.all():
+        raise ValueError(f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate")
+    Y = _embedding(np.asarray(K), bad)
+    z, info = get_rule(rule)(Y, **kwargs, return_info=True)
+    if DISTANCE_RULES[rule] == "select":
+        rows = np.flatnonzero(info.kept).astype(np.int64)
+        out = X.map_blocks(_block_kept_mean, rows, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
+    else:
+        rows = np.flatnonzero(~bad).astype(np.int64)
+        Yg = Y[rows]
+        A = np.vstack([Yg.T, np.ones(len(rows))])
+        b = np.concatenate([np.asarray(z, dtype=np.float64), [1.0]])
+        weights = np.linalg.lstsq(A, b, rcond=None)[0]
+        out = X.map_blocks(_block_combination, rows, weights, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
+    if return_info:
+        return out, info
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def aggregate(X: Any, rule: str, *, return_info: bool = False, **kwargs: Any):
+    """Aggregate the rows of a Dask array with a robustagg rule.
+
+    Parameters
+    ----------
+    X : dask.array.Array, shape (n, d)
+        Client gradients, chunked along d (row chunks are merged first). float32 stays float32.
+    rule : str
+        One of :data:`COORDINATEWISE_RULES`, :data:`DISTANCE_RULES` or ``"signguard"``.
+    return_info : bool, default False
+        Also return the rule's :class:`~robustagg.Diagnostics` (computed eagerly).
+    **kwargs
+        The NumPy rule's arguments (``f``, ``m``, ``rng``, ``nonfinite``, ...).
+
+    Returns
+    -------
+    aggregate : dask.array.Array, shape (d,)
+        Lazy, chunked like the columns of ``X``. Equal to the NumPy rule on ``X.compute()``
+        (exactly for coordinate-wise and selecting rules; to rounding for the geometric median).
+    info : Diagnostics
+        Only with ``return_info=True``.
+    """
+    check_choice(
+        rule, (*COORDINATEWISE_RULES, *DISTANCE_RULES, "signguard"), rule="robustagg.dask.aggregate", name="rule"
+    )
+    X = _as_column_blocks(X, rule)
+    if rule in COORDINATEWISE_RULES:
+        return _coordinatewise(X, rule, kwargs, return_info)
+    if rule in DISTANCE_RULES:
+        return _distance_based(X, rule, kwargs, return_info)
+    return signguard(X, return_info=return_info, **kwargs)
+
+
+def _named(rule: str) -> Callable[..., Any]:
+    def fn(X: Any, *args: Any, return_info: bool = False, **kwargs: Any):
+        if args:
+            kwargs["f"] = args[0]
+        return aggregate(X, rule, return_info=return_info, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = rule
+    fn.__doc__ = (
+        f"``robustagg.{rule}`` on a Dask array chunked along d; see :func:`aggregate`.\n\n"
+        f"Takes the NumPy rule's arguments and returns a lazy (d,) Dask array\n"
+        f"(and the Diagnostics with ``return_info=True``).\n"
+    )
+    fn.__module__ = __name__
+    return fn
+
+
+mean = _named("mean")
+median = _named("median")
+trimmed_mean = _named("trimmed_mean")
+krum = _named("krum")
+multi_krum = _named("multi_krum")
+geometric_median = _named("geometric_median")
+
+
+def signguard(X: Any, *, return_info: bool = False, **kwargs: Any):
+    """SignGuard on a Dask array chunked along d.
+
+    Not yet available: SignGuard's NumPy building blocks are needed on the driver.
+    """
+    raise NotImplementedError("robustagg.dask.signguard is not available yet")

@@ -1,0 +1,124 @@
+"""The Dask twins agree with the NumPy rules, on a real LocalCluster (worker processes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+import robustagg  # noqa: E402
+import robustagg.dask as rdask  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env={"NUMBA_NUM_THREADS": "1"},
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _matrix(dtype, n=13, d=1001, n_byz=3, seed=0):
+    rng = np.random.default_rng(seed)
+    G = rng.normal(size=(n, d))
+    G[:n_byz] = G[:n_byz] * 4.0 + 3.0  # Byzantine rows: shifted and spread
+    return G.astype(dtype)
+
+
+def _require(rule):
+    if rule not in robustagg.RULES:
+        pytest.skip(f"{rule} not available")
+
+
+COORDINATEWISE = [("mean", {}), ("median", {}), ("trimmed_mean", {"f": 3})]
+DISTANCE = [("krum", {"f": 3}), ("multi_krum", {"f": 3}), ("geometric_median", {})]
+
+
+@pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dask_equals_numpy(client, rule, kwargs, dtype):
+    _require(rule)
+    G = _matrix(dtype)
+    X = da.from_array(G, chunks=(G.shape[0], 128))
+    out, info = rdask.aggregate(X, rule, return_info=True, **kwargs)
+    assert isinstance(out, da.Array) and out.chunks[0] == X.chunks[1]
+    got = out.compute()
+    expected, einfo = robustagg.get_rule(rule)(G, return_info=True, **kwargs)
+    assert got.dtype == dtype and got.shape == (G.shape[1],)
+    tol = 1e-10 if dtype == np.float64 else 2e-6
+    if rule == "geometric_median":
+        tol = 1e-7 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(info.kept, einfo.kept)
+    np.testing.assert_array_equal(info.nonfinite, einfo.nonfinite)
+    if "scores" in einfo:
+        np.testing.assert_allclose(info.scores, einfo.scores, rtol=1e-8)
+
+
+@pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
+def test_dask_nonfinite_rows_as_numpy(client, rule, kwargs):
+    _require(rule)
+    G = _matrix(np.float64)
+    G[0, 900] = np.nan  # non-finite in one column block only
+    G[5, 3] = np.inf
+    X = da.from_array(G, chunks=(G.shape[0], 200))
+    out, info = rdask.aggregate(X, rule, return_info=True, **kwargs)
+    expected, einfo = robustagg.get_rule(rule)(G, return_info=True, **kwargs)
+    got = out.compute()
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(info.nonfinite, einfo.nonfinite)
+    assert info.nonfinite[[0, 5]].all()
+    np.testing.assert_array_equal(info.kept, einfo.kept)
+
+
+@pytest.mark.parametrize("rule,kwargs", [("median", {}), ("krum", {"f": 2})])
+def test_dask_row_chunks_and_integers(client, rule, kwargs):
+    _require(rule)
+    G = np.random.default_rng(1).integers(-50, 50, size=(10, 300))
+    X = da.from_array(G, chunks=(5, 70))  # chunked along n too: merged first
+    got = rdask.aggregate(X, rule, **kwargs).compute()
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, robustagg.get_rule(rule)(G, **kwargs), rtol=1e-12)
+
+
+def test_dask_named_functions(client):
+    G = _matrix(np.float64)
+    X = da.from_array(G, chunks=(G.shape[0], 300))
+    np.testing.assert_allclose(rdask.mean(X).compute(), robustagg.mean(G), rtol=1e-12)
+    if "krum" in robustagg.RULES:
+        np.testing.assert_allclose(rdask.krum(X, 3).compute(), robustagg.krum(G, 3), rtol=1e-12)
+
+
+def test_dask_lazy_generated_matrix(client):
+    """A matrix generated chunk by chunk on the workers, never materialised on the driver."""
+    X = da.random.default_rng(3).normal(size=(9, 20_000), chunks=(9, 2_500)).astype(np.float32)
+    got = rdask.mean(X).compute()
+    np.testing.assert_allclose(got, robustagg.mean(X.compute()), rtol=1e-6, atol=1e-7)
+
+
+def test_dask_errors():
+    G = _matrix(np.float64)
+    X = da.from_array(G, chunks=(G.shape[0], 300))
+    with pytest.raises(TypeError, match="dask.array"):
+        rdask.mean(G)
+    with pytest.raises(ValueError, match="'rule'"):
+        rdask.aggregate(X, "no_such_rule")
+    with pytest.raises(ValueError, match=r"\(n, d\)"):
+        rdask.mean(X[0])
+    with pytest.raises(TypeError, match="real floating-point"):
+        rdask.mean(da.from_array(G > 0))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        rdask.mean(da.from_array(np.full((3, 4), np.nan)))
+    if "krum" in robustagg.RULES:
+        with pytest.raises(ValueError, match="krum"):
+            rdask.krum(X, f=6)  # n = 13 < 2f + 3: the NumPy rule's own message
