@@ -26,6 +26,8 @@ from .preaggregation import *  # noqa: F403
 from .centered_clipping import *  # noqa: F403
 from .subset import *  # noqa: F403
 from .fltrust import *  # noqa: F403
+from .signguard import *  # noqa: F403
+from . import clustering  # noqa: E402
 
 from . import attacks  # noqa: E402  (registers the attacks)
 
@@ -44,6 +46,7 @@ __all__ = [
     "register_rule",
 ]
 __all__ += coordinatewise.__all__  # noqa: F405
+__all__ += __import__("sys").modules[f"{__name__}.signguard"].__all__ + ["clustering"]  # issue 4
 # issue 8: the field's rules (modules named like their main function are read from sys.modules)
 import sys as _sys  # noqa: E402
 

@@ -8,5 +8,7 @@ the row indices to use (the finite rows), so that excluding a Byzantine row neve
 
 from ._coordinate import column_mean
 from ._rows import nonfinite_rows
+from ._signs import dots_with, gram_and_sq_distances, norms_and_sign_counts, weighted_row_sum
 
 __all__ = ["column_mean", "nonfinite_rows"]
+__all__ += ["dots_with", "gram_and_sq_distances", "norms_and_sign_counts", "weighted_row_sum"]

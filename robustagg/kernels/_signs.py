@@ -1,0 +1,144 @@
+"""SignGuard's kernels: row norms fused with sign counts on sampled coordinates, the clipped
+weighted mean of the kept rows, and the similarities to a reference gradient.
+
+One pass over G computes every row's L2 norm (accumulated in float64) and, while each block
+of columns is in cache, counts the positive / zero / negative entries at the sampled
+coordinates that fall in that block. A second pass averages the kept rows with their weights.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_BLOCK = 4096  # columns per block
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def norms_and_sign_counts(G, rows, coords):
+    """L2 norms of ``G[rows]`` and sign counts of ``G[rows][:, coords]``.
+
+    ``coords`` must be sorted ascending (int64). Returns ``norms`` (float64, len(rows)) and
+    ``counts`` (int64, (len(rows), 3)) holding the numbers of positive, zero and negative
+    entries at ``coords``.
+    """
+    m = rows.size
+    d = G.shape[1]
+    k = coords.size
+    norms = np.empty(m, dtype=np.float64)
+    counts = np.zeros((m, 3), dtype=np.int64)
+    for r in nb.prange(m):
+        i = rows[r]
+        acc = 0.0
+        pos = 0
+        zero = 0
+        neg = 0
+        c = 0
+        for j0 in range(0, d, _BLOCK):
+            j1 = min(d, j0 + _BLOCK)
+            for j in range(j0, j1):
+                v = np.float64(G[i, j])
+                acc += v * v
+            while c < k and coords[c] < j1:
+                v = G[i, coords[c]]
+                if v > 0:
+                    pos += 1
+                elif v < 0:
+                    neg += 1
+                else:
+                    zero += 1
+                c += 1
+        norms[r] = np.sqrt(acc)
+        counts[r, 0] = pos
+        counts[r, 1] = zero
+        counts[r, 2] = neg
+    return norms, counts
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def weighted_row_sum(G, rows, weights, scale):
+    """``scale * sum_r weights[r] * G[rows[r]]`` per column, accumulated in float64, as G.dtype."""
+    m = rows.size
+    d = G.shape[1]
+    out = np.empty(d, dtype=G.dtype)
+    n_blocks = (d + _BLOCK - 1) // _BLOCK
+    for b in nb.prange(n_blocks):
+        j0 = b * _BLOCK
+        j1 = min(d, j0 + _BLOCK)
+        acc = np.zeros(j1 - j0, dtype=np.float64)
+        for r in range(m):
+            i = rows[r]
+            w = weights[r]
+            for j in range(j0, j1):
+                acc[j - j0] += w * G[i, j]
+        for j in range(j0, j1):
+            out[j] = acc[j - j0] * scale
+    return out
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def dots_with(G, rows, ref):
+    """``<G[rows[r]], ref>`` and ``|G[rows[r]] - ref|^2`` per row, in float64."""
+    m = rows.size
+    d = G.shape[1]
+    dots = np.empty(m, dtype=np.float64)
+    sq = np.empty(m, dtype=np.float64)
+    for r in nb.prange(m):
+        i = rows[r]
+        a = 0.0
+        s = 0.0
+        for j in range(d):
+            v = np.float64(G[i, j])
+            w = np.float64(ref[j])
+            a += v * w
+            diff = v - w
+            s += diff * diff
+        dots[r] = a
+        sq[r] = s
+    return dots, sq
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def gram_and_sq_distances(G, rows):
+    """Gram matrix ``<g_a, g_b>`` and squared distances ``|g_a - g_b|^2`` over ``rows`` (float64).
+
+    Both are accumulated directly (no ``|a|^2 + |b|^2 - 2ab`` cancellation). Columns are cut
+    into blocks (all rows of a block stay in cache while every pair is accumulated) and the
+    blocks into a few parallel groups, each with its own (m, m) partial sums (at most ~32 MB).
+    """
+    m = rows.size
+    d = G.shape[1]
+    n_blocks = (d + _BLOCK - 1) // _BLOCK
+    n_groups = max(1, min(n_blocks, 8, (1 << 25) // (16 * m * m)))
+    partial_dot = np.zeros((n_groups, m, m), dtype=np.float64)
+    partial_sq = np.zeros((n_groups, m, m), dtype=np.float64)
+    for g in nb.prange(n_groups):
+        for b in range(g, n_blocks, n_groups):
+            j0 = b * _BLOCK
+            j1 = min(d, j0 + _BLOCK)
+            for a in range(m):
+                ia = rows[a]
+                for c in range(a, m):
+                    ic = rows[c]
+                    s = 0.0
+                    q = 0.0
+                    for j in range(j0, j1):
+                        x = np.float64(G[ia, j])
+                        y = np.float64(G[ic, j])
+                        s += x * y
+                        diff = x - y
+                        q += diff * diff
+                    partial_dot[g, a, c] += s
+                    partial_sq[g, a, c] += q
+    dot = np.zeros((m, m), dtype=np.float64)
+    sq = np.zeros((m, m), dtype=np.float64)
+    for g in range(n_groups):
+        for a in range(m):
+            for c in range(a, m):
+                dot[a, c] += partial_dot[g, a, c]
+                sq[a, c] += partial_sq[g, a, c]
+    for a in range(m):
+        for c in range(a + 1, m):
+            dot[c, a] = dot[a, c]
+            sq[c, a] = sq[a, c]
+    return dot, sq

@@ -1,0 +1,554 @@
+"""SignGuard (Xu et al., "Byzantine-robust Federated Learning through Collaborative Malicious
+Gradient Filtering", the paper's Algorithm 2) and its variants SignGuard-Sim and SignGuard-Dist.
+
+Per round, on the (n, d) matrix G of client gradients:
+
+1. **Norm filter.** ``M = median_i |g_i|`` (NumPy's median: the mean of the two middle
+   values for even n); ``S1 = {i : L <= |g_i| / M <= R}`` (inclusive, L = 0.1, R = 3.0).
+2. **Sign features.** ``k = max(1, round(fraction * d))`` coordinates drawn uniformly without
+   replacement (or a contiguous random window); per row the fractions of positive, zero and
+   negative entries there. SignGuard-Sim / -Dist append one similarity feature.
+3. **Clustering.** Flat-kernel Mean-Shift (scikit-learn's ``MeanShift(bin_seeding=True,
+   cluster_all=False)`` with ``estimate_bandwidth(F, quantile=0.5)``, reimplemented in Numba:
+   :mod:`robustagg.clustering`) or 2-means; ``S2`` = the largest cluster.
+4. **Aggregation.** ``S = S1 ∩ S2``; output ``(1/|S|) Σ_{i∈S} g_i · min(1, M/|g_i|)``.
+
+Non-finite rows are excluded first (the library's policy) and everything above runs on the
+remaining rows. See ``docs/signguard.md`` for the conventions, edge cases and measured
+selection rates.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from ._array import to_numpy
+from ._registry import RULES, register_rule
+from ._validation import check_choice, check_real, check_rng, prepare
+from .clustering import kmeans, largest_cluster, mean_shift
+from .clustering import estimate_bandwidth as _estimate_bandwidth
+
+__all__ = ["SignGuard", "signguard", "signguard_dist", "signguard_sim"]
+
+_CLUSTERINGS = ("meanshift", "kmeans")
+_SCALINGS = ("none", "max")
+_COORDINATES = ("random", "window")
+_AGGREGATORS = ("mean", "trimmed_mean", "median")
+
+
+def _check_bool(value: Any, rule: str, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{rule}: argument {name!r} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def _sample_coordinates(rule: str, d: int, coordinates: Any, fraction: float, gen: np.random.Generator) -> np.ndarray:
+    """Sorted int64 indices of the coordinates whose signs are counted."""
+    if isinstance(coordinates, str):
+        check_choice(coordinates, _COORDINATES, rule=rule, name="coordinates")
+        k = max(1, int(round(fraction * d)))
+        k = min(k, d)
+        if coordinates == "random":
+            idx = gen.choice(d, size=k, replace=False, shuffle=False)
+            return np.sort(idx.astype(np.int64))
+        start = int(gen.integers(0, d - k + 1))
+        return np.arange(start, start + k, dtype=np.int64)
+    idx = np.asarray(coordinates)
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        raise ValueError(
+            f"{rule}: argument 'coordinates' must be 'random', 'window' or a non-empty 1-D array of "
+            f"integer column indices, got {coordinates!r}"
+        )
+    idx = np.unique(idx.astype(np.int64))
+    if idx[0] < 0 or idx[-1] >= d:
+        raise ValueError(f"{rule}: argument 'coordinates' holds indices outside [0, {d}): {idx[[0, -1]].tolist()}")
+    return idx
+
+
+def _similarity_feature(
+    rule: str, similarity: str, G: np.ndarray, rows: np.ndarray, norms: np.ndarray, reference: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw similarity per row and the feature put on the sign features' scale.
+
+    cosine:   s_i = cos(g_i, ref) (or the median over j != i of cos(g_i, g_j));
+              feature = clip(s, 0, med(s)) / (5 med(s)), all 0 when med(s) <= 0.
+    distance: s_i = |g_i - ref| (or the median over j != i of |g_i - g_j|);
+              feature = 0.2 * [s_i >= 1.1 med(s)].
+    """
+    m = rows.size
+    if reference is not None:
+        ref, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
+        if ref.shape[0] != G.shape[1]:
+            raise ValueError(f"{rule}: argument 'reference' must have length d = {G.shape[1]}, got {ref.shape[0]}")
+        if not np.isfinite(ref).all():
+            raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
+        ref = np.ascontiguousarray(ref, dtype=np.float64)
+        dots, sq = kernels.dots_with(G, rows, ref)
+        ref_norm = float(np.sqrt(np.dot(ref, ref)))
+        if similarity == "cosine":
+            denom = norms * ref_norm
+            raw = np.divide(dots, denom, out=np.zeros(m), where=denom > 0)
+        else:
+            raw = np.sqrt(sq)
+    else:
+        dot, sq = kernels.gram_and_sq_distances(G, rows)
+        if m == 1:
+            raw = np.array([1.0 if similarity == "cosine" else 0.0])
+        else:
+            off = ~np.eye(m, dtype=bool)
+            if similarity == "cosine":
+                denom = np.outer(norms, norms)
+                cos = np.divide(dot, denom, out=np.zeros((m, m)), where=denom > 0)
+                raw = np.median(cos[off].reshape(m, m - 1), axis=1)
+            else:
+                raw = np.median(np.sqrt(sq[off].reshape(m, m - 1)), axis=1)
+    med = float(np.median(raw))
+    if similarity == "cosine":
+        feature = np.clip(raw, 0.0, med) / (5.0 * med) if med > 0 else np.zeros(m)
+    else:
+        feature = 0.2 * (raw >= 1.1 * med).astype(np.float64)
+    return raw, feature
+
+
+def _final_average(
+    rule: str, aggregator: Any, G: np.ndarray, rows: np.ndarray, weights: np.ndarray, aggregator_options: dict
+) -> np.ndarray:
+    """Average the clipped kept rows ``weights[r] * G[rows[r]]``."""
+    m = rows.size
+    if isinstance(aggregator, str) and aggregator == "mean":
+        return kernels.weighted_row_sum(G, rows, weights.astype(np.float64), 1.0 / m)
+    X = (G[rows].astype(np.float64) * weights[:, None]).astype(G.dtype)
+    if callable(aggregator):
+        out = np.asarray(aggregator(X, **aggregator_options))
+    elif aggregator == "median":
+        fn = RULES.get("median")
+        out = np.asarray(fn(X, **aggregator_options)) if fn is not None else np.median(X, axis=0)
+    else:  # trimmed_mean
+        opts = dict(aggregator_options)
+        f = opts.pop("f", min(int(0.1 * m), (m - 1) // 2))
+        fn = RULES.get("trimmed_mean")
+        if fn is not None:
+            out = np.asarray(fn(X, f, **opts))
+        else:
+            srt = np.sort(X.astype(np.float64), axis=0)
+            out = srt[f : m - f].mean(axis=0)
+    if out.shape != (G.shape[1],):
+        raise ValueError(f"{rule}: the aggregator returned shape {out.shape}, expected ({G.shape[1]},)")
+    return out
+
+
+def _run(
+    rule: str,
+    grads: Any,
+    similarity: str | None,
+    reference: Any,
+    *,
+    lower: float,
+    upper: float,
+    coordinate_fraction: float,
+    coordinates: Any,
+    feature_scaling: str,
+    clustering: str,
+    aggregator: Any,
+    aggregator_options: dict | None,
+    norm_filter: bool,
+    sign_clustering: bool,
+    clipping: bool,
+    rng: Any,
+    nonfinite: str,
+    return_info: bool,
+):
+    """SignGuard on NumPy: returns (Prepared, NumPy result, Diagnostics)."""
+    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+    lower = check_real(lower, rule=rule, name="lower", low=0.0)
+    upper = check_real(upper, rule=rule, name="upper", low=lower)
+    fraction = check_real(coordinate_fraction, rule=rule, name="coordinate_fraction", low=0.0, high=1.0, low_open=True)
+    check_choice(feature_scaling, _SCALINGS, rule=rule, name="feature_scaling")
+    check_choice(clustering, _CLUSTERINGS, rule=rule, name="clustering")
+    if not callable(aggregator):
+        check_choice(aggregator, _AGGREGATORS, rule=rule, name="aggregator")
+    aggregator_options = {} if aggregator_options is None else dict(aggregator_options)
+    norm_filter = _check_bool(norm_filter, rule, "norm_filter")
+    sign_clustering = _check_bool(sign_clustering, rule, "sign_clustering")
+    clipping = _check_bool(clipping, rule, "clipping")
+    gen = check_rng(rng, rule=rule)
+
+    G, rows, m = p.G, p.rows, p.m
+    if sign_clustering:
+        coords = _sample_coordinates(rule, p.d, coordinates, fraction, gen)
+    else:
+        coords = np.empty(0, dtype=np.int64)
+    norms, counts = kernels.norms_and_sign_counts(G, rows, coords)
+    M = float(np.median(norms))
+
+    details: dict[str, Any] = {
+        "norms": p.expand_values(norms),
+        "median_norm": M,
+        "coordinates": coords if sign_clustering else None,
+    }
+    if M == 0.0:
+        # at least half of the rows are zero: the output is the zero vector (the mean of the
+        # zero rows, which are reported as kept)
+        zero = norms == 0.0
+        info = p.diagnostics(
+            zero,
+            **details,
+            S1=p.expand(zero),
+            S2=p.expand(np.ones(m, dtype=bool)),
+            features=None,
+            labels=None,
+            bandwidth=None,
+            similarity=None,
+            fallback=False,
+            weights=p.expand_values(zero.astype(np.float64), fill=0.0),
+        )
+        return p, np.zeros(p.d, dtype=G.dtype), info
+
+    if norm_filter:
+        ratio = norms / M
+        S1 = (ratio >= lower) & (ratio <= upper)
+    else:
+        S1 = np.ones(m, dtype=bool)
+
+    features = labels = bandwidth = raw_similarity = None
+    if sign_clustering:
+        features = counts.astype(np.float64) / coords.size
+        if feature_scaling == "max":
+            col_max = features.max(axis=0)
+            features = features / np.where(col_max > 0, col_max, 1.0)
+        if similarity is not None:
+            raw_similarity, extra = _similarity_feature(rule, similarity, G, rows, norms, reference)
+            features = np.column_stack([features, extra])
+        if clustering == "meanshift":
+            bandwidth = _estimate_bandwidth(features, 0.5)
+            labels = mean_shift(features, bandwidth)
+        else:
+            labels = kmeans(features, 2, rng=gen)
+        S2 = largest_cluster(labels)
+    else:
+        S2 = np.ones(m, dtype=bool)
+
+    S = S1 & S2
+    fallback = not bool(S.any())
+    if fallback:
+        S = S1
+    kept_rows = rows[S]
+    if clipping:
+        kept_norms = norms[S]
+        weights = np.minimum(1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0))
+    else:
+        weights = np.ones(kept_rows.size)
+    result = _final_average(rule, aggregator, G, kept_rows, weights, aggregator_options)
+
+    all_weights = np.zeros(m)
+    all_weights[S] = weights
+    info = p.diagnostics(
+        S,
+        **details,
+        S1=p.expand(S1),
+        S2=p.expand(S2),
+        features=None if features is None else p.expand_values(features),
+        labels=None if labels is None else _expand_labels(p, labels),
+        bandwidth=bandwidth,
+        similarity=None if raw_similarity is None else p.expand_values(raw_similarity),
+        fallback=fallback,
+        weights=p.expand_values(all_weights, fill=0.0),
+    )
+    return p, result, info
+
+
+def _expand_labels(p, labels: np.ndarray) -> np.ndarray:
+    out = np.full(p.n, -1, dtype=np.int64)
+    out[p.rows] = labels
+    return out
+
+
+_PARAMS_DOC = """
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients: a NumPy/PyTorch/JAX/array-API array or a sequence of n 1-D arrays.
+    lower, upper : float, default 0.1 and 3.0
+        The norm filter's bounds L and R: row i passes when ``L <= |g_i| / M <= R`` (inclusive).
+    coordinate_fraction : float in (0, 1], default 0.1
+        Share of coordinates whose signs are counted: ``k = max(1, round(fraction * d))``
+        (Python's ``round``, half to even).
+    coordinates : {"random", "window"} or array of int, default "random"
+        ``"random"``: k coordinates drawn uniformly without replacement (the paper);
+        ``"window"``: k contiguous coordinates at a random offset (the authors' code);
+        an array: exactly these column indices (duplicates removed).
+    feature_scaling : {"none", "max"}, default "none"
+        ``"max"`` divides each sign-feature column by its maximum over the rows (the authors'
+        code; a column that is all zero is left as it is). The similarity feature of the
+        variants is not rescaled.
+    clustering : {"meanshift", "kmeans"}, default "meanshift"
+        Mean-Shift as scikit-learn's ``MeanShift(bandwidth=estimate_bandwidth(F, quantile=0.5),
+        bin_seeding=True, cluster_all=False)`` (orphans belong to no cluster; a zero bandwidth,
+        e.g. n <= 3 or identical features, makes one cluster), or 2-means. S2 is the largest
+        cluster; equal sizes go to the cluster with the densest center (smallest label).
+    aggregator : {"mean", "trimmed_mean", "median"} or callable, default "mean"
+        Final averaging of the clipped kept rows ``g_i · min(1, M/|g_i|)``. A callable gets the
+        (|S|, d) NumPy matrix of those rows (plus ``aggregator_options``) and returns (d,).
+        ``"trimmed_mean"`` trims ``f`` rows per side, default ``min(floor(0.1 |S|), (|S|-1)//2)``.
+    aggregator_options : dict, optional
+        Keyword arguments for the aggregator (e.g. ``{"f": 2}`` for the trimmed mean).
+    norm_filter, sign_clustering, clipping : bool, default True
+        Ablation switches (the paper's Table III): without the norm filter S1 is every row;
+        without sign clustering S2 is every row (no coordinates are drawn); without clipping
+        the kept rows are averaged as they are.
+    rng : None, int or numpy.random.Generator
+        Draws the coordinates (and the k-means starts). The same seed gives the same output.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Rows holding NaN/±Inf are excluded first (and reported) or make the call raise.
+    return_info : bool, default False
+        Also return a :class:`~robustagg.Diagnostics` with ``kept`` (S, the rows averaged),
+        ``S1``, ``S2`` (masks over the n rows), ``norms``, ``median_norm``, ``features``,
+        ``labels`` (-1: orphan or excluded row), ``bandwidth``, ``coordinates`` (the sampled
+        column indices), ``similarity`` (the variants' raw similarity), ``weights`` (the
+        clipping factors, 0 for rows not kept) and ``fallback``.
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+        Same array library, device and float dtype as ``grads``.
+    info : Diagnostics
+        Only with ``return_info=True``.
+
+    Notes
+    -----
+    * **Empty S.** When ``S1 ∩ S2`` is empty the rows of S1 are averaged instead
+      (``info.fallback`` is True). S1 is never empty when M > 0: the median row (for even n
+      the upper middle row, whose ratio lies in [1, 2]) always passes.
+    * **M = 0.** At least half of the rows are zero: the output is the zero vector and the
+      zero rows are reported as kept.
+    * **Small n.** For n <= 3 the bandwidth is 0 (the nearest point counting the point itself),
+      so the clustering keeps everyone and only the norm filter and clipping act.
+"""
+
+
+def signguard(
+    grads: Any,
+    *,
+    lower: float = 0.1,
+    upper: float = 3.0,
+    coordinate_fraction: float = 0.1,
+    coordinates: Any = "random",
+    feature_scaling: str = "none",
+    clustering: str = "meanshift",
+    aggregator: str | Callable[..., Any] = "mean",
+    aggregator_options: dict | None = None,
+    norm_filter: bool = True,
+    sign_clustering: bool = True,
+    clipping: bool = True,
+    rng: Any = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    p, result, info = _run(
+        "signguard", grads, None, None,
+        lower=lower, upper=upper, coordinate_fraction=coordinate_fraction, coordinates=coordinates,
+        feature_scaling=feature_scaling, clustering=clustering, aggregator=aggregator,
+        aggregator_options=aggregator_options, norm_filter=norm_filter, sign_clustering=sign_clustering,
+        clipping=clipping, rng=rng, nonfinite=nonfinite, return_info=return_info,
+    )  # fmt: skip
+    return p.finish(result, info, return_info)
+
+
+def signguard_sim(
+    grads: Any,
+    *,
+    reference: Any = None,
+    lower: float = 0.1,
+    upper: float = 3.0,
+    coordinate_fraction: float = 0.1,
+    coordinates: Any = "random",
+    feature_scaling: str = "none",
+    clustering: str = "meanshift",
+    aggregator: str | Callable[..., Any] = "mean",
+    aggregator_options: dict | None = None,
+    norm_filter: bool = True,
+    sign_clustering: bool = True,
+    clipping: bool = True,
+    rng: Any = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    p, result, info = _run(
+        "signguard_sim", grads, "cosine", reference,
+        lower=lower, upper=upper, coordinate_fraction=coordinate_fraction, coordinates=coordinates,
+        feature_scaling=feature_scaling, clustering=clustering, aggregator=aggregator,
+        aggregator_options=aggregator_options, norm_filter=norm_filter, sign_clustering=sign_clustering,
+        clipping=clipping, rng=rng, nonfinite=nonfinite, return_info=return_info,
+    )  # fmt: skip
+    return p.finish(result, info, return_info)
+
+
+def signguard_dist(
+    grads: Any,
+    *,
+    reference: Any = None,
+    lower: float = 0.1,
+    upper: float = 3.0,
+    coordinate_fraction: float = 0.1,
+    coordinates: Any = "random",
+    feature_scaling: str = "none",
+    clustering: str = "meanshift",
+    aggregator: str | Callable[..., Any] = "mean",
+    aggregator_options: dict | None = None,
+    norm_filter: bool = True,
+    sign_clustering: bool = True,
+    clipping: bool = True,
+    rng: Any = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    p, result, info = _run(
+        "signguard_dist", grads, "distance", reference,
+        lower=lower, upper=upper, coordinate_fraction=coordinate_fraction, coordinates=coordinates,
+        feature_scaling=feature_scaling, clustering=clustering, aggregator=aggregator,
+        aggregator_options=aggregator_options, norm_filter=norm_filter, sign_clustering=sign_clustering,
+        clipping=clipping, rng=rng, nonfinite=nonfinite, return_info=return_info,
+    )  # fmt: skip
+    return p.finish(result, info, return_info)
+
+
+signguard.__doc__ = (
+    r"""SignGuard: norm filter ∩ sign-statistics clustering, then the clipped mean (Algorithm 2).
+
+    .. math::
+        M = \operatorname{med}_i \lVert g_i\rVert,\quad
+        S_1 = \{i : L \le \lVert g_i\rVert / M \le R\},\quad
+        S_2 = \text{largest Mean-Shift cluster of the sign features},
+
+    .. math::
+        \tilde g = \frac{1}{|S|}\sum_{i \in S} g_i \min\!\left(1, \frac{M}{\lVert g_i\rVert}\right),
+        \qquad S = S_1 \cap S_2 .
+
+    The sign features of row i are the fractions of positive, zero and negative entries on k
+    sampled coordinates. Reference: J. Xu, S.-L. Huang, L. Song, T. Lan, "Byzantine-robust
+    Federated Learning through Collaborative Malicious Gradient Filtering", ICDCS 2022.
+    Does not need the number of Byzantine clients.
+"""
+    + _PARAMS_DOC
+    + """
+    Examples
+    --------
+    >>> import numpy as np, robustagg
+    >>> rng = np.random.default_rng(0)
+    >>> G = rng.normal(0.1, 1.0, size=(20, 1000))
+    >>> G[:4] = -G[:4]                       # four sign-flipping clients
+    >>> out, info = robustagg.signguard(G, rng=0, return_info=True)
+    >>> out.shape
+    (1000,)
+"""
+)
+
+_VARIANT_DOC = """
+    reference : array_like of shape (d,), optional
+        The "correct" gradient the similarity is measured to, usually the previous round's
+        aggregate (see :class:`SignGuard`). Without it, row i's similarity is the median of
+        its similarities to the other rows (O(n^2 d)).
+"""
+
+signguard_sim.__doc__ = (
+    r"""SignGuard-Sim: SignGuard with a 4th feature, the cosine similarity to a reference.
+
+    ``s_i = cos(g_i, reference)`` (or the median over j != i of ``cos(g_i, g_j)``), put on the
+    sign features' scale as in the authors' code: ``clip(s_i, 0, med(s)) / (5 med(s))``, a
+    value in [0, 0.2] (0 for every row when ``med(s) <= 0``). Rows with zero norm have
+    similarity 0. Everything else is :func:`signguard`.
+"""
+    + _PARAMS_DOC.replace("    Parameters\n    ----------\n", "    Parameters\n    ----------" + _VARIANT_DOC, 1)
+)
+
+signguard_dist.__doc__ = (
+    r"""SignGuard-Dist: SignGuard with a 4th feature, the Euclidean distance to a reference.
+
+    ``s_i = |g_i - reference|`` (or the median over j != i of ``|g_i - g_j|``), put on the sign
+    features' scale as in the authors' code: ``0.2 * [s_i >= 1.1 med(s)]``. Everything else is
+    :func:`signguard`.
+"""
+    + _PARAMS_DOC.replace("    Parameters\n    ----------\n", "    Parameters\n    ----------" + _VARIANT_DOC, 1)
+)
+
+
+class SignGuard:
+    """Stateful SignGuard for training loops: keeps the rng and the previous aggregate.
+
+    Each call aggregates one round. For ``variant="sim"`` / ``"dist"`` the previous round's
+    aggregate is the reference of the similarity feature (the first round, and the round after
+    :meth:`reset`, uses the pairwise-median reference).
+
+    Parameters
+    ----------
+    variant : {"plain", "sim", "dist"}, default "plain"
+    rng : None, int or numpy.random.Generator
+        One generator is created at construction and advanced by every round.
+    **options
+        Any keyword argument of :func:`signguard` (``lower``, ``upper``, ``clustering``, ...).
+
+    Examples
+    --------
+    >>> import numpy as np, robustagg
+    >>> agg = robustagg.SignGuard("sim", rng=0)
+    >>> G = np.random.default_rng(1).normal(0.1, 1.0, size=(10, 100))
+    >>> agg(G).shape
+    (100,)
+    """
+
+    _VARIANTS = {"plain": (None, "signguard"), "sim": ("cosine", "signguard_sim"), "dist": ("distance", "signguard_dist")}
+
+    def __init__(self, variant: str = "plain", *, rng: Any = None, **options: Any) -> None:
+        check_choice(variant, self._VARIANTS, rule="SignGuard", name="variant")
+        for bad in ("reference", "return_info", "rng"):
+            if bad in options:
+                raise TypeError(f"SignGuard: {bad!r} is managed by the wrapper; pass it to the call instead")
+        self.variant = variant
+        self.options = options
+        self._seed = rng
+        self.rng = check_rng(rng, rule="SignGuard")
+        self.previous: np.ndarray | None = None
+        self.last_info = None
+
+    def __call__(self, grads: Any, *, return_info: bool = False) -> Any:
+        """Aggregate one round; remembers the aggregate as the next round's reference."""
+        similarity, rule = self._VARIANTS[self.variant]
+        p, result, info = _run(rule, grads, similarity, self.previous, **self._options(), rng=self.rng, return_info=return_info)
+        self.previous = np.asarray(result, dtype=np.float64)
+        self.last_info = info
+        return p.finish(result, info, return_info)
+
+    aggregate = __call__
+
+    def _options(self) -> dict:
+        defaults = dict(
+            lower=0.1, upper=3.0, coordinate_fraction=0.1, coordinates="random", feature_scaling="none",
+            clustering="meanshift", aggregator="mean", aggregator_options=None, norm_filter=True,
+            sign_clustering=True, clipping=True, nonfinite="exclude",
+        )  # fmt: skip
+        unknown = set(self.options) - set(defaults)
+        if unknown:
+            raise TypeError(f"SignGuard: unknown option(s) {sorted(unknown)}; allowed: {sorted(defaults)}")
+        defaults.update(self.options)
+        return defaults
+
+    def reset(self) -> None:
+        """Forget the previous aggregate; re-seed the rng when it was given as an int seed."""
+        self.previous = None
+        self.last_info = None
+        if self._seed is None or isinstance(self._seed, numbers.Integral):
+            self.rng = check_rng(self._seed, rule="SignGuard")
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"SignGuard(variant={self.variant!r}" + (f", {opts})" if opts else ")")
+
+
+register_rule("signguard", signguard)
+register_rule("signguard_sim", signguard_sim)
+register_rule("signguard_dist", signguard_dist)
