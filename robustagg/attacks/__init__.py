@@ -23,6 +23,5 @@ for _name in ("adaptive", "mimic", "fang"):
             raise
         continue
     globals().update({_k: getattr(_module, _k) for _k in getattr(_module, "__all__", [])})
-    globals()[_name] = _module
     __all__ += list(getattr(_module, "__all__", []))
 del _name

@@ -133,7 +133,7 @@ class AttackInput:
             block = (self.G[:, j0:j1] if all_rows else self.G[rows, j0:j1]).astype(np.float64)
             block -= center[j0:j1]
             K += block @ block.T
-            for acc, v in zip(inner, vectors):
+            for acc, v in zip(inner, vectors, strict=True):
                 acc += block @ v[j0:j1]
         return K, inner
 

@@ -1,0 +1,304 @@
+"""Adaptive attacks (beyond the paper): an attacker who knows the defence.
+
+* :func:`line_search` -- given any rule, line-search the scale γ of a malicious direction so as to
+  maximise the rule's deviation from the honest mean. It generalises the "optimal ALIE" and
+  "optimal IPM" attacks (grid / line search of the attack factor z or ε against a known rule,
+  as in ByzFL's Optimal ALIE and Optimal IPM) to every rule and to the three Min-Max
+  perturbation directions.
+* :func:`sign_matching` -- aimed at SignGuard's features: every malicious row has the median
+  honest L2 norm and exactly the honest positive/zero/negative sign fractions, while its inner
+  product with the honest mean is negative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._registry import call_with_supported, get_rule, register_attack
+from .._validation import check_choice, check_int, check_real
+from ._common import prepare_attack
+from .classic import PERTURBATIONS, perturbation
+
+__all__ = ["line_search", "sign_matching"]
+
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def line_search(
+    grads: Any,
+    f: Any,
+    *,
+    rule: str | Callable[..., Any] | None = None,
+    rule_kwargs: dict | None = None,
+    directions: Sequence[str] = PERTURBATIONS,
+    grid: Sequence[float] | None = None,
+    refine: int = 12,
+    benign_only: bool = False,
+    rng: Any = None,
+    return_info: bool = False,
+) -> Any:
+    r"""Adaptive line-search attack against a known rule.
+
+    All Byzantine rows send :math:`x(\gamma) = \mu + \gamma\, u` where :math:`u` is a unit
+    malicious direction and γ ≥ 0 maximises the damage
+
+    .. math:: J(\gamma) = \| \mathrm{rule}(G'(\gamma)) - \bar g_{\text{benign}} \|_2 ,
+
+    :math:`G'(\gamma)` being the matrix with the Byzantine rows replaced and
+    :math:`\bar g_{\text{benign}}` the mean of the benign rows (what a perfectly robust rule would
+    return). Directions (as in :func:`min_max`):
+
+    * ``"std"``: :math:`u \propto -\sigma` -- the ALIE line :math:`\mu - z\sigma`; searching γ is
+      the *optimal ALIE* attack (the best z for this rule);
+    * ``"unit_vec"``: :math:`u = -\mu/\|\mu\|` -- the IPM line: :math:`\mu + \gamma u = -\varepsilon\mu`
+      with :math:`\varepsilon = \gamma/\|\mu\| - 1`, so searching γ is the *optimal IPM* attack
+      (exactly so with ``benign_only=True``, where μ is the benign mean);
+    * ``"sign"``: :math:`u \propto -\operatorname{sign}(\mu)`.
+
+    Search: γ on a geometric grid ``grid`` (multiples of the honest spread
+    :math:`s = \sqrt{\frac1n \sum_i \|g_i - \mu\|^2}`; default :math:`s \cdot 2^{k/2}`,
+    k = −12 … 14) plus γ = 0, then ``refine`` golden-section steps between the grid neighbours
+    of the best point. The rule is a black box (it may be non-smooth and random: a random rule
+    gets the same seed at every evaluation, common random numbers), so the result is the best
+    point found, not a certified optimum. Cost: about ``len(directions) · (28 + refine)`` calls
+    of the rule.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Honest gradients of all n clients.
+    f : int or array_like of bool
+        The Byzantine rows.
+    rule : str or callable
+        The defence to attack: a registered name or any ``rule(grads, ...)``. ``f`` (the number
+        of Byzantine rows) and ``rng`` are passed when the rule accepts them.
+    rule_kwargs : dict, optional
+        Extra keyword arguments for the rule.
+    directions : sequence of {"std", "unit_vec", "sign"}
+        Directions tried; the most damaging wins.
+    grid : sequence of float, optional
+        Positive multipliers of the honest spread s to evaluate.
+    refine : int, default 12
+        Golden-section steps after the grid search (0: grid only).
+    benign_only : bool, default False
+        μ, σ and s over the benign rows only (default: all n honest gradients, SPEC §4).
+    rng : None, int or numpy.random.Generator
+        Seeds the rule's randomness.
+    return_info : bool, default False
+        Also return ``{"gamma", "direction", "deviation", "evaluations", "scale"}``.
+    """
+    if rule is None:
+        raise ValueError(
+            "line_search: argument 'rule' is required: the rule (registered name or callable) whose "
+            "deviation the attack maximises"
+        )
+    rule_fn = get_rule(rule)
+    rule_kwargs = dict(rule_kwargs or {})
+    if isinstance(directions, str):
+        directions = (directions,)
+    directions = tuple(
+        check_choice(d, PERTURBATIONS, rule="line_search", name="directions") for d in directions
+    )
+    if not directions:
+        raise ValueError("line_search: argument 'directions' must name at least one direction")
+    refine = check_int(refine, rule="line_search", name="refine", low=0)
+    if grid is None:
+        multipliers = np.array([2.0 ** (k / 2.0) for k in range(-12, 15)])
+    else:
+        multipliers = np.array(
+            [check_real(g, rule="line_search", name="grid", low=0.0, low_open=True) for g in grid]
+        )
+        multipliers.sort()
+        if multipliers.size == 0:
+            raise ValueError("line_search: argument 'grid' is empty")
+    if not isinstance(return_info, (bool, np.bool_)):
+        raise TypeError(f"line_search: argument 'return_info' must be a bool, got {return_info!r}")
+    a = prepare_attack("line_search", grads, f, rng=rng, random=True)
+    out = a.output()
+    if a.f == 0:
+        res = a.finish(out)
+        return (
+            (res, {"gamma": 0.0, "direction": None, "deviation": None, "evaluations": 0, "scale": 0.0})
+            if return_info
+            else res
+        )
+    if a.f == a.n:
+        raise ValueError(f"line_search: needs at least one benign row; got n={a.n}, f={a.f}")
+    rows = a.reference_rows(benign_only)
+    mu = a.mean(rows)
+    K, _ = a.centered_gram(rows, mu)
+    scale = math.sqrt(max(float(np.trace(K)) / rows.size, 0.0))
+    if scale == 0.0:
+        scale = max(float(np.linalg.norm(mu)), 1.0)
+    target = a.mean(a.benign_rows)
+    seed = int(a.rng.integers(2**63 - 1))
+    byz = a.byzantine_rows
+    work = out.copy()  # reused for every evaluation; `out` receives the winner
+    dtype = a.G.dtype
+    evaluations = 0
+
+    def damage(x: np.ndarray) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        work[byz] = x.astype(dtype)
+        kwargs = dict(rule_kwargs)
+        kwargs.setdefault("f", a.f)
+        kwargs.setdefault("rng", seed)
+        agg = call_with_supported(rule_fn, a.context.wrap(work), **kwargs)
+        if isinstance(agg, tuple):
+            agg = agg[0]
+        from .._array import to_numpy
+
+        agg_np, _ = to_numpy(agg, rule="line_search", name="rule output", ndim=1)
+        value = float(np.linalg.norm(agg_np.astype(np.float64) - target))
+        return value if math.isfinite(value) else math.inf
+
+    best = (-math.inf, 0.0, directions[0], mu)
+    for direction in directions:
+        p = perturbation(a, direction, mu, rows)
+        norm_p = float(np.linalg.norm(p))
+        if norm_p == 0.0:
+            continue
+        u = p / norm_p
+        gammas = np.concatenate([[0.0], scale * multipliers])
+        values = np.array([damage(mu + g * u) for g in gammas])
+        k = int(np.argmax(values))
+        g_best, v_best = float(gammas[k]), float(values[k])
+        if refine and math.isfinite(v_best):
+            lo = float(gammas[max(k - 1, 0)])
+            hi = float(gammas[min(k + 1, gammas.size - 1)])
+            g_best, v_best = _golden_max(lambda g, u=u: damage(mu + g * u), lo, hi, refine, g_best, v_best)
+        if v_best > best[0]:
+            best = (v_best, g_best, direction, mu + g_best * u)
+    value, gamma, direction, x = best
+    out[byz] = x.astype(dtype)
+    res = a.finish(out)
+    if return_info:
+        return res, {
+            "gamma": gamma,
+            "direction": direction,
+            "deviation": value,
+            "evaluations": evaluations,
+            "scale": scale,
+        }
+    return res
+
+
+def _golden_max(fun, lo: float, hi: float, steps: int, g_best: float, v_best: float):
+    """Golden-section search for a maximum on [lo, hi]; keeps the best point seen (incl. the start)."""
+    c = hi - _GOLDEN * (hi - lo)
+    d = lo + _GOLDEN * (hi - lo)
+    fc, fd = fun(c), fun(d)
+    for g, v in ((c, fc), (d, fd)):
+        if v > v_best:
+            g_best, v_best = g, v
+    for _ in range(max(steps - 2, 0)):
+        if fc >= fd:
+            hi, d, fd = d, c, fc
+            c = hi - _GOLDEN * (hi - lo)
+            fc = fun(c)
+            g, v = c, fc
+        else:
+            lo, c, fc = c, d, fd
+            d = lo + _GOLDEN * (hi - lo)
+            fd = fun(d)
+            g, v = d, fd
+        if v > v_best:
+            g_best, v_best = g, v
+    return g_best, v_best
+
+
+def sign_matching(
+    grads: Any,
+    f: Any,
+    *,
+    norm_scale: float = 1.0,
+    benign_only: bool = False,
+    rng: Any = None,
+) -> Any:
+    r"""Attack on SignGuard's features: honest norm and sign statistics, harmful direction.
+
+    Every Byzantine row sends the same vector x built so that
+
+    * the numbers of positive, zero and negative coordinates of x equal the (rounded) average
+      numbers over the reference gradients -- so its sign features on any random coordinate
+      subset are distributed like an honest gradient's;
+    * :math:`\|x\|_2` is ``norm_scale`` times the median honest norm -- inside SignGuard's norm
+      band [L, R] and untouched by its clipping when ``norm_scale <= 1``;
+    * x points against the honest mean μ: the sign budget is spent on the coordinates with the
+      largest :math:`|\mu_j|`, each given the sign opposite to :math:`\mu_j` and the magnitude
+      :math:`|\mu_j|`; the slots that must carry the "wrong" (μ-aligned) sign go to the
+      coordinates with the smallest :math:`|\mu_j|`, with a magnitude 10⁻³ times smaller, and
+      the zero slots too. So :math:`\langle x, \mu\rangle < 0` whenever μ ≠ 0.
+
+    Precisely: with P, Z, N the target counts, coordinates sorted by decreasing :math:`|\mu_j|`
+    receive, greedily, a negative sign if :math:`\mu_j > 0` and negative slots remain, a positive
+    sign if :math:`\mu_j < 0` and positive slots remain; the rest, by increasing
+    :math:`|\mu_j|`, fill the zero slots first, then the remaining slots. Deterministic
+    (``rng`` is accepted and ignored). See ``docs/robustness.md`` for how SignGuard fares.
+
+    Parameters
+    ----------
+    norm_scale : float, default 1.0
+        Norm of x relative to the median L2 norm of the reference gradients.
+    benign_only : bool, default False
+        Reference gradients: all n honest gradients (default) or the benign rows only.
+    """
+    norm_scale = check_real(norm_scale, rule="sign_matching", name="norm_scale", low=0.0)
+    a = prepare_attack("sign_matching", grads, f, rng=rng)
+    out = a.output()
+    if a.f == 0:
+        return a.finish(out)
+    rows = a.reference_rows(benign_only)
+    if rows.size == 0:
+        raise ValueError(f"sign_matching: needs at least one reference row; got n={a.n}, f={a.f}")
+    mu = a.mean(rows)
+    positives = np.zeros(rows.size)
+    zeros = np.zeros(rows.size)
+    norms = np.zeros(rows.size)
+    all_rows = rows.size == a.n
+    for j0, j1 in a._blocks(rows.size):
+        block = a.G[:, j0:j1] if all_rows else a.G[rows, j0:j1]
+        positives += (block > 0).sum(axis=1)
+        zeros += (block == 0).sum(axis=1)
+        norms += np.einsum("ij,ij->i", block, block, dtype=np.float64)
+    d = a.d
+    n_pos = int(round(positives.mean()))
+    n_zero = min(int(round(zeros.mean())), d - n_pos)
+    n_neg = d - n_pos - n_zero
+    target_norm = norm_scale * float(np.median(np.sqrt(norms)))
+
+    order = np.argsort(-np.abs(mu), kind="stable")  # most important coordinates first
+    sign = np.zeros(d, dtype=np.int8)
+    assigned = np.zeros(d, dtype=bool)
+    ordered_mu = mu[order]
+    flip_down = order[ordered_mu > 0][:n_neg]  # harmful slots: opposite sign on the largest |mu_j|
+    flip_up = order[ordered_mu < 0][:n_pos]
+    sign[flip_down], sign[flip_up] = -1, 1
+    assigned[flip_down] = assigned[flip_up] = True
+    pos_left, neg_left = n_pos - flip_up.size, n_neg - flip_down.size
+    rest = order[~assigned[order]][::-1]  # least important first
+    zero_slots = rest[:n_zero]
+    filler = rest[n_zero:]
+    sign[filler[:pos_left]] = 1
+    sign[filler[pos_left : pos_left + neg_left]] = -1
+    harmful = assigned
+    magnitude = np.abs(mu)
+    positive_mags = magnitude[magnitude > 0]
+    floor = 1e-3 * (float(np.median(positive_mags)) if positive_mags.size else 1.0)
+    mags = np.where(harmful, np.maximum(magnitude, floor), floor * 1e-3)
+    mags[zero_slots] = 0.0
+    x = sign * mags
+    norm_x = float(np.linalg.norm(x))
+    if norm_x > 0:
+        x *= target_norm / norm_x
+    out[a.byzantine_rows] = x.astype(a.G.dtype)
+    return a.finish(out)
+
+
+register_attack("line_search", line_search)
+register_attack("sign_matching", sign_matching)
