@@ -52,3 +52,6 @@ import sys as _sys  # noqa: E402
 
 for _m in ("preaggregation", "centered_clipping", "subset", "fltrust"):
     __all__ += _sys.modules[f"{__name__}.{_m}"].__all__
+from .clustering import clipped_clustering  # noqa: E402
+
+__all__ += ["clipped_clustering"]

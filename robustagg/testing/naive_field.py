@@ -182,8 +182,8 @@ def naive_fltrust(G, root):
 
 def naive_clipped_clustering(G, threshold=None):
     """Clip to the median norm, agglomerative clustering (average linkage, cosine distance)
-    with scikit-learn, mean of the clipped rows of the larger cluster (tie: the cluster of the
-    lowest row index)."""
+    with scikit-learn, mean of the clipped rows of the larger cluster (equal sizes: the tighter
+    cluster, then the cluster of the lowest row index)."""
     from sklearn.cluster import AgglomerativeClustering
 
     G = _f64(G)
@@ -205,8 +205,9 @@ def naive_clipped_clustering(G, threshold=None):
     sizes = [np.sum(labels == 0), np.sum(labels == 1)]
     if sizes[0] != sizes[1]:
         big = int(np.argmax(sizes))
-    else:
-        big = labels[0]
+    else:  # equal sizes: the tighter cluster, then the one holding the lowest index
+        spread = [D[np.ix_(labels == c, labels == c)].mean() for c in (0, 1)]
+        big = int(np.argmin(spread)) if spread[0] != spread[1] else int(labels[0])
     keep = labels == big
     return clipped[keep].mean(axis=0), keep
 
