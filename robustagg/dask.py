@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import kernels
 from ._diagnostics import Diagnostics
 from ._registry import get_rule
-from ._validation import check_choice
+from ._validation import check_choice, check_rng
 
 __all__ = [
     "COORDINATEWISE_RULES",
@@ -186,22 +186,26 @@ def _block_combination(block: np.ndarray, rows: np.ndarray, weights: np.ndarray)
     return out.astype(block.dtype, copy=False)
 
 
-def _block_norms_signs(block: np.ndarray, block_start: int, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the sum of squares (float64) and the counts of positive, zero and negative entries
-    on the sampled columns that fall in this block."""
-    B = np.asarray(block)
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.einsum("ij,ij->i", B, B, dtype=np.float64)
+def _block_norms_signs(
+    block: np.ndarray, block_start: int, columns: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the sum of squares (float64), the counts of positive, zero and negative entries on
+    the sampled columns that fall in this block, and whether the row is non-finite here."""
+    B = np.ascontiguousarray(block)
     lo, hi = block_start, block_start + B.shape[1]
-    local = columns[(columns >= lo) & (columns < hi)] - lo
-    sub = B[:, local]
-    counts = np.stack([(sub > 0).sum(axis=1), (sub == 0).sum(axis=1), (sub < 0).sum(axis=1)], axis=1)
-    return sq, counts.astype(np.int64)
+    local = (columns[(columns >= lo) & (columns < hi)] - lo).astype(np.int64)
+    rows = np.arange(B.shape[0], dtype=np.int64)
+    norms, counts = kernels.norms_and_sign_counts(B, rows, local)
+    return norms * norms, counts, _block_nonfinite(B)
 
 
-def _block_clipped_mean(block: np.ndarray, rows: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    out = factors @ np.asarray(block[rows], dtype=np.float64) / rows.size
-    return out.astype(block.dtype, copy=False)
+def _block_signguard_average(
+    block: np.ndarray, aggregator: str, rows: np.ndarray, weights: np.ndarray, options: dict[str, Any]
+) -> np.ndarray:
+    from .signguard import _final_average
+
+    out = _final_average("signguard", aggregator, np.ascontiguousarray(block), rows, weights, options)
+    return np.asarray(out).astype(block.dtype, copy=False)
 
 
 def _block_starts(X: da.Array) -> list[int]:
@@ -336,9 +340,155 @@ multi_krum = _named("multi_krum")
 geometric_median = _named("geometric_median")
 
 
-def signguard(X: Any, *, return_info: bool = False, **kwargs: Any):
-    """SignGuard on a Dask array chunked along d.
+def signguard(
+    X: Any,
+    *,
+    lower: float = 0.1,
+    upper: float = 3.0,
+    coordinate_fraction: float = 0.1,
+    coordinates: Any = "random",
+    feature_scaling: str = "none",
+    clustering: str = "meanshift",
+    aggregator: str = "mean",
+    aggregator_options: dict | None = None,
+    norm_filter: bool = True,
+    sign_clustering: bool = True,
+    clipping: bool = True,
+    rng: Any = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+):
+    """SignGuard (``robustagg.signguard``, the plain variant) on a Dask array chunked along d.
 
-    Not yet available: SignGuard's NumPy building blocks are needed on the driver.
+    One pass over the column blocks computes each row's squared norm (block sums of squares,
+    ``kernels.norms_and_sign_counts``) and its sign counts on the sampled coordinates -- the same
+    coordinates ``robustagg.signguard`` draws for the same ``rng``, since they are drawn on the
+    driver by the same code before anything else. The norm filter, the sign features and the
+    clustering (:func:`robustagg.clustering.mean_shift` / ``kmeans``) run on the driver on these
+    O(n) quantities; a second pass forms the clipped average of the kept rows block by block with
+    SignGuard's own final-averaging code.
+
+    Parameters are those of :func:`robustagg.signguard`; ``aggregator`` must be one of its
+    built-in (coordinate-wise) names, not a callable. SignGuard-Sim/-Dist are not offered here.
+
+    Returns
+    -------
+    aggregate : dask.array.Array, shape (d,)
+        Lazy; equal to ``robustagg.signguard(X.compute(), ...)`` with the same ``rng`` (to the
+        rounding of the norms' summation order).
+    info : Diagnostics
+        Only with ``return_info=True``: the same fields as :func:`robustagg.signguard`.
     """
-    raise NotImplementedError("robustagg.dask.signguard is not available yet")
+    from . import clustering as _clustering
+    from .signguard import _AGGREGATORS, _sample_coordinates
+
+    X = _as_column_blocks(X, "signguard")
+    n, d = X.shape
+    if callable(aggregator) or aggregator not in _AGGREGATORS:
+        raise ValueError(
+            f"robustagg.dask.signguard: argument 'aggregator' must be one of {', '.join(map(repr, _AGGREGATORS))} "
+            f"(coordinate-wise, computed block by block); got {aggregator!r}"
+        )
+    options = dict(
+        lower=lower, upper=upper, coordinate_fraction=coordinate_fraction, coordinates=coordinates,
+        feature_scaling=feature_scaling, clustering=clustering, aggregator=aggregator,
+        aggregator_options=aggregator_options, norm_filter=norm_filter, sign_clustering=sign_clustering,
+        clipping=clipping, nonfinite=nonfinite,
+    )  # fmt: skip
+    # every argument checked by the NumPy rule itself, on a tiny matrix of the same n
+    probe_coords = coordinates if isinstance(coordinates, str) else np.zeros(1, dtype=np.int64)
+    _validate_on_driver("signguard", n, X.dtype, {**options, "coordinates": probe_coords, "rng": 0})
+    if not isinstance(coordinates, str):  # explicit indices: checked against the real d
+        _sample_coordinates("signguard", d, coordinates, coordinate_fraction, np.random.default_rng(0))
+    gen = check_rng(rng, rule="signguard")
+    opts = {} if aggregator_options is None else dict(aggregator_options)
+
+    if sign_clustering:
+        coords = _sample_coordinates("signguard", d, coordinates, float(coordinate_fraction), gen)
+    else:
+        coords = np.empty(0, dtype=np.int64)
+    sq, counts, bad = _tree_reduce(X, _block_norms_signs, coords)
+    bad = np.asarray(bad, dtype=bool)
+    if bad.all():
+        raise ValueError("robustagg.dask.signguard: every row of 'X' holds NaN or Inf; there is nothing to aggregate")
+    if nonfinite == "raise" and bad.any():
+        raise ValueError(f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf")
+    rows = np.flatnonzero(~bad).astype(np.int64)
+    m = rows.size
+    norms = np.sqrt(sq[rows])
+    counts = counts[rows]
+    M = float(np.median(norms))
+
+    def over_n(values: np.ndarray, fill: float = np.nan) -> np.ndarray:
+        values = np.asarray(values)
+        out = np.full((n,) + values.shape[1:], fill, dtype=np.result_type(values, np.float64))
+        out[rows] = values
+        return out
+
+    def mask_n(mask: np.ndarray) -> np.ndarray:
+        out = np.zeros(n, dtype=bool)
+        out[rows] = mask
+        return out
+
+    details: dict[str, Any] = {
+        "norms": over_n(norms),
+        "median_norm": M,
+        "coordinates": coords if sign_clustering else None,
+    }
+    if M == 0.0:
+        zero = norms == 0.0
+        info = Diagnostics(
+            "signguard", kept=mask_n(zero), nonfinite=bad, **details, S1=mask_n(zero),
+            S2=mask_n(np.ones(m, dtype=bool)), features=None, labels=None, bandwidth=None, similarity=None,
+            fallback=False, weights=over_n(zero.astype(np.float64), fill=0.0),
+        )  # fmt: skip
+        out = da.zeros(d, chunks=X.chunks[1], dtype=X.dtype)
+        return (out, info) if return_info else out
+
+    if norm_filter:
+        ratio = norms / M
+        S1 = (ratio >= lower) & (ratio <= upper)
+    else:
+        S1 = np.ones(m, dtype=bool)
+    features = labels = bandwidth = None
+    if sign_clustering:
+        features = counts.astype(np.float64) / coords.size
+        if feature_scaling == "max":
+            col_max = features.max(axis=0)
+            features = features / np.where(col_max > 0, col_max, 1.0)
+        if clustering == "meanshift":
+            bandwidth = _clustering.estimate_bandwidth(features, 0.5)
+            labels = _clustering.mean_shift(features, bandwidth)
+        else:
+            labels = _clustering.kmeans(features, 2, rng=gen)
+        S2 = _clustering.largest_cluster(labels)
+    else:
+        S2 = np.ones(m, dtype=bool)
+    S = S1 & S2
+    fallback = not bool(S.any())
+    if fallback:
+        S = S1
+    kept_rows = rows[S]
+    if clipping:
+        kept_norms = norms[S]
+        weights = np.minimum(1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0))
+    else:
+        weights = np.ones(kept_rows.size)
+    out = X.map_blocks(
+        _block_signguard_average, aggregator, kept_rows, weights.astype(np.float64), opts,
+        drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype),
+    )  # fmt: skip
+    if not return_info:
+        return out
+    all_weights = np.zeros(m)
+    all_weights[S] = weights
+    labels_n = None
+    if labels is not None:
+        labels_n = np.full(n, -1, dtype=np.int64)
+        labels_n[rows] = labels
+    info = Diagnostics(
+        "signguard", kept=mask_n(S), nonfinite=bad, **details, S1=mask_n(S1), S2=mask_n(S2),
+        features=None if features is None else over_n(features), labels=labels_n, bandwidth=bandwidth,
+        similarity=None, fallback=fallback, weights=over_n(all_weights, fill=0.0),
+    )  # fmt: skip
+    return out, info

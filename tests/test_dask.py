@@ -122,3 +122,62 @@ def test_dask_errors():
     if "krum" in robustagg.RULES:
         with pytest.raises(ValueError, match="krum"):
             rdask.krum(X, f=6)  # n = 13 < 2f + 3: the NumPy rule's own message
+
+
+SIGNGUARD_OPTIONS = [
+    {},
+    {"clustering": "kmeans"},
+    {"aggregator": "median"},
+    {"aggregator": "trimmed_mean", "aggregator_options": {"f": 2}},
+    {"coordinates": "window", "feature_scaling": "max"},
+    {"norm_filter": False, "clipping": False},
+    {"sign_clustering": False},
+]
+
+
+@pytest.mark.parametrize("options", SIGNGUARD_OPTIONS)
+def test_dask_signguard_equals_numpy_same_coordinates(client, options):
+    _require("signguard")
+    rng = np.random.default_rng(4)
+    G = rng.normal(0.2, 1.0, size=(20, 2001)).astype(np.float32)
+    G[:4] = -3.0 * G[:4]  # reversed and scaled: caught by norms and signs
+    G[6, 1500] = np.nan
+    X = da.from_array(G, chunks=(20, 300))
+    out, info = rdask.signguard(X, rng=11, return_info=True, **options)
+    expected, einfo = robustagg.signguard(G, rng=11, return_info=True, **options)
+    got = out.compute()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    for key in ("kept", "nonfinite", "S1", "S2", "fallback"):
+        np.testing.assert_array_equal(info[key], einfo[key])
+    if options.get("sign_clustering", True):
+        np.testing.assert_array_equal(info.coordinates, einfo.coordinates)
+        np.testing.assert_array_equal(info.labels, einfo.labels)
+        np.testing.assert_allclose(info.features, einfo.features, rtol=1e-12)
+    np.testing.assert_allclose(info.norms, einfo.norms, rtol=1e-9)
+    np.testing.assert_allclose(info.weights, einfo.weights, rtol=1e-9)
+    assert info.nonfinite[6] and not info.kept[6]
+    if options.get("sign_clustering", True):
+        assert not info.kept[:4].any()  # the sign features catch the reversed rows
+
+
+def test_dask_signguard_through_aggregate_and_zero_median(client):
+    _require("signguard")
+    G = np.zeros((7, 50))
+    G[0] = 1.0
+    X = da.from_array(G, chunks=(7, 20))
+    out, info = rdask.aggregate(X, "signguard", rng=0, return_info=True)
+    expected, einfo = robustagg.signguard(G, rng=0, return_info=True)
+    np.testing.assert_array_equal(out.compute(), expected)
+    np.testing.assert_array_equal(info.kept, einfo.kept)
+
+
+def test_dask_signguard_errors():
+    _require("signguard")
+    X = da.from_array(np.ones((5, 10)), chunks=(5, 5))
+    with pytest.raises(ValueError, match="aggregator"):
+        rdask.signguard(X, aggregator=np.mean)
+    with pytest.raises(ValueError, match="lower|upper"):
+        rdask.signguard(X, lower=2.0, upper=1.0)
+    with pytest.raises(ValueError, match="coordinates"):
+        rdask.signguard(X, coordinates=np.array([3, 40]))
