@@ -791,7 +791,10 @@ def run(args: argparse.Namespace) -> int:
             "choose others with --rules"
         )
     out = args.out or os.path.join("runs", args.preset + ("-quick" if args.quick else ""))
-    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    try:
+        os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot use {out!r} as the output directory: {exc}") from None
 
     records: dict[str, dict] = {}
     todo = []

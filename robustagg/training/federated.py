@@ -171,7 +171,8 @@ class FederatedResult:
         (fraction of honest / Byzantine rows the rule kept), ``attack`` (index into
         ``attack_names``), and with ``record_signs`` the sign fractions ``honest_signs``,
         ``malicious_signs`` and ``lie_signs`` (rows: rounds; columns: positive, zero, negative),
-        the last being the virtual LIE gradient μ − 0.3σ of the honest gradients (Fig. 2).
+        the last being the virtual LIE gradient μ − 0.3σ of the honest gradients, recorded in
+        rounds without attack (the paper's Fig. 2); NaN where not applicable.
     summary : dict
         ``best_accuracy``, ``final_accuracy``, ``honest_kept_rate``, ``malicious_kept_rate``
         (averages over rounds), ``diverged``, ``seconds``, ``rounds``, ``d``, ``f``, ...
@@ -244,25 +245,28 @@ def _accepts(fn: Callable, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-def _stateful_factory(name: str) -> Callable[..., Any] | None:
-    """The SignGuard module's stateful wrapper for ``signguard_sim``/``signguard_dist``, if any."""
+_SIGNGUARD_VARIANTS = {"signguard": "plain", "signguard_sim": "sim", "signguard_dist": "dist"}
+
+
+def _stateful_signguard(name: Any, kwargs: dict, rng: np.random.Generator) -> Callable[..., Any] | None:
+    """The SignGuard module's stateful wrapper for a SignGuard rule name, if it is installed."""
+    if not isinstance(name, str) or name not in _SIGNGUARD_VARIANTS:
+        return None
     try:
-        from .. import signguard as sg_module  # type: ignore[attr-defined]
+        from ..signguard import SignGuard
     except ImportError:
         return None
-    for cls_name in ("StatefulSignGuard", "SignGuardState", "SignGuardStateful", "SignGuardAggregator"):
-        cls = getattr(sg_module, cls_name, None)
-        if isinstance(cls, type):
-            return cls
-    return None
+    return SignGuard(_SIGNGUARD_VARIANTS[name], rng=rng, **kwargs)
 
 
 class _RuleRunner:
     """Calls a rule each round with ``f``, its ``rng``, options and (Sim/Dist) the reference.
 
-    Rules that take a ``reference`` argument (SignGuard-Sim/-Dist) receive the previous round's
-    aggregate (``None`` in the first round: the rule then uses its stateless fallback), which is
-    what the SignGuard module's stateful wrapper does.
+    The SignGuard rules run through :class:`robustagg.signguard.SignGuard`, the stateful wrapper
+    that keeps the rng and, for SignGuard-Sim/-Dist, the previous round's aggregate as the
+    reference of the similarity feature. Any other rule that takes a ``reference`` argument
+    receives the previous aggregate the same way (``None`` in the first round: the rule then
+    uses its stateless fallback).
     """
 
     def __init__(self, rule: Any, kwargs: dict, f: int, rng: np.random.Generator) -> None:
@@ -272,13 +276,17 @@ class _RuleRunner:
         self.f = f
         self.rng = rng
         self.reference: np.ndarray | None = None
-        self.uses_reference = _accepts(self.fn, "reference")
+        self.stateful = _stateful_signguard(rule, self.kwargs, rng)
+        self.uses_reference = self.stateful is None and _accepts(self.fn, "reference")
 
     def __call__(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kwargs = dict(self.kwargs)
-        if self.uses_reference:
-            kwargs["reference"] = self.reference
-        out = call_with_supported(self.fn, G, f=self.f, rng=self.rng, return_info=True, **kwargs)
+        if self.stateful is not None:  # SignGuard's own wrapper keeps the reference and the rng
+            out = self.stateful(G, return_info=True)
+        else:
+            kwargs = dict(self.kwargs)
+            if self.uses_reference:
+                kwargs["reference"] = self.reference
+            out = call_with_supported(self.fn, G, f=self.f, rng=self.rng, return_info=True, **kwargs)
         if isinstance(out, tuple) and len(out) == 2:
             agg, info = out
             kept = np.asarray(getattr(info, "kept", np.ones(G.shape[0], dtype=bool)), dtype=bool)
@@ -420,8 +428,6 @@ def run_federated(
                 flip = byzantine
                 yb[flip] = C - 1 - yb[flip]
             G, losses = model.client_gradients(theta, Xb, yb, batcher.weights)
-            # rows of G computed on true labels (all of them unless labels were flipped)
-            honest_rows = ~byzantine if (attack == "label_flip" and f) else np.ones(n, dtype=bool)
             train_loss[t] = float(losses[~byzantine].mean())
             if f and attack not in ("none", "label_flip"):
                 sent = _call_attack(attack, G, byzantine, cfg.attack_kwargs, rng_attack)
@@ -439,9 +445,9 @@ def run_federated(
                 if f and attack != "none":
                     with np.errstate(invalid="ignore"):
                         signs["malicious_signs"][t] = sign_fractions(sent[byzantine]).mean(axis=0)
-                Gh = G[honest_rows]
-                lie = Gh.mean(axis=0) - 0.3 * (Gh.std(axis=0, ddof=1) if Gh.shape[0] > 1 else 0.0)
-                signs["lie_signs"][t] = sign_fractions(lie[None, :])[0]
+                if attack == "none" and n > 1:  # the paper's virtual LIE gradient (Fig. 2)
+                    lie = G.mean(axis=0) - 0.3 * G.std(axis=0, ddof=1)
+                    signs["lie_signs"][t] = sign_fractions(lie[None, :])[0]
             t += 1
             if not np.all(np.isfinite(agg)):
                 diverged_at = t
