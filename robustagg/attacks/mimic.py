@@ -34,7 +34,8 @@ def _heuristic_target(a) -> int:
     if lam[-1] <= 0:  # every benign row is the same: any of them, the first
         return int(benign[0])
     score = np.abs(u)  # |<g_i - mu, z>| = sqrt(lam) |u_i| for the top principal direction z
-    return int(benign[int(np.argmax(score))])  # ties: the lowest index
+    # ties (up to rounding, e.g. two benign rows are always tied): the lowest index
+    return int(benign[int(np.flatnonzero(score >= score.max() * (1.0 - 1e-9))[0])])
 
 
 def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> Any:
@@ -50,8 +51,8 @@ def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> 
     :math:`|\langle g_i - \mu, z\rangle|`, the client that pulls hardest along the direction
     of largest variance. The paper estimates z online over the first rounds and then keeps
     the target fixed; this stateless function computes it from the current round (z comes
-    from the n × n Gram matrix of the centred benign rows, no d × d matrix). Ties: the lowest
-    index.
+    from the n × n Gram matrix of the centred benign rows, no d × d matrix). Ties (scores
+    equal to a relative 1e-9): the lowest index.
 
     Parameters
     ----------

@@ -233,4 +233,4 @@ def naive_mimic_target(G, byzantine):
     X = G[benign] - G[benign].mean(axis=0)
     _, _, Vt = np.linalg.svd(X, full_matrices=False)
     scores = np.abs(X @ Vt[0])
-    return int(benign[int(np.argmax(scores))])
+    return int(benign[int(np.flatnonzero(scores >= scores.max() * (1.0 - 1e-9))[0])])
