@@ -50,7 +50,7 @@ def mda(
     grads: Any,
     f: int,
     *,
-    max_subsets: int = 10**8,
+    max_subsets: int = 2**20,
     nonfinite: str = "exclude",
     return_info: bool = False,
 ) -> Any:
@@ -61,25 +61,31 @@ def mda(
     .. math:: S^\star \in \arg\min_{|S| = n-f} \max_{i,j \in S} \|g_i - g_j\|_2, \qquad
               \mathrm{MDA}(G) = \frac{1}{n-f} \sum_{i \in S^\star} g_i
 
-    The search is exact: a depth-first branch and bound over the subsets in lexicographic
-    order, cutting a branch as soon as its partial diameter reaches the best one found; ties
-    go to the lexicographically first subset (as an exhaustive scan in
-    ``itertools.combinations`` order, ByzFL's, would). Worst-case cost grows like C(n, f):
-    **size limit** -- the call raises a ``ValueError`` when C(n', f') > ``max_subsets``
-    (default 10⁸; e.g. n = 50 allows f ≤ 7, n = 1000 allows f ≤ 3). Needs n > 2f.
+    The search is exact and needs no enumeration of the C(n, f) subsets: the largest pair
+    of rows still present must lose one of its two rows (otherwise the diameter is its
+    distance, and removing a row never increases a diameter), so an optimal subset is found by
+    branching f times on which endpoint of the current largest pair to remove -- a binary
+    tree with at most min(2^f, C(n, f)) leaves, each costing a scan of the sorted pairs.
+    Ties: pairs are ordered by decreasing distance then increasing (i, j), the row of lower
+    index is removed first and the first leaf of smallest diameter wins (a deterministic
+    choice; when distances are distinct the optimal subset is unique and every convention
+    agrees, e.g. ByzFL's exhaustive scan). **Size limit:** the call raises a ``ValueError``
+    when min(2^f', C(n', f')) > ``max_subsets`` (default 2²⁰, so any n with f ≤ 20). Needs
+    n > 2f. Cost: the n × n distance matrix (one Gram pass over G), sorting the n(n−1)/2 pairs,
+    the search, and one pass over G for the mean.
 
     Parameters
     ----------
     grads : array_like, shape (n, d)
     f : int
         Number of Byzantine clients (n > 2f).
-    max_subsets : int, default 10**8
-        The size limit on C(n, f).
+    max_subsets : int, default 2**20
+        The size limit on the search, min(2^f, C(n, f)) leaves.
     nonfinite : {"exclude", "raise"}, default "exclude"
         Non-finite rows are excluded and counted against f.
     return_info : bool, default False
         Diagnostics: ``kept`` (the chosen subset), ``diameter``, ``distances`` (n × n,
-        NaN for excluded rows), ``nodes`` (branch-and-bound nodes visited).
+        NaN for excluded rows), ``nodes`` (leaves of the search visited).
 
     Returns
     -------
@@ -95,9 +101,19 @@ def mda(
     max_subsets = check_int(max_subsets, rule=rule, name="max_subsets", low=1)
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
     m, fe = p.m, p.f_eff
-    _check_size(rule, m, fe, max_subsets)
+    leaves = min(2**fe, math.comb(m, fe))
+    if leaves > max_subsets:
+        raise ValueError(
+            f"{rule}: the exact search examines up to min(2^f, C(n, f)) = {leaves:.3g} subsets for n={m}, "
+            f"f={fe}, more than max_subsets={max_subsets:.3g}; use a smaller f, or raise max_subsets knowingly"
+        )
     D = np.sqrt(_field.sq_distances(p.G, p.rows))
-    chosen, diameter, nodes = _field.subset_min_diameter(D, m - fe)
+    iu, ju = np.triu_indices(m, k=1)
+    dist = D[iu, ju]
+    order = np.lexsort((ju, iu, -dist))  # decreasing distance, then increasing (i, j)
+    chosen, diameter, nodes = _field.subset_min_diameter(
+        iu[order].astype(np.int64), ju[order].astype(np.int64), dist[order], m, fe
+    )
     out = _subset_mean(p, chosen)
     info = None
     if return_info:

@@ -211,52 +211,72 @@ def centered_gram_from_sq_distances(D2, weights=None):
 
 
 @nb.njit(cache=True, nogil=True)
-def subset_min_diameter(D, keep):
-    """Exact minimum-diameter subset of size ``keep`` by depth-first branch and bound.
+def _advance(p, pi, pj, removed):
+    """First pair position >= p whose two rows are both still present."""
+    P = pi.size
+    while p < P and (removed[pi[p]] or removed[pj[p]]):
+        p += 1
+    return p
 
-    ``D`` is the (m, m) matrix of Euclidean distances. Subsets are explored in lexicographic
-    order (row i included before excluded), a branch is cut as soon as its diameter reaches
-    the best one found, so the result is the lexicographically first subset of minimal
-    diameter. Returns ``(chosen (m,) bool, diameter, nodes visited)``.
+
+@nb.njit(cache=True, nogil=True)
+def subset_min_diameter(pi, pj, pd, m, f):
+    """Exact minimum-diameter subset of m - f rows by branching on the largest pair.
+
+    ``pi, pj, pd`` list the pairs (i < j) by decreasing distance (ties: increasing (i, j)).
+    The largest pair still present must lose one of its two rows, or the diameter is its
+    distance; removing a row never increases the diameter, so an optimal subset removes an
+    endpoint of the largest remaining pair at each of f steps: a binary search tree of depth
+    f (2^f leaves at most), rows of lower index removed first; the first leaf of smallest
+    diameter wins. Returns ``(chosen (m,) bool, diameter, leaves visited)``.
     """
-    m = D.shape[0]
+    P = pi.size
+    removed = np.zeros(m, dtype=np.bool_)
     best = np.inf
-    best_set = np.zeros(m, dtype=np.bool_)
-    best_set[:keep] = True
-    chosen = np.empty(keep, dtype=np.int64)
-    diam = np.zeros(keep + 1, dtype=np.float64)  # diam[k]: diameter of the first k chosen
-    nxt = np.zeros(keep + 1, dtype=np.int64)  # next candidate at each depth
+    best_removed = np.zeros(m, dtype=np.bool_)
+    stack_row = np.empty(f + 1, dtype=np.int64)
+    pos = np.zeros(f + 1, dtype=np.int64)
+    branch = np.zeros(f + 1, dtype=np.int64)
+    leaves = 0
     depth = 0
-    nxt[0] = 0
-    nodes = 0
+    pos[0] = _advance(0, pi, pj, removed)
     while depth >= 0:
-        i = nxt[depth]
-        # not enough rows left to complete the subset: backtrack
-        if depth == keep or i > m - (keep - depth):
+        p = pos[depth]
+        if depth == f or p >= P:
+            leaves += 1
+            val = pd[p] if p < P else 0.0
+            if val < best:
+                best = val
+                best_removed[:] = removed
+                if p >= P and depth < f:  # fewer than 2 rows left: complete with the lowest rows
+                    need = f - depth
+                    for r in range(m):
+                        if need == 0:
+                            break
+                        if not best_removed[r]:
+                            best_removed[r] = True
+                            need -= 1
             depth -= 1
             continue
-        nxt[depth] = i + 1
-        nodes += 1
-        dmax = diam[depth]
-        for t in range(depth):
-            dd = D[chosen[t], i]
-            if dd > dmax:
-                dmax = dd
-        if dmax >= best:
+        if branch[depth] == 2:
+            removed[stack_row[depth]] = False
+            branch[depth] = 0
+            depth -= 1
             continue
-        chosen[depth] = i
-        if depth + 1 == keep:
-            best = dmax
-            best_set[:] = False
-            for t in range(keep):
-                best_set[chosen[t]] = True
-            continue
-        diam[depth + 1] = dmax
-        nxt[depth + 1] = i + 1
+        if branch[depth] == 1:
+            removed[stack_row[depth]] = False
+            row = pj[p]
+            branch[depth] = 2
+        else:
+            row = pi[p]
+            branch[depth] = 1
+        removed[row] = True
+        stack_row[depth] = row
+        pos[depth + 1] = _advance(p, pi, pj, removed)
+        branch[depth + 1] = 0
         depth += 1
-    if keep == 1:
-        best = 0.0
-    return best_set, best, nodes
+    chosen = ~best_removed
+    return chosen, best, leaves
 
 
 @nb.njit(cache=True, nogil=True)
