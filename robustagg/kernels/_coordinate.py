@@ -26,3 +26,221 @@ def column_mean(G, rows):
         for j in range(j0, j1):
             out[j] = acc[j - j0] / n_rows
     return out
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def weighted_column_sum(G, rows, weights):
+    """``sum_r weights[r] * G[rows[r], :]`` accumulated in float64: float64 (d,)."""
+    m = rows.size
+    d = G.shape[1]
+    out = np.empty(d, dtype=np.float64)
+    n_blocks = (d + _BLOCK - 1) // _BLOCK
+    for b in nb.prange(n_blocks):
+        j0 = b * _BLOCK
+        j1 = min(d, j0 + _BLOCK)
+        acc = np.zeros(j1 - j0, dtype=np.float64)
+        for r in range(m):
+            i = rows[r]
+            w = weights[r]
+            if w == 0.0:
+                continue
+            for j in range(j0, j1):
+                acc[j - j0] += w * G[i, j]
+        for j in range(j0, j1):
+            out[j] = acc[j - j0]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def weighted_column_mean(G, rows, weights):
+    """``sum_r w_r G[rows[r]] / sum_r w_r`` (float64 accumulation), returned as G.dtype (d,).
+
+    The weights must be non-negative with a positive sum.
+    """
+    total = 0.0
+    for r in range(weights.size):
+        total += weights[r]
+    acc = weighted_column_sum(G, rows, weights)
+    out = np.empty(acc.size, dtype=G.dtype)
+    for j in range(acc.size):
+        out[j] = acc[j] / total
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def clipped_column_mean(G, rows, norms, threshold):
+    """``(1/m) sum_r G[rows[r]] * min(1, threshold / norms[r])`` as G.dtype (d,).
+
+    ``norms`` are the rows' L2 norms (e.g. from ``row_norms``); a zero norm gets factor 1.
+    SignGuard's final step with ``threshold`` the median norm.
+    """
+    m = rows.size
+    w = np.empty(m, dtype=np.float64)
+    for r in range(m):
+        s = 1.0
+        if norms[r] > threshold:
+            s = threshold / norms[r]
+        w[r] = s / m
+    acc = weighted_column_sum(G, rows, w)
+    out = np.empty(acc.size, dtype=G.dtype)
+    for j in range(acc.size):
+        out[j] = acc[j]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Coordinate-wise selection: median, trimmed mean, Bulyan's closest-to-median mean.
+# Each parallel task transposes a block of columns into a small contiguous buffer (one column's
+# m values contiguous), then selects per column. NaN never reaches these kernels (non-finite
+# rows are excluded before); ±huge finite values are fine.
+# ---------------------------------------------------------------------------------------------
+
+_SEL_BLOCK = 512  # columns per transposed buffer
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _insertion_sort(v, lo, hi):
+    """Sort v[lo..hi] (inclusive) in place."""
+    for i in range(lo + 1, hi + 1):
+        x = v[i]
+        j = i - 1
+        while j >= lo and v[j] > x:
+            v[j + 1] = v[j]
+            j -= 1
+        v[j + 1] = x
+
+
+@nb.njit(cache=True, nogil=True)
+def _select(v, lo, hi, k):
+    """Rearrange v[lo..hi] (inclusive) so that v[k] holds the value of rank k there, with
+    v[lo..k-1] <= v[k] <= v[k+1..hi] (Hoare partition around a median-of-three pivot,
+    insertion sort for short ranges)."""
+    while hi - lo > 16:
+        mid = (lo + hi) >> 1
+        # median of three -> pivot value
+        a = v[lo]
+        b = v[mid]
+        c = v[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+            if a > b:
+                b = a
+        pivot = b
+        i = lo
+        j = hi
+        while i <= j:
+            while v[i] < pivot:
+                i += 1
+            while v[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = v[i]
+                v[i] = v[j]
+                v[j] = t
+                i += 1
+                j -= 1
+        # now v[lo..j] <= pivot <= v[i..hi], and v[j+1..i-1] == pivot
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return
+    _insertion_sort(v, lo, hi)
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill_transposed(G, rows, b0, bw, buf):
+    m = rows.size
+    for r in range(m):
+        i = rows[r]
+        for k in range(bw):
+            buf[k, r] = G[i, b0 + k]
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def column_trimmed_mean(G, rows, k):
+    """Per column, the mean of the values of ranks ``k .. m-k-1`` among ``rows`` (drop the k
+    smallest and k largest), float64 accumulation, returned as G.dtype (d,). ``m > 2k``.
+
+    With ``k = (m - 1) // 2`` this is the median (the average of the two middle values for even
+    m, NumPy's convention)."""
+    m = rows.size
+    d = G.shape[1]
+    out = np.empty(d, dtype=G.dtype)
+    n_blocks = (d + _SEL_BLOCK - 1) // _SEL_BLOCK
+    hi_rank = m - k - 1
+    count = m - 2 * k
+    for bidx in nb.prange(n_blocks):
+        b0 = bidx * _SEL_BLOCK
+        bw = min(_SEL_BLOCK, d - b0)
+        buf = np.empty((_SEL_BLOCK, m), dtype=G.dtype)
+        _fill_transposed(G, rows, b0, bw, buf)
+        for c in range(bw):
+            v = buf[c]
+            if count == m:
+                s = 0.0
+                for t in range(m):
+                    s += v[t]
+                out[b0 + c] = s / m
+                continue
+            _select(v, 0, m - 1, k)
+            if hi_rank > k:
+                _select(v, k + 1, m - 1, hi_rank)
+            if count == 1:
+                out[b0 + c] = v[k]
+            elif count == 2:
+                out[b0 + c] = (np.float64(v[k]) + np.float64(v[k + 1])) / 2.0
+            else:
+                s = 0.0
+                for t in range(k, hi_rank + 1):
+                    s += v[t]
+                out[b0 + c] = s / count
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def column_median(G, rows):
+    """Coordinate-wise median over ``rows`` (NumPy's convention for even m), as G.dtype (d,)."""
+    return column_trimmed_mean(G, rows, (rows.size - 1) // 2)
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def column_closest_to_median_mean(G, rows, beta):
+    """Bulyan's second stage. Per column: the median of the values over ``rows`` (NumPy's
+    convention), then the mean of the ``beta`` values closest to it; at equal distance the
+    smaller value is taken first. float64 accumulation, returned as G.dtype (d,)."""
+    m = rows.size
+    d = G.shape[1]
+    out = np.empty(d, dtype=G.dtype)
+    n_blocks = (d + _SEL_BLOCK - 1) // _SEL_BLOCK
+    a0 = (m - 1) // 2
+    for bidx in nb.prange(n_blocks):
+        b0 = bidx * _SEL_BLOCK
+        bw = min(_SEL_BLOCK, d - b0)
+        buf = np.empty((_SEL_BLOCK, m), dtype=np.float64)
+        _fill_transposed(G, rows, b0, bw, buf)
+        for c in range(bw):
+            v = buf[c]
+            if m <= 32:
+                _insertion_sort(v, 0, m - 1)
+            else:
+                v.sort()
+            if m % 2 == 1:
+                med = v[a0]
+            else:
+                med = (v[a0] + v[a0 + 1]) / 2.0
+            a = a0
+            b = a0 + 1
+            s = 0.0
+            for _ in range(beta):
+                if b >= m or (a >= 0 and med - v[a] <= v[b] - med):
+                    s += v[a]
+                    a -= 1
+                else:
+                    s += v[b]
+                    b += 1
+            out[b0 + c] = s / beta
+    return out

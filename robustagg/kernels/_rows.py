@@ -18,3 +18,98 @@ def nonfinite_rows(G):
                 out[i] = True
                 break
     return out
+
+
+_ROW_BLOCK = 8192  # columns per block when parallelising over (row, column-block) pairs
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def row_sq_norms(G, rows):
+    """Squared L2 norm of each row in ``rows``, accumulated in float64: float64 (len(rows),).
+
+    Parallel over (row, column block) pairs so that a few long rows still use every thread;
+    the block partial sums are added in a fixed order (bit-identical for any thread count).
+    """
+    m = rows.size
+    d = G.shape[1]
+    nb_ = (d + _ROW_BLOCK - 1) // _ROW_BLOCK
+    part = np.zeros((m, nb_), dtype=np.float64)
+    for t in nb.prange(m * nb_):
+        r = t // nb_
+        b = t - r * nb_
+        i = rows[r]
+        j0 = b * _ROW_BLOCK
+        j1 = min(d, j0 + _ROW_BLOCK)
+        s = 0.0
+        for j in range(j0, j1):
+            v = np.float64(G[i, j])
+            s += v * v
+        part[r, b] = s
+    out = np.zeros(m, dtype=np.float64)
+    for r in range(m):
+        s = 0.0
+        for b in range(nb_):
+            s += part[r, b]
+        out[r] = s
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def row_norms(G, rows):
+    """L2 norm of each row in ``rows``, accumulated in float64: float64 (len(rows),)."""
+    return np.sqrt(row_sq_norms(G, rows))
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def row_sq_distances_to(G, rows, z):
+    """``||G[rows[r]] - z||^2`` for each r, direct differences accumulated in float64.
+
+    ``z`` is a float64 (d,) vector. Returns float64 (len(rows),).
+    """
+    m = rows.size
+    d = G.shape[1]
+    nb_ = (d + _ROW_BLOCK - 1) // _ROW_BLOCK
+    part = np.zeros((m, nb_), dtype=np.float64)
+    for t in nb.prange(m * nb_):
+        r = t // nb_
+        b = t - r * nb_
+        i = rows[r]
+        j0 = b * _ROW_BLOCK
+        j1 = min(d, j0 + _ROW_BLOCK)
+        s = 0.0
+        for j in range(j0, j1):
+            v = np.float64(G[i, j]) - z[j]
+            s += v * v
+        part[r, b] = s
+    out = np.zeros(m, dtype=np.float64)
+    for r in range(m):
+        s = 0.0
+        for b in range(nb_):
+            s += part[r, b]
+        out[r] = s
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def clip_scales(norms, threshold):
+    """Norm-clipping factors ``min(1, threshold / norm)`` (1 for a zero norm): float64."""
+    out = np.ones(norms.size, dtype=np.float64)
+    for r in range(norms.size):
+        if norms[r] > threshold:
+            out[r] = threshold / norms[r]
+    return out
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def clip_rows(G, rows, threshold):
+    """Rows ``rows`` of G, each scaled by ``min(1, threshold / ||g||)``: a new (m, d) G.dtype array."""
+    scales = clip_scales(row_norms(G, rows), threshold)
+    m = rows.size
+    d = G.shape[1]
+    out = np.empty((m, d), dtype=G.dtype)
+    for r in nb.prange(m):
+        i = rows[r]
+        s = scales[r]
+        for j in range(d):
+            out[r, j] = np.float64(G[i, j]) * s
+    return out
