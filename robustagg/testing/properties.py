@@ -15,12 +15,14 @@ property               what is checked
 =====================  =====================================================================
 ``shape``              the output is one (d,) vector, finite for finite input
 ``no_mutation``        the input (writable or read-only) is unchanged after the call
-``dtype``              float32 stays float32, float64 stays float64 (and torch stays torch)
+``dtype``              float32 stays float32, float64 stays float64
 ``permutation``        shuffling the rows does not change the output (same seed)
 ``determinism``        two calls with the same seed give bit-identical output
 ``nonfinite``          up to ``f`` rows of NaN/±Inf still give a finite output
 ``honest_range``       (``coordinatewise=True``) with ``f`` rows replaced by huge values, each
                        output coordinate stays within the benign rows' range of that coordinate
+``torch``              (``torch=True``) a torch tensor in gives a torch tensor out, equal to
+                       the NumPy result
 =====================  =====================================================================
 """
 
@@ -31,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from .._registry import call_with_supported, get_rule
@@ -48,9 +50,19 @@ __all__ = [
     "check_permutation",
     "check_rule",
     "check_shape",
+    "check_torch",
 ]
 
-PROPERTIES = ("shape", "no_mutation", "dtype", "permutation", "determinism", "nonfinite", "honest_range")
+PROPERTIES = (
+    "shape",
+    "no_mutation",
+    "dtype",
+    "permutation",
+    "determinism",
+    "nonfinite",
+    "honest_range",
+    "torch",
+)
 
 
 class PropertyFailure(AssertionError):
@@ -106,9 +118,11 @@ def _tolerance(G: np.ndarray) -> float:
     return eps * max(scale, np.finfo(G.dtype).tiny) * max(1, G.shape[0])
 
 
-def _settings(max_examples: int):
+def _settings(max_examples: int, shrink: bool = True):
+    phases = tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink)
     return settings(
         max_examples=max_examples,
+        phases=phases,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
@@ -159,19 +173,28 @@ def check_no_mutation(
 def check_dtype(
     rule: Callable, G: np.ndarray, *, f: int | None = None, seed: int | None = 0, **kwargs
 ) -> None:
-    """float32 in → float32 out, float64 in → float64 out; a torch tensor in → a torch tensor out
-    (when torch is installed)."""
+    """float32 in → float32 out, float64 in → float64 out."""
     for dtype in (np.float32, np.float64):
         out = _call(rule, G.astype(dtype), f, seed, kwargs)
         got = _numpy(out).dtype
         assert got == dtype, f"{np.dtype(dtype).name} input gave a {got} output"
+
+
+def check_torch(
+    rule: Callable, G: np.ndarray, *, f: int | None = None, seed: int | None = 0, **kwargs
+) -> None:
+    """A torch tensor in gives a torch tensor of the same dtype out, equal to the NumPy result
+    (skipped silently when torch is not installed)."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is optional
         return
-    out = _call(rule, torch.from_numpy(G.astype(np.float32)), f, seed, kwargs)
+    out = _call(rule, torch.from_numpy(G.copy()), f, seed, kwargs)
     assert isinstance(out, torch.Tensor), f"torch input gave a {type(out).__name__} output"
-    assert out.dtype == torch.float32, f"torch float32 input gave {out.dtype}"
+    assert out.dtype == torch.from_numpy(G[:1]).dtype, f"torch {G.dtype} input gave {out.dtype}"
+    np.testing.assert_array_equal(
+        out.numpy(), _numpy(_call(rule, G, f, seed, kwargs)), err_msg="torch and NumPy results differ"
+    )
 
 
 def check_permutation(
@@ -211,15 +234,16 @@ def check_nonfinite(
     """With the rows ``bad_rows`` (at most f; default the first max(f, 1)) set to NaN/±Inf the
     output is still finite."""
     G = G.copy()
-    if bad_rows is None:
-        bad_rows = np.arange(max(f or 0, 1))
+    bad_rows = np.arange(max(f or 0, 1)) if bad_rows is None else np.asarray(bad_rows)
     values = (np.nan, np.inf, -np.inf)
     for j, i in enumerate(bad_rows):
         G[i] = values[j % 3]
         if j % 3 == 0 and G.shape[1] > 1:
             G[i, 1:] = 1.0  # a single NaN among finite values
     out = _numpy(_call(rule, G, f, seed, kwargs))
-    assert np.isfinite(out).all(), f"non-finite output with {len(bad_rows)} NaN/Inf row(s) {list(bad_rows)}"
+    assert np.isfinite(out).all(), (
+        f"non-finite output with {len(bad_rows)} NaN/Inf row(s) {bad_rows.tolist()}"
+    )
 
 
 def check_honest_range(
@@ -260,16 +284,17 @@ _CHECKS = {
     "determinism": check_determinism,
     "nonfinite": check_nonfinite,
     "honest_range": check_honest_range,
+    "torch": check_torch,
 }
 
 
 # ----------------------------------------------------------------------------------------------
 # the battery
 # ----------------------------------------------------------------------------------------------
-def _property_test(check, fn, f, seeded, kwargs, counter, lo, hi, d_max, dtypes, max_examples):
+def _property_test(check, fn, f, seeded, kwargs, counter, lo, hi, d_max, dtypes, max_examples, shrink):
     """A hypothesis test running ``check`` on drawn matrices (and seeds, for random rules)."""
 
-    @_settings(max_examples)
+    @_settings(max_examples, shrink)
     @given(G=_matrices(lo, hi, d_max, dtypes), seed=st.integers(0, 2**31 - 1))
     def run(G, seed):
         counter["examples"] += 1
@@ -283,12 +308,14 @@ def check_rule(
     *,
     f: int | None = None,
     coordinatewise: bool = False,
+    torch: bool = False,
     properties: Sequence[str] | None = None,
     n_min: int | None = None,
     n_max: int | None = None,
     d_max: int = 12,
     dtypes: Sequence[Any] = (np.float32, np.float64),
     max_examples: int = 20,
+    shrink: bool = True,
     rule_kwargs: dict | None = None,
 ) -> dict[str, int]:
     """Run the property battery against ``rule`` and raise if any property fails.
@@ -304,6 +331,9 @@ def check_rule(
     coordinatewise : bool, default False
         Also check ``honest_range`` (for rules whose output coordinate j depends only on column
         j: median, trimmed mean, ...).
+    torch : bool, default False
+        Also check ``torch``: tensors in, tensors out (the library's own convention; a user's
+        NumPy-only rule need not satisfy it).
     properties : sequence of str, optional
         Subset of ``PROPERTIES`` to run (default: all that apply).
     n_min, n_max : int, optional
@@ -315,6 +345,8 @@ def check_rule(
         Dtypes of the drawn matrices.
     max_examples : int, default 20
         Hypothesis examples per property.
+    shrink : bool, default True
+        Let hypothesis shrink a failing example to a minimal one (slower on failure).
     rule_kwargs : dict, optional
         Extra keyword arguments for every call of the rule.
 
@@ -339,7 +371,8 @@ def check_rule(
     if hi < lo:
         raise ValueError(f"check_rule: n_max={hi} is below n_min={lo}")
     if properties is None:
-        properties = [p for p in PROPERTIES if p != "honest_range" or coordinatewise]
+        optional = {"honest_range": coordinatewise, "torch": torch}
+        properties = [p for p in PROPERTIES if optional.get(p, True)]
     unknown = [p for p in properties if p not in _CHECKS]
     if unknown:
         raise ValueError(f"check_rule: unknown properties {unknown}; available: {list(PROPERTIES)}")
@@ -351,7 +384,7 @@ def check_rule(
         check = _CHECKS[prop]
         counter = {"examples": 0}
         run = _property_test(
-            check, fn, f, seed_arg is not None, kwargs, counter, lo, hi, d_max, dtypes, max_examples
+            check, fn, f, seed_arg is not None, kwargs, counter, lo, hi, d_max, dtypes, max_examples, shrink
         )
         try:
             run()
