@@ -459,8 +459,7 @@ def _context_line(records: list[dict]) -> str:
     return (
         f"Dataset `{c['dataset']}`, model `{c['model']}`, n = {c['n_clients']} clients, "
         f"{c['epochs']} epochs (batch {c['batch_size']}, lr {c['lr']}, momentum {c['momentum']}, "
-        f"weight decay {c['weight_decay']}), seeds {seeds}. Values: best test accuracy in % "
-        "(mean ± std over seeds when there are several)."
+        f"weight decay {c['weight_decay']}), seeds {seeds}."
     )
 
 
@@ -469,6 +468,8 @@ def markdown(preset: str, records: list[dict]) -> str:
     ok = [r for r in records if not r.get("error")]
     title = PRESETS[preset][1]
     parts = [f"# {title}", "", _context_line(records) if records else "", ""]
+    if preset not in ("fig2", "table2"):
+        parts += ["Accuracy: best test accuracy over training in % (mean ± std over seeds when there are several).", ""]
     if preset == "table1":
         rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], _acc)
         parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
