@@ -22,6 +22,8 @@ from ._registry import (
     register_rule,
 )
 from .coordinatewise import *  # noqa: F403
+from .distance import *  # noqa: F403
+from .spectral import *  # noqa: F403
 from .preaggregation import *  # noqa: F403
 from .centered_clipping import *  # noqa: F403
 from .subset import *  # noqa: F403
@@ -46,6 +48,7 @@ __all__ = [
     "register_rule",
 ]
 __all__ += coordinatewise.__all__  # noqa: F405
+__all__ += distance.__all__ + spectral.__all__  # noqa: F405  (issue 2)
 __all__ += __import__("sys").modules[f"{__name__}.signguard"].__all__ + ["clustering"]  # issue 4
 # issue 8: the field's rules (modules named like their main function are read from sys.modules)
 import sys as _sys  # noqa: E402

@@ -1,0 +1,361 @@
+"""Distance-based rules: Krum, Multi-Krum, Bulyan and the geometric median.
+
+All of them work on the accurate pairwise squared distances of ``kernels.pairwise_sq_distances``
+(or, for the geometric median, on direct float64 distances to the current estimate), computed
+over the finite rows only (``Prepared.rows``) without copying the (n, d) matrix.
+
+Few finite rows. With ``nonfinite="exclude"``, k non-finite rows count against ``f``: the rule
+runs on n' = n - k rows with f' = max(f - k, 0). The bounds (n >= 2f + 3 for Krum, n >= 4f + 3
+for Bulyan) then still hold for n' and f' whenever k <= f. Beyond the threat model (k > f) the
+neighbour counts are clamped to [1, n' - 1] (0 when n' = 1): with a single finite row that row
+is returned, with two finite rows Krum ties and returns the first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from ._registry import register_rule
+from ._validation import check_int, check_real, prepare
+
+__all__ = ["bulyan", "geometric_median", "krum", "multi_krum"]
+
+
+def _neighbours(m: int, f: int) -> int:
+    """Krum's neighbour count n - f - 2, clamped to [1, m - 1] (0 for a single row)."""
+    if m <= 1:
+        return 0
+    return min(max(m - f - 2, 1), m - 1)
+
+
+def _check_neighbors(neighbors: Any, rule: str, n: int) -> int | None:
+    if neighbors is None:
+        return None
+    return check_int(neighbors, rule=rule, name="neighbors", low=1, high=max(n - 1, 1))
+
+
+def _krum_core(p, neighbors: int | None):
+    """Distances among the finite rows, the neighbour count used and the Krum scores."""
+    D = kernels.pairwise_sq_distances(p.G, p.rows)
+    m = p.m
+    k = _neighbours(m, p.f_eff) if neighbors is None else min(neighbors, m - 1)
+    scores = kernels.krum_scores(D, k)
+    return D, k, scores
+
+
+def krum(
+    grads: Any,
+    f: int,
+    *,
+    neighbors: int | None = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Krum (Blanchard et al., 2017): the gradient closest to its nearest neighbours.
+
+    .. math::
+
+        s_i = \sum_{j \in N_i} \lVert g_i - g_j \rVert^2, \qquad
+        \operatorname{Krum}(G) = g_{i^*}, \quad i^* = \arg\min_i s_i
+
+    where :math:`N_i` holds the ``n - f - 2`` rows nearest to :math:`g_i` (excluding i itself).
+    Requires ``n >= 2f + 3``.
+
+    Conventions: **squared** distances as in the paper (and Flower); ties in the score go to
+    the lowest row index. Several libraries use a different neighbour count (``n - f - 1`` or
+    ``n - f``): pass ``neighbors=`` to reproduce them.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients (any array-API array or a sequence of 1-D arrays).
+    f : int
+        Number of Byzantine clients.
+    neighbors : int, optional
+        Number of nearest neighbours summed in each score (default ``n - f - 2``), 1 <= neighbors
+        <= n - 1; clamped to n' - 1 when non-finite rows were excluded.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Non-finite rows are left out and count against ``f`` (see the module docstring).
+    return_info : bool, default False
+        Also return a :class:`~robustagg.Diagnostics` with ``kept`` (the selected row),
+        ``scores`` (over the n rows, NaN for excluded ones), ``selected`` (the row index) and
+        ``neighbors`` (the count used).
+
+    Returns
+    -------
+    aggregate : array, shape (d,)
+        The selected row, in the caller's array library and dtype.
+
+    References
+    ----------
+    P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer. *Machine Learning with Adversaries:
+    Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
+    """
+    p = prepare(
+        "krum", grads, f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3",
+        nonfinite=nonfinite, return_info=return_info,
+    )
+    neighbors = _check_neighbors(neighbors, "krum", p.n)
+    _, k, scores = _krum_core(p, neighbors)
+    best = int(np.argmin(scores))  # first minimum: ties go to the lowest index
+    selected = int(p.rows[best])
+    result = p.G[selected].copy()
+    info = None
+    if return_info:
+        kept = np.zeros(p.m, dtype=bool)
+        kept[best] = True
+        info = p.diagnostics(kept, scores=p.expand_values(scores), selected=selected, neighbors=k)
+    return p.finish(result, info, return_info=return_info)
+
+
+def multi_krum(
+    grads: Any,
+    f: int,
+    m: int | None = None,
+    *,
+    neighbors: int | None = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Multi-Krum (Blanchard et al., 2017): the mean of the ``m`` rows with the lowest Krum scores.
+
+    .. math:: \operatorname{MultiKrum}(G) = \frac{1}{m} \sum_{i \in S_m} g_i
+
+    with :math:`S_m` the ``m`` rows of lowest score :math:`s_i` (see :func:`krum`); ties go to
+    the lower row index. Default ``m = n - f``. Requires ``n >= 2f + 3``. ``m = 1`` is Krum.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients.
+    f : int
+        Number of Byzantine clients.
+    m : int, optional
+        Number of rows averaged, 1 <= m <= n (default ``n - f``). With non-finite rows excluded
+        the default becomes ``n' - f'`` and an explicit m is clamped to n'.
+    neighbors : int, optional
+        Neighbour count of the scores (default ``n - f - 2``), as in :func:`krum`.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Non-finite rows are left out and count against ``f``.
+    return_info : bool, default False
+        Also return a :class:`~robustagg.Diagnostics` with ``kept`` (the m selected rows),
+        ``scores``, ``selected`` (indices, by increasing score), ``neighbors`` and ``m``.
+
+    References
+    ----------
+    P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer. *Machine Learning with Adversaries:
+    Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
+    """
+    p = prepare(
+        "multi_krum", grads, f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3",
+        nonfinite=nonfinite, return_info=return_info,
+    )
+    neighbors = _check_neighbors(neighbors, "multi_krum", p.n)
+    if m is None:
+        m_sel = p.m - p.f_eff
+    else:
+        m_sel = min(check_int(m, rule="multi_krum", name="m", low=1, high=p.n), p.m)
+    m_sel = max(m_sel, 1)
+    _, k, scores = _krum_core(p, neighbors)
+    order = np.argsort(scores, kind="stable")[:m_sel]
+    chosen = np.sort(order)
+    result = kernels.column_mean(p.G, p.rows[chosen])
+    info = None
+    if return_info:
+        kept = np.zeros(p.m, dtype=bool)
+        kept[chosen] = True
+        info = p.diagnostics(
+            kept, scores=p.expand_values(scores), selected=p.rows[order].copy(), neighbors=k, m=m_sel
+        )
+    return p.finish(result, info, return_info=return_info)
+
+
+def bulyan(
+    grads: Any,
+    f: int,
+    *,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Bulyan (El Mhamdi et al., 2018): repeated Krum selection, then a coordinate-wise
+    trimmed average around the median.
+
+    1. Select :math:`\theta = n - 2f` rows by Krum repeatedly: with r rows remaining, score each
+       by the sum of squared distances to its ``max(r - f - 2, 1)`` nearest remaining rows, move
+       the lowest score (ties: lowest row index) to the selected set; scores are recomputed at
+       every step.
+    2. Per coordinate j, with :math:`m_j` the median of the selected values (NumPy's even
+       convention), average the :math:`\beta = \theta - 2f` selected values closest to
+       :math:`m_j`.
+
+    Requires ``n >= 4f + 3``. Convention: at equal distance from the median the smaller value is
+    taken first (a value-based rule, so the result does not depend on the row order).
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients.
+    f : int
+        Number of Byzantine clients.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Non-finite rows are left out and count against ``f``: the rule runs with n' and f'.
+    return_info : bool, default False
+        Also return a :class:`~robustagg.Diagnostics` with ``kept`` (the θ selected rows),
+        ``selected`` (their indices in selection order), ``selection_scores`` (the winning
+        Krum score at each step), ``theta`` and ``beta``.
+
+    References
+    ----------
+    E. M. El Mhamdi, R. Guerraoui, S. Rouault. *The Hidden Vulnerability of Distributed Learning
+    in Byzantium*. ICML 2018.
+    """
+    p = prepare(
+        "bulyan", grads, f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3",
+        nonfinite=nonfinite, return_info=return_info,
+    )
+    fe = p.f_eff
+    m = p.m
+    theta = max(m - 2 * fe, 1)
+    beta = max(theta - 2 * fe, 1)
+    D = kernels.pairwise_sq_distances(p.G, p.rows)
+    remaining = list(range(m))
+    selected: list[int] = []
+    win_scores: list[float] = []
+    for _ in range(theta):
+        r = len(remaining)
+        idx = np.asarray(remaining, dtype=np.int64)
+        k = _neighbours(r, fe)
+        scores = kernels.krum_scores(np.ascontiguousarray(D[np.ix_(idx, idx)]), k)
+        best = int(np.argmin(scores))
+        selected.append(remaining.pop(best))
+        win_scores.append(float(scores[best]))
+    sel = np.sort(np.asarray(selected, dtype=np.int64))
+    result = kernels.column_closest_to_median_mean(p.G, p.rows[sel], beta)
+    info = None
+    if return_info:
+        kept = np.zeros(m, dtype=bool)
+        kept[sel] = True
+        info = p.diagnostics(
+            kept,
+            selected=p.rows[np.asarray(selected, dtype=np.int64)].copy(),
+            selection_scores=np.asarray(win_scores),
+            theta=theta,
+            beta=beta,
+        )
+    return p.finish(result, info, return_info=return_info)
+
+
+def geometric_median(
+    grads: Any,
+    *,
+    weights: Any = None,
+    tol: float = 1e-14,
+    maxiter: int = 100,
+    eps: float = 1e-8,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Geometric median by smoothed Weiszfeld iterations (RFA, Pillutla et al., 2022).
+
+    .. math::
+
+        z^\star = \arg\min_z \sum_i w_i \lVert g_i - z \rVert, \qquad
+        z \leftarrow \frac{\sum_i w_i g_i / \max(\lVert g_i - z\rVert, \varepsilon)}
+                          {\sum_i w_i / \max(\lVert g_i - z\rVert, \varepsilon)}
+
+    starting from the (weighted) coordinate-wise mean. The smoothing
+    :math:`\varepsilon = \texttt{eps} \cdot s` is relative to the data scale
+    :math:`s = \max_i \lVert g_i - z_0 \rVert` (so the rule is translation and scale
+    equivariant); when every row is identical (s = 0) the mean is returned. Iterations stop when
+    the relative decrease of the objective :math:`F(z) = \sum_i w_i \lVert g_i - z\rVert` is at
+    most ``tol`` (``|F_{t-1} - F_t| <= tol * F_t``) or after ``maxiter`` iterations.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients.
+    weights : array_like, shape (n,), optional
+        Non-negative weights (default: all 1), at least one positive among the finite rows.
+    tol : float, default 1e-14
+        Relative tolerance on the objective decrease, in (0, 1).
+    maxiter : int, default 100
+        Maximum number of Weiszfeld iterations (>= 1).
+    eps : float, default 1e-8
+        Smoothing relative to the data scale, > 0.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Non-finite rows are left out (and reported).
+    return_info : bool, default False
+        Also return a :class:`~robustagg.Diagnostics` with ``iterations``, ``objective``,
+        ``converged``, ``weights`` (the final normalised Weiszfeld weights over the n rows)
+        and ``distances`` (``||g_i - z||``).
+
+    References
+    ----------
+    K. Pillutla, S. M. Kakade, Z. Harchaoui. *Robust Aggregation for Federated Learning*.
+    IEEE Transactions on Signal Processing, 2022. E. Weiszfeld, 1937.
+    """
+    rule = "geometric_median"
+    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+    tol = check_real(tol, rule=rule, name="tol", low=0.0, high=1.0, low_open=True, high_open=True)
+    maxiter = check_int(maxiter, rule=rule, name="maxiter", low=1)
+    eps = check_real(eps, rule=rule, name="eps", low=0.0, low_open=True)
+    if weights is None:
+        w = np.ones(p.m, dtype=np.float64)
+    else:
+        from ._array import to_numpy
+
+        wa, _ = to_numpy(weights, rule=rule, name="weights", ndim=1)
+        if wa.shape[0] != p.n:
+            raise ValueError(f"{rule}: argument 'weights' must have length n = {p.n}, got {wa.shape[0]}")
+        wa = wa.astype(np.float64)
+        if not np.all(np.isfinite(wa)) or np.any(wa < 0):
+            raise ValueError(f"{rule}: argument 'weights' must be finite and non-negative")
+        w = wa[p.rows]
+        if not w.sum() > 0:
+            raise ValueError(f"{rule}: argument 'weights' must have a positive sum over the finite rows")
+    w = w / w.sum()
+    z = kernels.weighted_column_sum(p.G, p.rows, w)
+    dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, z))
+    scale = float(dist.max())
+    objective = float(w @ dist)
+    iterations = 0
+    converged = True
+    beta = w.copy()
+    if scale > 0.0:
+        floor = eps * scale
+        converged = False
+        for iterations in range(1, maxiter + 1):  # noqa: B007
+            beta = w / np.maximum(dist, floor)
+            beta /= beta.sum()
+            z_new = kernels.weighted_column_sum(p.G, p.rows, beta)
+            dist_new = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, z_new))
+            obj_new = float(w @ dist_new)
+            if obj_new > objective:  # no further decrease (rounding or smoothing): keep the best point
+                converged = obj_new - objective <= tol * objective
+                break
+            z, dist = z_new, dist_new
+            decrease = objective - obj_new
+            objective = obj_new
+            if decrease <= tol * obj_new:
+                converged = True
+                break
+    info = None
+    if return_info:
+        info = p.diagnostics(
+            w > 0,
+            iterations=iterations,
+            objective=objective,
+            converged=converged,
+            weights=p.expand_values(beta, fill=0.0),
+            distances=p.expand_values(dist),
+        )
+    return p.finish(z, info, return_info=return_info)
+
+
+register_rule("krum", krum)
+register_rule("multi_krum", multi_krum)
+register_rule("bulyan", bulyan)
+register_rule("geometric_median", geometric_median)

@@ -1,0 +1,118 @@
+"""Spectral rules: Divide-and-Conquer (DnC)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import kernels
+from ._registry import register_rule
+from ._validation import check_int, check_real, check_rng, prepare
+
+__all__ = ["dnc"]
+
+
+def dnc(
+    grads: Any,
+    f: int,
+    *,
+    niters: int = 5,
+    b: int = 10_000,
+    c: float = 1.0,
+    rng: Any = None,
+    nonfinite: str = "exclude",
+    return_info: bool = False,
+) -> Any:
+    r"""Divide-and-Conquer (Shejwalkar & Houmansadr, NDSS 2021).
+
+    For each of ``niters`` rounds:
+
+    1. sample ``b' = min(b, d)`` coordinates uniformly without replacement;
+    2. centre the (n, b') sub-matrix on its column mean :math:`\mu`;
+    3. take its top right singular vector :math:`v`;
+    4. score :math:`s_i = \langle g_i - \mu, v \rangle^2` (on the sampled coordinates);
+    5. keep the :math:`n - \lfloor c f \rfloor` rows with the lowest scores (ties: lower index).
+
+    The output is the mean of the rows kept in **every** round. Requires ``n > floor(c f)``.
+
+    Fallback (documented convention): the intersection can be empty when different rounds keep
+    different rows; then the rows kept in the largest number of rounds are averaged (the
+    intersection is the special case where that number is ``niters``), so the output is never
+    NaN. ``info.fallback`` says whether it happened.
+
+    Parameters
+    ----------
+    grads : array_like, shape (n, d)
+        Client gradients.
+    f : int
+        Number of Byzantine clients.
+    niters : int, default 5
+        Number of rounds (>= 1).
+    b : int, default 10000
+        Number of coordinates sampled per round (>= 1), capped at d.
+    c : float, default 1.0
+        Filtering fraction: ``floor(c f)`` rows are removed per round (c >= 0).
+    rng : None, int or numpy.random.Generator
+        Source of the coordinate samples; the same seed gives bit-identical output.
+    nonfinite : {"exclude", "raise"}, default "exclude"
+        Non-finite rows are left out and count against ``f``: each round removes
+        ``floor(c f')`` of the n' finite rows.
+    return_info : bool, default False
+        Also return a :class:`~robustagg.Diagnostics` with ``kept``, ``scores`` ((niters, n),
+        NaN for excluded rows), ``kept_per_round`` ((niters, n) bool), ``fallback`` and
+        ``n_removed`` (per round).
+
+    References
+    ----------
+    V. Shejwalkar, A. Houmansadr. *Manipulating the Byzantine: Optimizing Model Poisoning
+    Attacks and Defenses for Federated Learning*. NDSS 2021.
+    """
+    rule = "dnc"
+    c = check_real(c, rule=rule, name="c", low=0.0)
+    p = prepare(
+        rule, grads, f=f, min_n=lambda f: math.floor(c * f) + 1, bound=f"n > floor(c*f) with c = {c}",
+        nonfinite=nonfinite, return_info=return_info,
+    )
+    niters = check_int(niters, rule=rule, name="niters", low=1)
+    b = check_int(b, rule=rule, name="b", low=1)
+    gen = check_rng(rng, rule=rule)
+    m = p.m
+    n_removed = min(math.floor(c * p.f_eff), m - 1)
+    n_keep = m - n_removed
+    bs = min(b, p.d)
+    counts = np.zeros(m, dtype=np.int64)
+    all_scores = np.empty((niters, m), dtype=np.float64)
+    kept_rounds = np.zeros((niters, m), dtype=bool)
+    rows_grid = p.rows[:, None]
+    for t in range(niters):
+        coords = np.sort(gen.choice(p.d, size=bs, replace=False))
+        sub = p.G[rows_grid, coords[None, :]].astype(np.float64)
+        sub -= sub.mean(axis=0)
+        if sub.any():
+            _, _, vt = np.linalg.svd(sub, full_matrices=False)
+            scores = (sub @ vt[0]) ** 2
+        else:
+            scores = np.zeros(m, dtype=np.float64)
+        keep = np.argsort(scores, kind="stable")[:n_keep]
+        kept_rounds[t, keep] = True
+        counts[keep] += 1
+        all_scores[t] = scores
+    best = int(counts.max())
+    final = counts == best
+    fallback = best < niters
+    result = kernels.column_mean(p.G, p.rows[final])
+    info = None
+    if return_info:
+        scores_full = np.full((niters, p.n), np.nan)
+        scores_full[:, p.rows] = all_scores
+        kept_full = np.zeros((niters, p.n), dtype=bool)
+        kept_full[:, p.rows] = kept_rounds
+        info = p.diagnostics(
+            final, scores=scores_full, kept_per_round=kept_full, fallback=fallback, n_removed=n_removed
+        )
+    return p.finish(result, info, return_info=return_info)
+
+
+register_rule("dnc", dnc)
