@@ -10,6 +10,8 @@ from scipy.stats import norm
 import robustagg
 from robustagg import attacks
 from robustagg._registry import call_with_supported
+from robustagg.testing import naive_attacks as naive
+from robustagg.testing import strategies as rst
 
 PAPER_ATTACKS = [
     "gaussian",
@@ -338,3 +340,46 @@ def test_sequence_of_rows_and_integer_input():
     out = attacks.sign_flip(np.arange(12).reshape(3, 4), np.array([False, True, False]))
     assert out.dtype == np.float64
     np.testing.assert_array_equal(out[1], -np.arange(4.0, 8.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# against the naive reference implementations (robustagg.testing.naive_attacks)
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=25)
+@given(
+    G=rst.gradient_matrices(n=st.integers(4, 12), d=st.integers(1, 8), dtype="float64"),
+    data=st.data(),
+)
+def test_attacks_match_naive_references(G, data):
+    n = G.shape[0]
+    mask = np.zeros(n, dtype=bool)
+    mask[data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=(n - 1) // 2, unique=True))] = True
+    benign_only = data.draw(st.booleans())
+    tol = {"rtol": 1e-9, "atol": 1e-9 * np.abs(G).max()}
+    np.testing.assert_allclose(attacks.sign_flip(G, mask), naive.naive_sign_flip(G, mask), **tol)
+    np.testing.assert_allclose(
+        attacks.reverse_scaled(G, mask, r=2.5), naive.naive_reverse_scaled(G, mask, 2.5), **tol
+    )
+    np.testing.assert_allclose(attacks.ipm(G, mask, eps=0.5), naive.naive_ipm(G, mask, 0.5), **tol)
+    np.testing.assert_allclose(
+        attacks.lie(G, mask, z=0.7, benign_only=benign_only),
+        naive.naive_lie(G, mask, 0.7, benign_only),
+        **tol,
+    )
+    f = int(mask.sum())
+    if n // 2 + 1 > f and n >= 3:
+        np.testing.assert_allclose(attacks.lie(G, mask), naive.naive_lie(G, mask), **tol)
+    g1 = G[~mask].mean(axis=0) * -2.0
+    np.testing.assert_allclose(attacks.byzmean(G, mask, g1=g1), naive.naive_byzmean(G, mask, g1), **tol)
+    for direction in ("std", "sign"):
+        for kind, ref in (("min_max", naive.naive_min_max), ("min_sum", naive.naive_min_sum)):
+            if benign_only and (~mask).sum() < 2:
+                continue
+            fast, info = getattr(attacks, kind)(
+                G, mask, direction=direction, benign_only=benign_only, return_info=True
+            )
+            slow, gamma = ref(G, mask, direction, benign_only)
+            if gamma == 0.0 or info["gamma"] == 0.0:
+                continue  # degenerate (zero spread): both return the mean
+            np.testing.assert_allclose(info["gamma"], gamma, rtol=1e-6)
+            np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-9 * np.abs(G).max())

@@ -229,11 +229,15 @@ def sign_matching(
       subset are distributed like an honest gradient's;
     * :math:`\|x\|_2` is ``norm_scale`` times the median honest norm -- inside SignGuard's norm
       band [L, R] and untouched by its clipping when ``norm_scale <= 1``;
-    * x points against the honest mean μ: the sign budget is spent on the coordinates with the
-      largest :math:`|\mu_j|`, each given the sign opposite to :math:`\mu_j` and the magnitude
-      :math:`|\mu_j|`; the slots that must carry the "wrong" (μ-aligned) sign go to the
-      coordinates with the smallest :math:`|\mu_j|`, with a magnitude 10⁻³ times smaller, and
-      the zero slots too. So :math:`\langle x, \mu\rangle < 0` whenever μ ≠ 0.
+    * x points against the honest mean μ as far as the sign budget allows: the budget is spent on
+      the coordinates with the largest :math:`|\mu_j|`, each given the sign opposite to
+      :math:`\mu_j` and the magnitude :math:`|\mu_j|`; the slots that must carry the "wrong"
+      (μ-aligned) sign go to the coordinates with the smallest :math:`|\mu_j|`, with a magnitude
+      10⁻⁶ times the median :math:`|\mu_j|`, and the zero slots too. In the regime where the
+      honest spread exceeds the mean (both signs frequent in every honest gradient),
+      :math:`\langle x, \mu\rangle < 0`. When nearly every honest coordinate has the sign of μ
+      (spread ≪ mean), the budget forces x to agree with μ on most coordinates and the attack
+      is weak -- and so would any attack that keeps the sign statistics.
 
     Precisely: with P, Z, N the target counts, coordinates sorted by decreasing :math:`|\mu_j|`
     receive, greedily, a negative sign if :math:`\mu_j > 0` and negative slots remain, a positive
