@@ -1,0 +1,188 @@
+"""Kernels of issue 2 against float64 direct computations and SciPy."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.spatial.distance import cdist
+
+from robustagg import kernels
+from robustagg.testing.naive_rules import naive_median, naive_trimmed_mean
+
+
+@st.composite
+def matrices(draw, n_max=12, d_max=40, ties=True):
+    """(G, rows): a float32/float64 matrix (Gaussian, far-from-origin, small-integer ties or
+    duplicated rows) and a random subset of its rows."""
+    n = draw(st.integers(1, n_max))
+    d = draw(st.integers(1, d_max))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    kind = draw(st.sampled_from(["normal", "offset", "ints", "dups"] if ties else ["normal", "offset"]))
+    rng = np.random.default_rng(seed)
+    if kind == "ints":
+        G = rng.integers(-3, 4, size=(n, d)).astype(dtype)
+    else:
+        G = rng.normal(size=(n, d))
+        if kind == "offset":
+            G = G * 1e-2 + rng.normal(size=d) * 1e3
+        if kind == "dups" and n > 1:
+            G[rng.integers(0, n, size=n // 2)] = G[0]
+        G = G.astype(dtype)
+    k = draw(st.integers(1, n))
+    rows = np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+    return G, rows
+
+
+def _direct_sq(X):
+    X = X.astype(np.float64)
+    return ((X[:, None, :] - X[None, :, :]) ** 2).sum(axis=2)
+
+
+@given(matrices())
+def test_pairwise_sq_distances_match_direct_float64_and_scipy(case):
+    G, rows = case
+    D = kernels.pairwise_sq_distances(G, rows)
+    X = G[rows].astype(np.float64)
+    ref = _direct_sq(X)
+    assert D.dtype == np.float64 and D.shape == (rows.size, rows.size)
+    np.testing.assert_allclose(D, ref, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(D, cdist(X, X, "sqeuclidean"), rtol=1e-9, atol=0)
+    np.testing.assert_array_equal(D, D.T)
+    np.testing.assert_array_equal(np.diag(D), 0.0)
+
+
+def test_pairwise_no_cancellation_for_near_duplicates_far_from_origin():
+    """float32 rows at |x| ~ 1e4 differing by ~1e-3 in a few coordinates: a naive
+    ||x||^2 + ||y||^2 - 2<x, y> loses every digit; the kernel must not."""
+    rng = np.random.default_rng(0)
+    base = (1e4 + rng.normal(size=100_000)).astype(np.float32)
+    G = np.tile(base, (6, 1))
+    for i in range(1, 6):
+        idx = rng.choice(G.shape[1], size=10 * i, replace=False)
+        G[i, idx] += np.float32(2.0**-6) * i  # exactly representable shifts
+    rows = np.arange(6, dtype=np.int64)
+    D = kernels.pairwise_sq_distances(G, rows)
+    ref = _direct_sq(G)
+    np.testing.assert_allclose(D, ref, rtol=1e-12)
+    X = G.astype(np.float32)
+    sq = (X * X).sum(axis=1)
+    naive = sq[:, None] + sq[None, :] - 2 * (X @ X.T)
+    # the naive float32 Gram formula is far off: the test above is not vacuous
+    assert np.max(np.abs(naive - ref)) > 100 * np.max(np.abs(D - ref)) + 1e-3
+
+
+def test_pairwise_recomputes_only_flagged_pairs_correctly_with_rows_subset():
+    rng = np.random.default_rng(1)
+    G = rng.normal(size=(9, 5000)).astype(np.float32) + 500
+    G[4] = G[2]
+    G[6] = G[2] + np.float32(1e-3)
+    rows = np.array([0, 2, 4, 6, 8], dtype=np.int64)
+    D = kernels.pairwise_sq_distances(G, rows)
+    np.testing.assert_allclose(D, _direct_sq(G[rows]), rtol=1e-9)
+    assert D[1, 2] == 0.0
+
+
+@given(matrices())
+def test_row_norms_and_distances_to_a_point(case):
+    G, rows = case
+    X = G[rows].astype(np.float64)
+    np.testing.assert_allclose(kernels.row_norms(G, rows), np.linalg.norm(X, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(kernels.row_sq_norms(G, rows), (X * X).sum(axis=1), rtol=1e-12)
+    z = X.mean(axis=0) + 0.5
+    np.testing.assert_allclose(kernels.row_sq_distances_to(G, rows, z), ((X - z) ** 2).sum(axis=1), rtol=1e-10, atol=1e-300)
+
+
+def test_row_norms_long_rows_use_blocks():
+    rng = np.random.default_rng(2)
+    G = rng.normal(size=(3, 50_001)).astype(np.float32)
+    rows = np.arange(3, dtype=np.int64)
+    np.testing.assert_allclose(kernels.row_norms(G, rows), np.linalg.norm(G.astype(np.float64), axis=1), rtol=1e-12)
+
+
+@given(matrices(), st.floats(0.0, 5.0))
+def test_clipping_kernels(case, thr):
+    G, rows = case
+    X = G[rows].astype(np.float64)
+    norms = np.linalg.norm(X, axis=1)
+    scales = np.array([1.0 if nrm <= thr or nrm == 0 else thr / nrm for nrm in norms])
+    np.testing.assert_allclose(kernels.clip_scales(norms, thr), scales, rtol=1e-12)
+    clipped = kernels.clip_rows(G, rows, thr)
+    assert clipped.dtype == G.dtype
+    tol = 1e-6 if G.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(clipped, X * scales[:, None], rtol=tol, atol=tol * max(thr, 1e-30))
+    out = kernels.clipped_column_mean(G, rows, norms, thr)
+    assert out.dtype == G.dtype
+    np.testing.assert_allclose(out, (X * scales[:, None]).mean(axis=0), rtol=tol, atol=tol * max(1.0, float(np.abs(X).max())))
+
+
+@given(matrices(), st.integers(0, 2**32 - 1))
+def test_weighted_column_sums(case, seed):
+    G, rows = case
+    X = G[rows].astype(np.float64)
+    w = np.random.default_rng(seed).uniform(0, 2, size=rows.size)
+    w[0] += 0.1
+    np.testing.assert_allclose(kernels.weighted_column_sum(G, rows, w), w @ X, rtol=1e-10, atol=1e-10 * np.abs(X).max())
+    out = kernels.weighted_column_mean(G, rows, w)
+    assert out.dtype == G.dtype
+    tol = 1e-6 if G.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, (w @ X) / w.sum(), rtol=tol, atol=tol * np.abs(X).max())
+
+
+@given(matrices(n_max=40))
+def test_selection_kernels_against_naive_and_numpy(case):
+    G, rows = case
+    X = G[rows]
+    m = rows.size
+    tol = 1e-6 if G.dtype == np.float32 else 1e-12
+    med = kernels.column_median(G, rows)
+    assert med.dtype == G.dtype
+    np.testing.assert_allclose(med, naive_median(X), rtol=tol, atol=tol)
+    np.testing.assert_allclose(med, np.median(X.astype(np.float64), axis=0), rtol=tol, atol=tol)
+    for k in sorted({0, 1, (m - 1) // 2}):
+        if m > 2 * k:
+            out = kernels.column_trimmed_mean(G, rows, k)
+            np.testing.assert_allclose(out, naive_trimmed_mean(X, k), rtol=tol, atol=tol * np.abs(X).max())
+
+
+def test_selection_large_columns_and_extreme_values():
+    """n > 16 exercises the partition loop; huge finite values and sorted/reversed columns."""
+    rng = np.random.default_rng(3)
+    for m in (17, 50, 101):
+        G = rng.normal(size=(m, 1500))
+        G[: m // 4] = 1e300
+        G[m // 4 : m // 3] = -1e300
+        G[:, :500] = np.sort(G[:, :500], axis=0)
+        G[:, 500:1000] = np.sort(G[:, 500:1000], axis=0)[::-1]
+        G[:, 1000:1100] = 7.0  # all ties
+        rows = np.arange(m, dtype=np.int64)
+        np.testing.assert_array_equal(kernels.column_median(G, rows), np.median(G, axis=0))
+        k = m // 3
+        ref = np.sort(G, axis=0)[k : m - k].mean(axis=0)
+        np.testing.assert_allclose(kernels.column_trimmed_mean(G, rows, k), ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("beta_frac", [0.2, 0.5, 1.0])
+def test_closest_to_median_mean_against_naive(beta_frac):
+    rng = np.random.default_rng(4)
+    for m in (1, 2, 5, 6, 33, 40):
+        G = rng.integers(-4, 5, size=(m, 300)).astype(np.float64)  # many distance ties
+        rows = np.arange(m, dtype=np.int64)
+        beta = max(1, int(beta_frac * m))
+        out = kernels.column_closest_to_median_mean(G, rows, beta)
+        ref = np.empty(G.shape[1])
+        for j in range(G.shape[1]):
+            v = np.sort(G[:, j])
+            med = np.median(v)
+            ref[j] = np.mean(sorted(v, key=lambda x: (abs(x - med), x))[:beta])
+        np.testing.assert_allclose(out, ref, rtol=1e-12)
+
+
+@given(matrices(n_max=10))
+def test_krum_scores_kernel(case):
+    G, rows = case
+    D = kernels.pairwise_sq_distances(G, rows)
+    m = rows.size
+    for k in range(m):
+        ref = np.array([np.sort(np.delete(D[i], i))[:k].sum() for i in range(m)])
+        np.testing.assert_allclose(kernels.krum_scores(D, k), ref, rtol=1e-12)
