@@ -43,5 +43,7 @@ for _name in ("naive_rules", "naive_signguard", "naive_field"):
             raise
         continue
     globals().update({_k: getattr(_module, _k) for _k in getattr(_module, "__all__", [])})
-    __all__ += [_name, *getattr(_module, "__all__", [])]
+    for _k in (_name, *getattr(_module, "__all__", [])):
+        if _k not in __all__:
+            __all__.append(_k)
 del _name

@@ -1,0 +1,116 @@
+"""Tests of the robustness matrix (robustagg.robustness, ``robustagg matrix``)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import robustagg
+from robustagg import attacks
+from robustagg.cli import main
+from robustagg.robustness import (
+    DOC_END,
+    DOC_START,
+    robustness_matrix,
+    synthetic_gradients,
+    to_markdown,
+    update_docs,
+)
+
+SMALL = {"n": 12, "f": 2, "d": 20, "seeds": 2}
+
+
+def test_synthetic_gradients_spread_exceeds_mean():
+    G, root = synthetic_gradients(400, 300, seed=1)
+    assert G.shape == (400, 300) and root.shape == (300,)
+    assert (G.std(axis=0, ddof=1) > np.abs(G.mean(axis=0))).all()
+    G32, _ = synthetic_gradients(5, 4, seed=1, dtype=np.float32)
+    assert G32.dtype == np.float32
+    np.testing.assert_array_equal(synthetic_gradients(5, 4, seed=3)[0], synthetic_gradients(5, 4, seed=3)[0])
+
+
+def test_matrix_cells_are_the_relative_deviation():
+    result = robustness_matrix(["mean", "median"], ["sign_flip", "nan", "line_search"], **SMALL)
+    assert result["attacks"] == ["none", "sign_flip", "nan", "line_search"]
+    cells = result["cells"]
+    np.testing.assert_allclose(cells[("mean", "none")]["deviation"], 0.0, atol=1e-12)
+    expected = []
+    for seed in range(2):
+        G, _ = synthetic_gradients(12, 20, seed=seed)
+        h = G[2:].mean(axis=0)
+        expected.append(np.linalg.norm(attacks.sign_flip(G, 2).mean(axis=0) - h) / np.linalg.norm(h))
+    np.testing.assert_allclose(cells[("mean", "sign_flip")]["deviation"], np.mean(expected), rtol=1e-12)
+    # non-finite rows are excluded by the rules: the NaN attack is the same as dropping the rows
+    assert np.isfinite(cells[("median", "nan")]["deviation"])
+    # the adaptive attack hurts the mean more than sign flipping
+    assert cells[("mean", "line_search")]["deviation"] > cells[("mean", "sign_flip")]["deviation"]
+
+
+def test_matrix_reports_refusals_and_kept_rates():
+    def picky(grads, f):
+        raise ValueError("picky: needs n >= 100")
+
+    robustagg.RULES["_test_picky"] = picky
+    try:
+        result = robustness_matrix(["_test_picky", "krum"], ["sign_flip"], **SMALL)
+    finally:
+        del robustagg.RULES["_test_picky"]
+    cell = result["cells"][("_test_picky", "sign_flip")]
+    assert cell["deviation"] is None and "needs n >= 100" in cell["error"]
+    krum = result["cells"][("krum", "sign_flip")]
+    assert 0.0 <= krum["byzantine_kept"] <= 1.0 and 0.0 <= krum["honest_kept"] <= 1.0
+    md = to_markdown(result)
+    assert "| _test_picky | n/a | n/a | n/a |" in md
+    assert "needs n >= 100" in md
+    assert "| krum |" in md and "Share of Byzantine rows kept" in md
+
+
+def test_matrix_validation():
+    with pytest.raises(ValueError, match="unknown rule"):
+        robustness_matrix(["nope"], ["lie"], **SMALL)
+    with pytest.raises(ValueError, match="unknown attack"):
+        robustness_matrix(["mean"], ["nope"], **SMALL)
+    with pytest.raises(ValueError, match="0 <= f < n"):
+        robustness_matrix(["mean"], ["lie"], n=5, f=5, d=3, seeds=1)
+
+
+def test_cli_writes_markdown_csv_json_and_updates_docs(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        f"# Title\n\nprose\n\n{DOC_START}\nold table\n{DOC_END}\n\nmore prose\n", encoding="utf-8"
+    )
+    out_md, out_csv, out_json = tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.json"
+    argv = ["matrix", "--n", "10", "--f", "2", "--d", "8", "--seeds", "1", "--quiet"]
+    argv += ["--rules", "mean", "median", "--attacks", "lie", "ipm"]
+    argv += [
+        "--output",
+        str(out_md),
+        "--csv",
+        str(out_csv),
+        "--json",
+        str(out_json),
+        "--update-docs",
+        str(page),
+    ]
+    assert main(argv) == 0
+    table = out_md.read_text(encoding="utf-8")
+    assert "| rule | none | lie | ipm | worst |" in table
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# Title\n\nprose\n") and text.endswith("more prose\n")
+    assert "old table" not in text and table.strip() in text
+    assert "robustagg matrix --n 10 --f 2 --d 8 --seeds 1" in text
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert {(r["rule"], r["attack"]) for r in rows} == {
+        (r, a) for r in ("mean", "median") for a in ("none", "lie", "ipm")
+    }
+    payload = json.loads(out_json.read_text(encoding="utf-8"))
+    assert payload["config"]["n"] == 10 and len(payload["cells"]) == 6
+
+
+def test_cli_errors_are_clean(capsys, tmp_path):
+    assert main(["matrix", "--rules", "nope", "--quiet", "--seeds", "1"]) == 2
+    assert "unknown rule" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="markers"):
+        (tmp_path / "p.md").write_text("no markers", encoding="utf-8")
+        update_docs(tmp_path / "p.md", "table", "cmd")
