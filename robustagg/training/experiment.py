@@ -473,6 +473,10 @@ def markdown(preset: str, records: list[dict]) -> str:
     if preset == "table1":
         rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], _acc)
         parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
+        parts += ["", "Final test accuracy (%, after the last round):", ""]
+        rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"],
+                                  lambda r: _num(r["summary"].get("final_accuracy")))
+        parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
         parts += ["", "Average kept rate of honest / malicious gradients (H / M):", ""]
         h = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], lambda r: _num(r["summary"].get("honest_kept_rate")))
         m = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], lambda r: _num(r["summary"].get("malicious_kept_rate")))
