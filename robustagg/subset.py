@@ -126,6 +126,15 @@ def mda(
 # ----------------------------------------------------------------------------------------
 # MoNNA
 # ----------------------------------------------------------------------------------------
+def _medoid(D: np.ndarray, D2: np.ndarray) -> int:
+    """Row of smallest sum of distances; near-ties (relative 1e-10, e.g. the two middle points
+    of an even set on a line) go to the smaller sum of squared distances, then the lower index."""
+    s1 = D.sum(axis=1)
+    cand = np.flatnonzero(s1 <= s1.min() * (1.0 + 1e-10))
+    s2 = D2[cand].sum(axis=1)
+    return int(cand[int(np.argmin(s2))])
+
+
 def monna(
     grads: Any,
     f: int,
@@ -145,8 +154,9 @@ def monna(
     be an attacker). Convention here:
 
     * ``reference=None`` (default): the **medoid**, the received row with the smallest sum of
-      Euclidean distances to the others (ties: lower index) -- a robust row the server can
-      compute without trusting anyone;
+      Euclidean distances to the others (ties, up to a relative 1e-10: the smaller sum of
+      squared distances, then the lower index) -- a robust row the server can compute without
+      trusting anyone;
     * an int i: row i of ``grads`` (ByzFL's ``idx``; must be a finite row);
     * a vector of length d: e.g. a gradient the server computed itself.
 
@@ -176,8 +186,9 @@ def monna(
     m, keep = p.m, p.m - p.f_eff
     ref_index = -1
     if reference is None:
-        D = np.sqrt(_field.sq_distances(p.G, p.rows))
-        pos = int(np.argmin(D.sum(axis=1)))
+        D2 = _field.sq_distances(p.G, p.rows)
+        D = np.sqrt(D2)
+        pos = _medoid(D, D2)
         ref_index = int(p.rows[pos])
         dist = D[pos]
     elif isinstance(reference, (int, np.integer)) and not isinstance(reference, (bool, np.bool_)):

@@ -101,8 +101,10 @@ def naive_monna(G, f, reference=None):
     G = _f64(G)
     n = len(G)
     if reference is None:
-        sums = [sum(np.linalg.norm(G[i] - G[j]) for j in range(n)) for i in range(n)]
-        reference = int(np.argmin(sums))
+        sums = np.array([sum(np.linalg.norm(G[i] - G[j]) for j in range(n)) for i in range(n)])
+        cand = [i for i in range(n) if sums[i] <= sums.min() * (1 + 1e-10)]
+        sq = [sum(float(np.sum((G[i] - G[j]) ** 2)) for j in range(n)) for i in cand]
+        reference = cand[int(np.argmin(sq))]
     if isinstance(reference, (int, np.integer)):
         ref_vec, ref_idx = G[reference], int(reference)
     else:
