@@ -149,9 +149,9 @@ def loglog_slope(xs, ys) -> float | None:
 
 
 def table_targets(data: dict) -> str:
-    cells = {(c["n"], c["d"]): c for c in data["cells"]}
+    cells = {(c["n"], c["d"], c["threads"]): c for c in data["cells"]}
     lines = []
-    for (n, d), c in sorted(cells.items(), key=lambda kv: -kv[0][1]):
+    for (n, d, threads), c in sorted(cells.items(), key=lambda kv: (-kv[0][1], -kv[0][2])):
         lines.append(
             f"\n**n = {n}, d = {d:.0e}, float32, {c['threads']} threads** -- read floor {_ms(c['floor_s'])} "
             f"({c['floor_method']}, {c['floor_gbps']:.1f} GB/s), one X @ X.T {_ms(c.get('gram_s'))}, "
@@ -163,7 +163,7 @@ def table_targets(data: dict) -> str:
         )
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in data["rows"]:
-            if (r["n"], r["d"]) != (n, d) or r["kind"] != "rule":
+            if (r["n"], r["d"], r["threads"]) != (n, d, threads) or r["kind"] != "rule":
                 continue
             if r.get("status") != "ok":
                 lines.append(
@@ -179,13 +179,13 @@ def table_targets(data: dict) -> str:
                 + ("-" if pe is None else f"{pe / 2**20:.1f} MiB ({100 * r['peak_extra_frac']:.1f} %)")
                 + " |"
             )
-    lines.append("\n| target | rule | value | bound | met |")
-    lines.append("|---|---|---|---|---|")
+    lines.append("\n| target | rule | threads | value | bound | met |")
+    lines.append("|---|---|---|---|---|---|")
     for t in data.get("targets", []):
         bound = f"<= {t['max']:g}" if t.get("max") is not None else f">= {t['min']:g}"
         mark = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
         lines.append(
-            f"| {t['metric']} (n={t['n']}, d={t['d']:.0e}) | {t['rule']} | {_x(t['value'], '.3g')} | {bound} | {mark} |"
+            f"| {t['metric']} (n={t['n']}, d={t['d']:.0e}) | {t['rule']} | {t['threads']} | {_x(t['value'], '.3g')} | {bound} | {mark} |"
         )
     return "\n".join(lines)
 
