@@ -273,6 +273,9 @@ def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
         b = np.concatenate([np.asarray(z, dtype=np.float64), [1.0]])
         weights = np.linalg.lstsq(A, b, rcond=None)[0]
         out = X.map_blocks(_block_combination, rows, weights, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
+        combination = np.zeros(n)
+        combination[rows] = weights
+        info.details["combination"] = combination
     if return_info:
         return out, info
     return out
@@ -303,7 +306,8 @@ def aggregate(X: Any, rule: str, *, return_info: bool = False, **kwargs: Any):
         Lazy, chunked like the columns of ``X``. Equal to the NumPy rule on ``X.compute()``
         (exactly for coordinate-wise and selecting rules; to rounding for the geometric median).
     info : Diagnostics
-        Only with ``return_info=True``.
+        Only with ``return_info=True``: the NumPy rule's diagnostics; for the geometric median
+        also ``combination``, the weights ``a`` (summing to 1) with ``aggregate = Σ a_i x_i``.
     """
     check_choice(
         rule, (*COORDINATEWISE_RULES, *DISTANCE_RULES, "signguard"), rule="robustagg.dask.aggregate", name="rule"
@@ -316,28 +320,39 @@ def aggregate(X: Any, rule: str, *, return_info: bool = False, **kwargs: Any):
     return signguard(X, return_info=return_info, **kwargs)
 
 
-def _named(rule: str) -> Callable[..., Any]:
-    def fn(X: Any, *args: Any, return_info: bool = False, **kwargs: Any):
-        if args:
-            kwargs["f"] = args[0]
-        return aggregate(X, rule, return_info=return_info, **kwargs)
-
-    fn.__name__ = fn.__qualname__ = rule
-    fn.__doc__ = (
-        f"``robustagg.{rule}`` on a Dask array chunked along d; see :func:`aggregate`.\n\n"
-        f"Takes the NumPy rule's arguments and returns a lazy (d,) Dask array\n"
-        f"(and the Diagnostics with ``return_info=True``).\n"
-    )
-    fn.__module__ = __name__
-    return fn
+def mean(X: Any, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.mean` on a Dask array chunked along d, block by block (see :func:`aggregate`)."""
+    return aggregate(X, "mean", return_info=return_info, **kwargs)
 
 
-mean = _named("mean")
-median = _named("median")
-trimmed_mean = _named("trimmed_mean")
-krum = _named("krum")
-multi_krum = _named("multi_krum")
-geometric_median = _named("geometric_median")
+def median(X: Any, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.median` on a Dask array chunked along d, block by block (see :func:`aggregate`)."""
+    return aggregate(X, "median", return_info=return_info, **kwargs)
+
+
+def trimmed_mean(X: Any, f: int, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.trimmed_mean` on a Dask array chunked along d, block by block (see :func:`aggregate`)."""
+    return aggregate(X, "trimmed_mean", f=f, return_info=return_info, **kwargs)
+
+
+def krum(X: Any, f: int, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.krum` on a Dask array chunked along d: the Gram matrix summed over the
+    column blocks, the decision on the driver, then the chosen row (see :func:`aggregate`)."""
+    return aggregate(X, "krum", f=f, return_info=return_info, **kwargs)
+
+
+def multi_krum(X: Any, f: int, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.multi_krum` on a Dask array chunked along d: the Gram matrix summed over
+    the column blocks, the decision on the driver, then the mean of the chosen rows (see
+    :func:`aggregate`)."""
+    return aggregate(X, "multi_krum", f=f, return_info=return_info, **kwargs)
+
+
+def geometric_median(X: Any, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.geometric_median` on a Dask array chunked along d: Weiszfeld's iterations
+    run on the driver on the n points of the Gram matrix's exact embedding, then the same affine
+    combination of the rows is formed block by block (see :func:`aggregate`)."""
+    return aggregate(X, "geometric_median", return_info=return_info, **kwargs)
 
 
 def signguard(

@@ -344,20 +344,7 @@ def _diagnostic_metrics(info: Diagnostics | None, n: int, malformed: np.ndarray)
     }
 
 
-_STRATEGY_DOC_PARAMS = """
-    rule : str or callable, default "mean"
-        A registered rule name (``robustagg.RULES``), a rule function, or a callable object
-        such as the stateful SignGuard wrapper.
-    f : int, optional
-        Number of Byzantine clients, passed to rules that take ``f``.
-    rule_kwargs : dict, optional
-        Further keyword arguments of the rule.
-    aggregate_on : {"updates", "weights"}, default "updates"
-        Aggregate the clients' updates (``client - global``, added back to the global arrays)
-        or their weights.
-    rng : None, int or numpy.random.Generator
-        Randomness of randomised rules (SignGuard's coordinate sampling, DnC, ...).
-"""
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,7 +357,18 @@ class RobustStrategy(_FedAvg):
 
     Parameters
     ----------
-    {params}
+    rule : str or callable, default "mean"
+        A registered rule name (``robustagg.RULES``), a rule function, or a callable object
+        such as the stateful SignGuard wrapper.
+    f : int, optional
+        Number of Byzantine clients, passed to rules that take ``f``.
+    rule_kwargs : dict, optional
+        Further keyword arguments of the rule.
+    aggregate_on : {"updates", "weights"}, default "updates"
+        Aggregate the clients' updates (``client - global``, added back to the global arrays)
+        or their weights.
+    rng : None, int or numpy.random.Generator
+        Randomness of randomised rules (SignGuard's coordinate sampling, DnC, ...).
     **fedavg_kwargs
         Passed to ``flwr.serverapp.strategy.FedAvg`` (``min_train_nodes``,
         ``fraction_evaluate``, ``train_metrics_aggr_fn``, ...).
@@ -452,7 +450,6 @@ class RobustStrategy(_FedAvg):
         return ArrayRecord({k: Array(v) for k, v in new.items()}), metrics
 
 
-RobustStrategy.__doc__ = RobustStrategy.__doc__.replace("    {params}\n", _STRATEGY_DOC_PARAMS.lstrip("\n"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,7 +462,18 @@ class LegacyRobustStrategy(_LegacyFedAvg):
 
     Parameters
     ----------
-    {params}
+    rule : str or callable, default "mean"
+        A registered rule name (``robustagg.RULES``), a rule function, or a callable object
+        such as the stateful SignGuard wrapper.
+    f : int, optional
+        Number of Byzantine clients, passed to rules that take ``f``.
+    rule_kwargs : dict, optional
+        Further keyword arguments of the rule.
+    aggregate_on : {"updates", "weights"}, default "updates"
+        Aggregate the clients' updates (``client - global``, added back to the global arrays)
+        or their weights.
+    rng : None, int or numpy.random.Generator
+        Randomness of randomised rules (SignGuard's coordinate sampling, DnC, ...).
     **fedavg_kwargs
         Passed to ``flwr.server.strategy.FedAvg`` (``min_fit_clients``,
         ``fit_metrics_aggregation_fn``, ``initial_parameters``, ...).
@@ -549,6 +557,3 @@ class LegacyRobustStrategy(_LegacyFedAvg):
         return ndarrays_to_parameters(list(new.values())), metrics
 
 
-LegacyRobustStrategy.__doc__ = LegacyRobustStrategy.__doc__.replace(
-    "    {params}\n", _STRATEGY_DOC_PARAMS.lstrip("\n")
-)

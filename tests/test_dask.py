@@ -181,3 +181,12 @@ def test_dask_signguard_errors():
         rdask.signguard(X, lower=2.0, upper=1.0)
     with pytest.raises(ValueError, match="coordinates"):
         rdask.signguard(X, coordinates=np.array([3, 40]))
+
+
+def test_dask_geometric_median_combination(client):
+    _require("geometric_median")
+    G = _matrix(np.float64)
+    X = da.from_array(G, chunks=(G.shape[0], 250))
+    out, info = rdask.geometric_median(X, return_info=True)
+    np.testing.assert_allclose(info.combination.sum(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(info.combination @ G, out.compute(), rtol=1e-10, atol=1e-12)

@@ -175,6 +175,27 @@ def test_message_strategy_median_matches_flower_fedmedian(rng):
         np.testing.assert_allclose(ours[k].numpy(), theirs[k].numpy(), rtol=1e-12)
 
 
+def test_message_strategy_wraps_stateful_signguard(rng):
+    if not hasattr(robustagg, "SignGuard"):
+        pytest.skip("SignGuard not available")
+    g = _model(rng)
+    layout = ArrayLayout.of(g)
+    strategy = RobustStrategy(robustagg.SignGuard("sim", rng=5))
+    reference = robustagg.SignGuard("sim", rng=5)
+    for server_round in (1, 2):  # the wrapper's state (rng, previous aggregate) carries over
+        clients = _clients(rng, g, n=12, n_byz=3)
+        strategy.global_arrays = ArrayRecord({k: Array(v) for k, v in g.items()})
+        arrays, metrics = strategy.aggregate_train(server_round, [_reply(c, i) for i, c in enumerate(clients)])
+        expected, info = reference(_flat(layout, clients, g), return_info=True)
+        expected = layout.unflatten(layout.flatten(g) + expected)
+        for k in g:
+            np.testing.assert_allclose(arrays[k].numpy(), expected[k], rtol=1e-6, atol=1e-6)
+        assert metrics["robustagg-kept-indices"] == np.flatnonzero(info.kept).tolist()
+        assert not set(metrics["robustagg-kept-indices"]) & {0, 1, 2}
+        g = {k: arrays[k].numpy() for k in g}
+    assert strategy.aggregator.rule_name == "SignGuard"
+
+
 def test_message_strategy_callable_with_kwargs_and_rng(rng):
     calls = []
 
