@@ -212,7 +212,7 @@ def test_kmeans_clustering_option():
     G = gradients(6, 30, 2000)
     flipped = np.arange(30) % 4 == 1
     G[flipped] *= -1
-    out, info = robustagg.signguard(G, clustering="kmeans", rng=0, return_info=True)
+    out, info = robustagg.signguard(G, clustering="kmeans", coordinate_fraction=1.0, rng=0, return_info=True)
     assert info.bandwidth is None and set(np.unique(info.labels)) <= {0, 1}
     np.testing.assert_array_equal(info.S2, ~flipped)
     np.testing.assert_array_equal(info.kept, info.S1 & ~flipped)
