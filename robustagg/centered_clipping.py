@@ -9,7 +9,7 @@ import numpy as np
 from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import check_int, check_real, prepare
-from .kernels import _field
+from . import kernels
 
 __all__ = ["CenteredClipping", "centered_clipping"]
 
@@ -32,12 +32,12 @@ def _run(p, v: np.ndarray, tau: float, n_iters: int):
     scales = np.ones(m)
     dist = np.zeros(m)
     for _ in range(n_iters):
-        dist = _field.distances_to_center(p.G, p.rows, v)
+        dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, v))
         scales = np.ones(m)
         big = dist > tau
         scales[big] = tau / dist[big]
         # v + (1/m) sum_i s_i (g_i - v) = (1 - sum(s)/m) v + (1/m) sum_i s_i g_i
-        v = (1.0 - scales.sum() / m) * v + _field.weighted_row_sum(p.G, p.rows, scales / m)
+        v = (1.0 - scales.sum() / m) * v + kernels.weighted_column_sum(p.G, p.rows, scales / m)
     return v, scales, dist
 
 

@@ -274,6 +274,7 @@ def clipped_clustering(
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.spatial.distance import squareform
 
+    from . import kernels as _kernels
     from ._validation import prepare
     from .kernels import _field as _field_kernels
 
@@ -282,7 +283,7 @@ def clipped_clustering(
         threshold = check_real(threshold, rule=rule, name="threshold", low=0.0)
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     m = p.m
-    norms = _field_kernels.row_norms_of(p.G, p.rows)
+    norms = _kernels.row_norms(p.G, p.rows)
     tau = float(np.median(norms)) if threshold is None else threshold
     scales = np.ones(m)
     big = norms > tau
@@ -308,7 +309,7 @@ def clipped_clustering(
         winner = min(np.unique(labels), key=key)
         keep = labels == winner
     weights = np.where(keep, scales, 0.0) / keep.sum()
-    result = _field_kernels.weighted_row_sum(p.G, p.rows, weights)
+    result = _kernels.weighted_column_sum(p.G, p.rows, weights)
     info = None
     if return_info:
         full = np.full((p.n, p.n), np.nan)

@@ -176,11 +176,9 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
     ----------
     C. Xie, O. Koyejo, I. Gupta. "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018.
     """
-    from .kernels import _field as _field_kernels
-
     p = prepare("meamed", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f", nonfinite=nonfinite,
                 return_info=return_info)
-    result = _field_kernels.meamed_columns(p.G, p.rows, p.m - p.f_eff)
+    result = kernels.column_closest_to_median_mean(p.G, p.rows, p.m - p.f_eff)
     return p.finish(result, return_info=return_info)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import prepare
-from .kernels import _field
+from . import kernels
 
 __all__ = ["fltrust"]
 
@@ -60,8 +60,8 @@ def fltrust(grads: Any, root_gradient: Any = None, *, nonfinite: str = "exclude"
     if not np.all(np.isfinite(g0)):
         raise ValueError(f"{rule}: argument 'root_gradient' holds NaN or Inf; it must be finite")
     root_norm = float(np.linalg.norm(g0))
-    norms = _field.row_norms_of(p.G, p.rows)
-    dots = _field.weighted_row_sum_dot(p.G, p.rows, g0)
+    norms = kernels.row_norms(p.G, p.rows)
+    dots, _ = kernels.dots_with(p.G, p.rows, g0)
     cos = np.zeros(p.m)
     ok = (norms > 0) & (root_norm > 0)
     cos[ok] = dots[ok] / (norms[ok] * root_norm)
@@ -71,7 +71,7 @@ def fltrust(grads: Any, root_gradient: Any = None, *, nonfinite: str = "exclude"
     if total > 0:
         weights = np.zeros(p.m)
         weights[ok] = trust[ok] * root_norm / norms[ok] / total
-        out = _field.weighted_row_sum(p.G, p.rows, weights)
+        out = kernels.weighted_column_sum(p.G, p.rows, weights)
     else:
         out = np.zeros(p.d)
     info = None

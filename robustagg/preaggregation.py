@@ -30,6 +30,7 @@ import numpy as np
 from ._diagnostics import Diagnostics
 from ._registry import PREAGGREGATORS, RULES, call_with_supported, register_preaggregator
 from ._validation import check_int, check_real, check_rng, prepare
+from . import kernels
 from .kernels import _field
 
 __all__ = ["arc", "bucketing", "clipping", "nnm", "pipeline"]
@@ -95,10 +96,10 @@ def clipping(
     if threshold is not None:
         threshold = check_real(threshold, rule=rule, name="threshold", low=0.0)
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
-    norms = _field.row_norms_of(p.G, p.rows)
+    norms = kernels.row_norms(p.G, p.rows)
     tau = float(np.quantile(norms, quantile)) if threshold is None else threshold
     scales = _clip_scales(norms, tau)
-    out = _field.scale_rows(p.G, p.rows, scales)
+    out = kernels.clip_rows(p.G, p.rows, tau)
     info = None
     if return_info:
         info = p.diagnostics(
@@ -274,13 +275,13 @@ def arc(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
                 return_info=return_info)
     m, fe = p.m, p.f_eff
     k = int(math.floor(2.0 * fe * (m - fe) / m))
-    norms = _field.row_norms_of(p.G, p.rows)
+    norms = kernels.row_norms(p.G, p.rows)
     if k == 0:
         tau = float(np.max(norms))
     else:
         tau = float(np.sort(norms)[::-1][k])
     scales = _clip_scales(norms, tau)
-    out = _field.scale_rows(p.G, p.rows, scales)
+    out = kernels.clip_rows(p.G, p.rows, tau)
     info = None
     if return_info:
         info = p.diagnostics(

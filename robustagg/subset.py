@@ -21,6 +21,7 @@ import scipy.sparse.linalg
 from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import check_int, prepare
+from . import kernels
 from .kernels import _field
 
 __all__ = ["caf", "mda", "monna", "smea"]
@@ -66,10 +67,11 @@ def mda(
     distance, and removing a row never increases a diameter), so an optimal subset is found by
     branching f times on which endpoint of the current largest pair to remove -- a binary
     tree with at most min(2^f, C(n, f)) leaves, each costing a scan of the sorted pairs.
-    Ties: pairs are ordered by decreasing distance then increasing (i, j), the row of lower
-    index is removed first and the first leaf of smallest diameter wins (a deterministic
-    choice; when distances are distinct the optimal subset is unique and every convention
-    agrees, e.g. ByzFL's exhaustive scan). **Size limit:** the call raises a ``ValueError``
+    Ties: several subsets often share the minimal diameter (it is set by a single pair), and
+    their means differ; the rule returns the **lexicographically first** of them (the
+    first in ``itertools.combinations`` order, i.e. what ByzFL's exhaustive scan with a strict
+    ``<`` returns), found by a depth-first scan of the rows under the optimal diameter. So MDA
+    is permutation-invariant only up to such ties (its diameter always is). **Size limit:** the call raises a ``ValueError``
     when min(2^f', C(n', f')) > ``max_subsets`` (default 2²⁰, so any n with f ≤ 20). Needs
     n > 2f. Cost: the n × n distance matrix (one Gram pass over G), sorting the n(n−1)/2 pairs,
     the search, and one pass over G for the mean.
@@ -114,6 +116,11 @@ def mda(
     chosen, diameter, nodes = _field.subset_min_diameter(
         iu[order].astype(np.int64), ju[order].astype(np.int64), dist[order], m, fe
     )
+    # ties in the diameter are common (it is set by one pair, shared by several subsets): take
+    # the lexicographically first subset of that diameter, as an exhaustive scan would
+    first = _field.first_subset_within(D, diameter, m - fe)
+    if first.any():
+        chosen = first
     out = _subset_mean(p, chosen)
     info = None
     if return_info:
@@ -196,7 +203,7 @@ def monna(
         if p.nonfinite[ref_index]:
             raise ValueError(f"{rule}: the reference row {ref_index} holds NaN or Inf")
         center = p.G[ref_index].astype(np.float64)
-        dist = _field.distances_to_center(p.G, p.rows, center)
+        dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, center))
     else:
         vec, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
         if vec.shape[0] != p.d:
@@ -204,7 +211,7 @@ def monna(
         vec = vec.astype(np.float64)
         if not np.all(np.isfinite(vec)):
             raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
-        dist = _field.distances_to_center(p.G, p.rows, vec)
+        dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, vec))
     order = np.argsort(dist, kind="stable")
     if ref_index >= 0:  # the reference row itself always belongs to its neighbourhood
         pos = int(np.flatnonzero(p.rows == ref_index)[0])
@@ -305,7 +312,7 @@ def caf(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
             break
         c = np.clip(c * (1.0 - tau / tmax), 0.0, None)
         c[(c > 0) & (tau >= tmax)] = 0.0
-    out = _field.weighted_row_sum(p.G, p.rows, best_c / best_c.sum())
+    out = kernels.weighted_column_sum(p.G, p.rows, best_c / best_c.sum())
     info = None
     if return_info:
         info = p.diagnostics(

@@ -1,5 +1,8 @@
-"""Kernels of the field's rules (issue 8): group means, mixing, clipping scales, distances to
-a centre, mean-around-median and the Gram-domain helpers of the subset rules.
+"""Kernels of the field's rules (issue 8): group means (bucketing), dense mixing (NNM), the
+Gram-domain helpers and exact searches of the subset rules (MDA, SMEA).
+
+Row norms, clipping, weighted sums, distances to a point, pairwise distances and the
+mean around the median are the shared kernels of ``robustagg.kernels`` (not duplicated here).
 
 Conventions as in the rest of ``robustagg.kernels``: NumPy in, NumPy out, ``(G, rows)`` with
 ``rows`` the int64 indices of the rows to use (so that excluding a row never copies G),
@@ -17,15 +20,11 @@ _MIX_BLOCK_ELEMENTS = 1 << 21  # elements of the float64 block used by ``mix_row
 
 __all__ = [
     "centered_gram_from_sq_distances",
-    "distances_to_center",
     "group_means",
-    "meamed_columns",
     "mix_rows",
-    "scale_rows",
+    "sq_distances",
     "subset_min_diameter",
     "subset_min_max_eigenvalue",
-    "weighted_row_sum",
-    "weighted_row_sum_dot",
 ]
 
 
@@ -58,79 +57,6 @@ def group_means(G, members, offsets):
     return out
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
-def weighted_row_sum(G, rows, weights):
-    """``sum_r weights[r] * G[rows[r]]`` in float64, shape (d,)."""
-    d = G.shape[1]
-    out = np.empty(d, dtype=np.float64)
-    n_blocks = (d + _BLOCK - 1) // _BLOCK
-    for b in nb.prange(n_blocks):
-        j0 = b * _BLOCK
-        j1 = min(d, j0 + _BLOCK)
-        acc = np.zeros(j1 - j0, dtype=np.float64)
-        for r in range(rows.size):
-            w = weights[r]
-            if w == 0.0:
-                continue
-            i = rows[r]
-            for j in range(j0, j1):
-                acc[j - j0] += w * G[i, j]
-        for j in range(j0, j1):
-            out[j] = acc[j - j0]
-    return out
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def scale_rows(G, rows, scales):
-    """A new (len(rows), d) matrix of G's dtype: ``out[r] = scales[r] * G[rows[r]]``.
-
-    The product is formed in float64 and rounded once to G's dtype.
-    """
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty((m, d), dtype=G.dtype)
-    for r in nb.prange(m):
-        i = rows[r]
-        s = scales[r]
-        for j in range(d):
-            out[r, j] = s * np.float64(G[i, j])
-    return out
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def distances_to_center(G, rows, center):
-    """Euclidean distances ``||G[rows[r]] - center||`` (float64, shape (len(rows),)).
-
-    ``center`` is float64 of shape (d,). Parallel over rows.
-    """
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty(m, dtype=np.float64)
-    for r in nb.prange(m):
-        i = rows[r]
-        acc = 0.0
-        for j in range(d):
-            diff = np.float64(G[i, j]) - center[j]
-            acc += diff * diff
-        out[r] = np.sqrt(acc)
-    return out
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def weighted_row_sum_dot(G, rows, vector):
-    """Inner products ``<G[rows[r]], vector>`` in float64 (``vector`` float64 of shape (d,))."""
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty(m, dtype=np.float64)
-    for r in nb.prange(m):
-        i = rows[r]
-        acc = 0.0
-        for j in range(d):
-            acc += np.float64(G[i, j]) * vector[j]
-        out[r] = acc
-    return out
-
-
 def mix_rows(G, rows, W):
     """``W @ G[rows]`` as a new (W.shape[0], d) matrix of G's dtype, accumulated in float64.
 
@@ -147,50 +73,6 @@ def mix_rows(G, rows, W):
         j1 = min(d, j0 + width)
         block = G[:, j0:j1] if all_rows else G[rows, j0:j1]
         out[:, j0:j1] = W @ block.astype(np.float64)
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def _meamed_column(buf, m, keep):
-    v = np.sort(buf[:m])
-    lo = (m - 1) // 2
-    med = 0.5 * (v[lo] + v[m // 2])
-    left = lo
-    right = lo + 1
-    acc = 0.0
-    for _ in range(keep):
-        if right >= m or (left >= 0 and med - v[left] <= v[right] - med):
-            acc += v[left]
-            left -= 1
-        else:
-            acc += v[right]
-            right += 1
-    return acc / keep
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def meamed_columns(G, rows, keep):
-    """Per column, the mean of the ``keep`` values closest to the column median.
-
-    Median: NumPy's convention (average of the two middle values for an even count). Ties in
-    the distance to the median go to the smaller value. Columns are processed in blocks that
-    are transposed into a per-thread buffer (one sort per column).
-    """
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty(d, dtype=G.dtype)
-    block = 256
-    n_blocks = (d + block - 1) // block
-    for b in nb.prange(n_blocks):
-        j0 = b * block
-        j1 = min(d, j0 + block)
-        buf = np.empty((j1 - j0, m), dtype=np.float64)
-        for r in range(m):
-            i = rows[r]
-            for j in range(j0, j1):
-                buf[j - j0, r] = G[i, j]
-        for j in range(j0, j1):
-            out[j] = _meamed_column(buf[j - j0], m, keep)
     return out
 
 
@@ -330,51 +212,44 @@ def subset_min_max_eigenvalue(K, keep):
     return chosen, max(best, 0.0)
 
 
-def _sq_distances_fallback(G, rows):
-    """Pairwise squared distances of ``G[rows]`` (float64, (m, m)), plain NumPy.
-
-    The rows are centred on their mean block by block before the Gram matrix is accumulated in
-    float64, so that the distances do not cancel against large norms.
-    """
-    m = rows.size
-    d = G.shape[1]
-    all_rows = m == G.shape[0] and np.array_equal(rows, np.arange(m))
-    width = max(256, _MIX_BLOCK_ELEMENTS // max(m, 1))
-    K = np.zeros((m, m), dtype=np.float64)
-    for j0 in range(0, d, width):
-        j1 = min(d, j0 + width)
-        block = (G[:, j0:j1] if all_rows else G[rows, j0:j1]).astype(np.float64)
-        block -= block.mean(axis=0)
-        K += block @ block.T
-    diag = np.diag(K).copy()
-    D2 = diag[:, None] + diag[None, :] - 2.0 * K
-    np.maximum(D2, 0.0, out=D2)
-    np.fill_diagonal(D2, 0.0)
-    return D2
-
 
 def sq_distances(G, rows):
-    """Pairwise squared Euclidean distances of ``G[rows]``: the shared kernel when present."""
-    try:
-        from . import pairwise_sq_distances as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        D2 = np.asarray(shared(G, rows), dtype=np.float64)
-    else:
-        D2 = _sq_distances_fallback(G, rows)
+    """Pairwise squared distances of ``G[rows]`` (shared kernel), symmetrised, diagonal 0."""
+    from . import pairwise_sq_distances
+
+    D2 = np.asarray(pairwise_sq_distances(G, rows), dtype=np.float64)
     D2 = 0.5 * (D2 + D2.T)
     np.maximum(D2, 0.0, out=D2)
     np.fill_diagonal(D2, 0.0)
     return D2
 
 
-def row_norms_of(G, rows):
-    """Euclidean norms of ``G[rows]`` (float64): the shared kernel when present."""
-    try:
-        from . import row_norms as shared
-    except ImportError:
-        shared = None
-    if shared is not None:
-        return np.asarray(shared(G, rows), dtype=np.float64)
-    return distances_to_center(G, rows, np.zeros(G.shape[1], dtype=np.float64))
+@nb.njit(cache=True, nogil=True)
+def first_subset_within(D, threshold, keep):
+    """The lexicographically first set of ``keep`` rows whose pairwise distances are all
+    <= ``threshold`` (depth-first, row i included before excluded); all-False if none."""
+    m = D.shape[0]
+    chosen = np.empty(keep, dtype=np.int64)
+    nxt = np.zeros(keep + 1, dtype=np.int64)
+    depth = 0
+    out = np.zeros(m, dtype=np.bool_)
+    while depth >= 0:
+        if depth == keep:
+            for t in range(keep):
+                out[chosen[t]] = True
+            return out
+        i = nxt[depth]
+        if i > m - (keep - depth):
+            depth -= 1
+            continue
+        nxt[depth] = i + 1
+        ok = True
+        for t in range(depth):
+            if D[chosen[t], i] > threshold:
+                ok = False
+                break
+        if ok:
+            chosen[depth] = i
+            nxt[depth + 1] = i + 1
+            depth += 1
+    return out
