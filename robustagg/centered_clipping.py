@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import check_int, check_real, prepare
-from . import kernels
 
 __all__ = ["CenteredClipping", "centered_clipping"]
 
@@ -19,7 +19,9 @@ def _center_vector(center: Any, d: int, rule: str) -> np.ndarray:
         return np.zeros(d, dtype=np.float64)
     c, _ = to_numpy(center, rule=rule, name="center", ndim=1)
     if c.shape[0] != d:
-        raise ValueError(f"{rule}: argument 'center' must have length d={d} (the gradients' length), got {c.shape[0]}")
+        raise ValueError(
+            f"{rule}: argument 'center' must have length d={d} (the gradients' length), got {c.shape[0]}"
+        )
     c = c.astype(np.float64)
     if not np.all(np.isfinite(c)):
         raise ValueError(f"{rule}: argument 'center' holds NaN or Inf; it must be finite")

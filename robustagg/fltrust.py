@@ -6,15 +6,17 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import prepare
-from . import kernels
 
 __all__ = ["fltrust"]
 
 
-def fltrust(grads: Any, root_gradient: Any = None, *, nonfinite: str = "exclude", return_info: bool = False) -> Any:
+def fltrust(
+    grads: Any, root_gradient: Any = None, *, nonfinite: str = "exclude", return_info: bool = False
+) -> Any:
     r"""FLTrust: cosine trust scores against the server's root-dataset gradient.
 
     With g₀ the gradient the server computed on its small clean root dataset:
@@ -52,7 +54,9 @@ def fltrust(grads: Any, root_gradient: Any = None, *, nonfinite: str = "exclude"
     rule = "fltrust"
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     if root_gradient is None:
-        raise TypeError(f"{rule}: argument 'root_gradient' (the server's root-dataset gradient, shape (d,)) is required")
+        raise TypeError(
+            f"{rule}: argument 'root_gradient' (the server's root-dataset gradient, shape (d,)) is required"
+        )
     g0, _ = to_numpy(root_gradient, rule=rule, name="root_gradient", ndim=1)
     if g0.shape[0] != p.d:
         raise ValueError(f"{rule}: argument 'root_gradient' must have length d={p.d}, got {g0.shape[0]}")

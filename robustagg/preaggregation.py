@@ -22,15 +22,15 @@ contributed to the final aggregate.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from . import kernels
 from ._diagnostics import Diagnostics
 from ._registry import PREAGGREGATORS, RULES, call_with_supported, register_preaggregator
 from ._validation import check_int, check_real, check_rng, prepare
-from . import kernels
 from .kernels import _field
 
 __all__ = ["arc", "bucketing", "clipping", "nnm", "pipeline"]
@@ -152,8 +152,15 @@ def nnm(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
     Y. Allouah, S. Farhadkhani, R. Guerraoui, N. Gupta, R. Pinot, J. Stephan. "Fixing by
     Mixing: A Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023.
     """
-    p = prepare("nnm", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f", nonfinite=nonfinite,
-                return_info=return_info)
+    p = prepare(
+        "nnm",
+        grads,
+        f=f,
+        min_n=lambda f: 2 * f + 1,
+        bound="n > 2f",
+        nonfinite=nonfinite,
+        return_info=return_info,
+    )
     m, k = p.m, p.m - p.f_eff
     D2 = _field.sq_distances(p.G, p.rows)
     neighbors = _nearest(D2, k)
@@ -227,7 +234,7 @@ def bucketing(
     out = _field.group_means(p.G, members, offsets)
     info = None
     if return_info:
-        buckets = [members[offsets[k]:offsets[k + 1]] for k in range(offsets.size - 1)]
+        buckets = [members[offsets[k] : offsets[k + 1]] for k in range(offsets.size - 1)]
         src = np.zeros((len(buckets), p.n), dtype=bool)
         for k, b in enumerate(buckets):
             src[k, b] = True
@@ -271,8 +278,15 @@ def arc(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
     Y. Allouah, R. Guerraoui, N. Gupta, A. Jellouli, G. Rizk, J. Stephan. "Boosting Robustness
     by Clipping Gradients in Distributed Learning", NeurIPS 2024.
     """
-    p = prepare("arc", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f", nonfinite=nonfinite,
-                return_info=return_info)
+    p = prepare(
+        "arc",
+        grads,
+        f=f,
+        min_n=lambda f: 2 * f + 1,
+        bound="n > 2f",
+        nonfinite=nonfinite,
+        return_info=return_info,
+    )
     m, fe = p.m, p.f_eff
     k = int(math.floor(2.0 * fe * (m - fe) / m))
     norms = kernels.row_norms(p.G, p.rows)
@@ -302,7 +316,9 @@ def _resolve(step: Any, table: dict, kind: str) -> tuple[Callable[..., Any], dic
     options: dict = {}
     if isinstance(step, tuple):
         if len(step) != 2 or not isinstance(step[1], dict):
-            raise TypeError(f"pipeline: a step given as a tuple must be (name_or_function, options_dict), got {step!r}")
+            raise TypeError(
+                f"pipeline: a step given as a tuple must be (name_or_function, options_dict), got {step!r}"
+            )
         step, options = step
     if callable(step):
         return step, dict(options), getattr(step, "__name__", kind)
@@ -361,8 +377,9 @@ def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
     final = _resolve(steps[-1], RULES, "rule")
     label = name or "+".join(n for _, _, n in (*pre, final))
 
-    def composed(grads: Any, f: int = 0, *, rng: Any = None, nonfinite: str = "exclude",
-                 return_info: bool = False) -> Any:
+    def composed(
+        grads: Any, f: int = 0, *, rng: Any = None, nonfinite: str = "exclude", return_info: bool = False
+    ) -> Any:
         generator = check_rng(rng, rule=label)
         check_int(f, rule=label, name="f", low=0)
         if not isinstance(return_info, (bool, np.bool_)):

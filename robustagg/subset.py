@@ -18,10 +18,10 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
+from . import kernels
 from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import check_int, prepare
-from . import kernels
 from .kernels import _field
 
 __all__ = ["caf", "mda", "monna", "smea"]

@@ -44,7 +44,9 @@ def test_fang_values_lie_in_the_paper_intervals(case, b, benign_only, seed):
     assert np.all(out[byz] >= lo - 1e-12) and np.all(out[byz] <= hi + 1e-12)
     np.testing.assert_array_equal(out[~byz], G[~byz])  # benign rows unchanged
     np.testing.assert_array_equal(G, before)
-    np.testing.assert_array_equal(out, fang(G, f, b=b, benign_only=benign_only, rng=np.random.default_rng(seed)))
+    np.testing.assert_array_equal(
+        out, fang(G, f, b=b, benign_only=benign_only, rng=np.random.default_rng(seed))
+    )
 
 
 @SETTINGS

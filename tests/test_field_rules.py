@@ -189,7 +189,10 @@ def test_subset_rules_drop_a_far_outlier(rng):
 
 def test_size_limits_raise_clearly():
     G = np.random.default_rng(0).normal(size=(30, 2))
-    with pytest.raises(ValueError, match=r"mda: the exact search examines up to min\(2\^f, C\(n, f\)\) = 4.1e\+03.*n=30, f=12"):
+    with pytest.raises(
+        ValueError,
+        match=r"mda: the exact search examines up to min\(2\^f, C\(n, f\)\) = 4.1e\+03.*n=30, f=12",
+    ):
         robustagg.mda(G, 12, max_subsets=1000)
     robustagg.mda(G, 10)  # 2^10 leaves: well inside the default limit
     with pytest.raises(ValueError, match=r"smea: exact subset search over C\(n, f\) = C\(30, 5\)"):
@@ -220,9 +223,13 @@ def test_caf_diagnostics(rng):
 
 def test_monna_references(rng):
     G = rng.normal(size=(8, 3))
-    np.testing.assert_allclose(robustagg.monna(G, 2, reference=5), naive.naive_monna(G, 2, reference=5), rtol=1e-12)
+    np.testing.assert_allclose(
+        robustagg.monna(G, 2, reference=5), naive.naive_monna(G, 2, reference=5), rtol=1e-12
+    )
     v = rng.normal(size=3)
-    np.testing.assert_allclose(robustagg.monna(G, 2, reference=v), naive.naive_monna(G, 2, reference=v), rtol=1e-12)
+    np.testing.assert_allclose(
+        robustagg.monna(G, 2, reference=v), naive.naive_monna(G, 2, reference=v), rtol=1e-12
+    )
     with pytest.raises(ValueError, match="monna: argument 'reference' must have length d=3"):
         robustagg.monna(G, 2, reference=np.ones(4))
     G[5, 0] = np.nan
@@ -258,7 +265,9 @@ def test_fltrust_conventions(rng):
     G = rng.normal(size=(6, 4))
     root = rng.normal(size=4)
     out, info = robustagg.fltrust(G, root, return_info=True)
-    np.testing.assert_allclose(info.trust_scores, np.maximum(G @ root / np.linalg.norm(G, axis=1) / np.linalg.norm(root), 0))
+    np.testing.assert_allclose(
+        info.trust_scores, np.maximum(G @ root / np.linalg.norm(G, axis=1) / np.linalg.norm(root), 0)
+    )
     assert info.kept.tolist() == (info.trust_scores > 0).tolist()
     # nobody trusted: zero update
     np.testing.assert_array_equal(robustagg.fltrust(-np.abs(G) - 1, np.ones(4)), np.zeros(4))

@@ -58,7 +58,9 @@ def test_bucketing_matches_naive_and_is_deterministic(case, s, seed):
     G, _ = case
     out, info = robustagg.bucketing(_readonly(G), s=s, rng=seed, return_info=True)
     perm = np.random.default_rng(seed).permutation(len(G))
-    np.testing.assert_allclose(out, naive.naive_bucketing(G, s, perm), rtol=1e-12, atol=1e-12 * np.abs(G).max())
+    np.testing.assert_allclose(
+        out, naive.naive_bucketing(G, s, perm), rtol=1e-12, atol=1e-12 * np.abs(G).max()
+    )
     again = robustagg.bucketing(G, s=s, rng=np.random.default_rng(seed))
     np.testing.assert_array_equal(out, again)  # same seed, bit-identical
     assert out.shape == (-(-len(G) // s), G.shape[1])
@@ -192,7 +194,9 @@ def test_pipeline_registered_by_name_and_errors(rng):
     G = rng.normal(size=(9, 3))
     rule = robustagg.pipeline("arc", "caf", name="arc_then_caf_test")
     robustagg.register_rule("arc_then_caf_test", rule)
-    np.testing.assert_allclose(robustagg.get_rule("arc_then_caf_test")(G, 2), robustagg.caf(robustagg.arc(G, 2), 2))
+    np.testing.assert_allclose(
+        robustagg.get_rule("arc_then_caf_test")(G, 2), robustagg.caf(robustagg.arc(G, 2), 2)
+    )
     with pytest.raises(ValueError, match="unknown pre-aggregator 'nope'"):
         robustagg.pipeline("nope", "mean")
     with pytest.raises(ValueError, match="unknown rule 'nope'"):

@@ -85,7 +85,9 @@ def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> 
     else:
         t = check_int(target, rule="mimic", name="target", low=0, high=a.n - 1)
         if a.byzantine[t]:
-            raise ValueError(f"mimic: argument 'target'={t} is a Byzantine row; it must be a benign row to copy")
+            raise ValueError(
+                f"mimic: argument 'target'={t} is a Byzantine row; it must be a benign row to copy"
+            )
     out[rows] = a.G[t]
     return a.finish(out)
 

@@ -212,7 +212,6 @@ def subset_min_max_eigenvalue(K, keep):
     return chosen, max(best, 0.0)
 
 
-
 def sq_distances(G, rows):
     """Pairwise squared distances of ``G[rows]`` (shared kernel), symmetrised, diagonal 0."""
     from . import pairwise_sq_distances

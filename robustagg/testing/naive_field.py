@@ -70,7 +70,7 @@ def naive_arc(G, f):
     if k == 0:
         return G.copy()
     tau = sorted(norms, reverse=True)[k]
-    return np.array([row * min(1.0, tau / nr) if nr > 0 else row for row, nr in zip(G, norms)])
+    return np.array([row * min(1.0, tau / nr) if nr > 0 else row for row, nr in zip(G, norms, strict=True)])
 
 
 def naive_centered_clipping(G, tau, n_iters, center=None):
@@ -120,7 +120,7 @@ def _top_eig_cov(X, w):
     """Top eigenpair of the weighted covariance (d × d) and the weighted mean."""
     w = np.asarray(w, dtype=np.float64)
     mu = (w[:, None] * X).sum(axis=0) / w.sum()
-    C = sum(wi * np.outer(x - mu, x - mu) for wi, x in zip(w, X)) / w.sum()
+    C = sum(wi * np.outer(x - mu, x - mu) for wi, x in zip(w, X, strict=True)) / w.sum()
     lam, V = np.linalg.eigh(C)
     return lam[-1], V[:, -1], mu
 
@@ -141,7 +141,9 @@ def naive_caf(G, f):
         if lam <= 0 or tau[c > 0].max() <= 0:
             break
         tmax = tau[c > 0].max()
-        c = np.array([0.0 if (ci <= 0 or t >= tmax) else ci * (1 - t / tmax) for ci, t in zip(c, tau)])
+        c = np.array(
+            [0.0 if (ci <= 0 or t >= tmax) else ci * (1 - t / tmax) for ci, t in zip(c, tau, strict=True)]
+        )
     return best_mu
 
 
@@ -192,7 +194,9 @@ def naive_clipped_clustering(G, threshold=None):
     n = len(G)
     norms = np.linalg.norm(G, axis=1)
     tau = np.median(norms) if threshold is None else threshold
-    clipped = np.array([row * min(1.0, tau / nr) if nr > 0 else row for row, nr in zip(G, norms)])
+    clipped = np.array(
+        [row * min(1.0, tau / nr) if nr > 0 else row for row, nr in zip(G, norms, strict=True)]
+    )
     if n < 3:
         return clipped.mean(axis=0), np.ones(n, dtype=bool)
     D = np.zeros((n, n))
