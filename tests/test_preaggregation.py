@@ -203,3 +203,16 @@ def test_pipeline_registered_by_name_and_errors(rng):
         robustagg.pipeline("nnm", "nope")
     with pytest.raises(ValueError, match="needs n > 2f"):
         rule(G, 5)
+
+
+def test_pipeline_with_classical_rules(rng):
+    G = rng.normal(size=(15, 6))
+    G[:3] += 50.0
+    np.testing.assert_allclose(
+        robustagg.pipeline("nnm", "krum")(G, 3), robustagg.krum(robustagg.nnm(G, 3), 3), rtol=1e-12
+    )
+    rule = robustagg.pipeline(("bucketing", {"s": 2}), "trimmed_mean")
+    manual = robustagg.trimmed_mean(robustagg.bucketing(G, s=2, rng=np.random.default_rng(7)), 3)
+    np.testing.assert_allclose(rule(G, 3, rng=7), manual, rtol=1e-12)
+    out, info = robustagg.pipeline("arc", "krum")(G, 3, return_info=True)
+    assert info.kept.sum() == 1 and not info.kept[:3].any()  # Krum picks one honest row
