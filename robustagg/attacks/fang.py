@@ -66,9 +66,12 @@ def fang(grads: Any, f: Any, *, b: float = 2.0, benign_only: bool = False, rng: 
     if ref.size == 0:
         raise ValueError("fang: no benign row to take statistics over (every row is Byzantine)")
     mu = a.mean(ref)
-    ref_block = a.G if ref.size == a.n else a.G[ref]
-    g_min = ref_block.min(axis=0).astype(np.float64)
-    g_max = ref_block.max(axis=0).astype(np.float64)
+    g_min = np.empty(a.d)
+    g_max = np.empty(a.d)
+    for j0, j1 in a._blocks(ref.size):  # column blocks: no copy of the reference rows
+        block = a.G[:, j0:j1] if ref.size == a.n else a.G[ref, j0:j1]
+        g_min[j0:j1] = block.min(axis=0)
+        g_max[j0:j1] = block.max(axis=0)
     down = mu >= 0  # push below the smallest honest value
     lo = np.where(down, np.where(g_min > 0, g_min / b, b * g_min), g_max)
     hi = np.where(down, g_min, np.where(g_max > 0, b * g_max, g_max / b))
