@@ -148,10 +148,20 @@ def _library_rule_cases():
     return cases
 
 
+@pytest.mark.slow  # mostly Numba compiling each rule for float32/float64 and read-only input
 @pytest.mark.parametrize("name, f, coordinatewise", _library_rule_cases())
 def test_battery_passes_on_every_registered_rule(name, f, coordinatewise):
     check_rule(
-        name, f=f, coordinatewise=coordinatewise, torch=True, max_examples=4, d_min=2, d_max=6, shrink=False
+        name,
+        f=f,
+        coordinatewise=coordinatewise,
+        torch=True,
+        max_examples=3,
+        n_min=4 * (f or 0) + 3,
+        n_max=4 * (f or 0) + 8,
+        d_min=2,
+        d_max=6,
+        shrink=False,
     )
 
 
