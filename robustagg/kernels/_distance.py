@@ -2,106 +2,122 @@
 
 Scheme (no catastrophic cancellation in float32, no copy of G):
 
-1. Columns are split into a fixed number of chunks (a function of d only, so that the result
-   is bit-identical whatever the thread count); chunks run in parallel.
-2. Inside a chunk, blocks of ``_GRAM_BLOCK`` columns of the selected rows are transposed into a
-   small float64 buffer and **centred on their column mean** (any common shift leaves distances
-   unchanged, and centring removes the large common component that makes ``|x|^2 + |y|^2 - 2xy``
-   cancel). The centred Gram matrix is accumulated in float64 (4 columns per pass: a
-   register-friendly outer-product update).
-3. ``D_ij = N_i + N_j - 2 C_ij`` (``N`` the Gram diagonal), clamped at 0.
-4. Pairs where cancellation is still possible (``D_ij <= _RECOMPUTE_RTOL * (N_i + N_j)``:
-   near-duplicate rows) are recomputed exactly as a direct float64 sum of squared differences.
+1. Columns are split into chunks whose boundaries depend on d only (so the result is
+   bit-identical whatever the thread count); chunks run on a small pool of threads
+   (``numba.get_num_threads()`` of them), each with BLAS limited to one thread.
+2. Inside a chunk, blocks of columns of the selected rows are copied into a small buffer and
+   **shifted by a reference row** (difference taken in float64; a shift common to all rows leaves
+   every distance unchanged, and it removes the large common component that makes
+   ``|x|^2 + |y|^2 - 2<x, y>`` cancel). The reference is the first row; if it turns out to be an
+   outlier (more than m pairs flagged in step 4 and a median ratio D_ij / (N_i + N_j) below 0.1), the Gram is recomputed once with a central row
+   (smallest median distance) as the reference. The block's Gram matrix ``B B^T`` is computed by BLAS in
+   the input's precision (float32 input: float32 centred values, float32 SGEMM over at most
+   ``_BLOCK32`` columns; float64: DGEMM) and accumulated in float64 across blocks.
+3. ``D_ij = N_i + N_j - 2 C_ij`` (``N`` the Gram diagonal: squared distances to the reference),
+   clamped at 0.
+4. Pairs where cancellation is still possible, ``D_ij <= tau * (N_i + N_j)`` (near-duplicate
+   rows: ``tau = 1e-2`` for float32, ``1e-6`` for float64), are recomputed exactly as a direct
+   float64 sum of squared differences. Every other pair has a relative error of order
+   ``eps * sqrt(block) / tau``: about 1e-5 at worst for float32 input, 1e-9 for float64.
 """
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numba as nb
 import numpy as np
 
-_GRAM_BLOCK = 256  # columns per transposed buffer (m x 256 float64 stays in L1/L2)
-_CHUNK_COLS = 16384  # target columns per parallel chunk
-_MAX_CHUNKS = 64
-_RECOMPUTE_RTOL = 1e-5  # relative threshold below which a pair is recomputed directly
+_BLOCK32 = 2048  # columns per centred block, float32 input (float32 SGEMM accumulation length)
+_BLOCK64 = 4096  # columns per centred block, float64 input
+_CHUNK_COLS = 32768  # target columns per chunk (unit of parallel work)
+_MAX_CHUNKS = 256
+_RTOL32 = 1e-2  # recompute pairs with D_ij <= rtol * (N_i + N_j)
+_RTOL64 = 1e-6
 _PAIR_BLOCK = 4096  # columns per block in the direct recomputation
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_controller = None
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="robustagg-gram")
+            _pool_size = threads
+        return _pool
+
+
+def _blas_single_thread():
+    """A context manager limiting BLAS to one thread (no-op without threadpoolctl)."""
+    global _controller
+    try:
+        import threadpoolctl
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        import contextlib
+
+        return contextlib.nullcontext()
+    if _controller is None:
+        _controller = threadpoolctl.ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 @nb.njit(cache=True, nogil=True)
-def _n_chunks(d, m):
-    c = (d + _CHUNK_COLS - 1) // _CHUNK_COLS
-    if c > _MAX_CHUNKS:
-        c = _MAX_CHUNKS
-    # bound the partial-result memory (c * m * m float64) to ~64 MiB
-    cap = max(1, (8 * 1024 * 1024) // max(1, m * m))
-    if c > cap:
-        c = cap
-    return max(1, c)
+def _centre_block(G, rows, ref, j0, bw, buf):
+    """buf[r, :bw] = G[rows[r], j0:j0+bw] - G[ref, j0:j0+bw] (difference taken in float64)."""
+    m = rows.size
+    for r in range(m):
+        i = rows[r]
+        for k in range(bw):
+            buf[r, k] = np.float64(G[i, j0 + k]) - np.float64(G[ref, j0 + k])
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
-def centred_gram(G, rows):
-    """Gram matrix of the rows ``rows`` of G after centring each column on its mean over those
-    rows, accumulated in float64: (m, m) float64, symmetric.
+def _chunk_gram(G, rows, ref, j0, j1, block, work_dtype):
+    m = rows.size
+    acc = np.zeros((m, m), dtype=np.float64)
+    buf = np.empty((m, block), dtype=work_dtype)
+    for b0 in range(j0, j1, block):
+        bw = min(block, j1 - b0)
+        b = buf if bw == block else np.empty((m, bw), dtype=work_dtype)
+        _centre_block(G, rows, ref, b0, bw, b)
+        acc += b @ b.T
+    return acc
 
-    Centring is applied per block of columns with that block's mean; since a shift common to
-    all rows never changes a distance, ``C_ii + C_jj - 2 C_ij`` is the squared distance.
-    """
+
+def centred_gram(G: np.ndarray, rows: np.ndarray, ref: int | None = None, threads: int | None = None) -> np.ndarray:
+    """Gram matrix of the rows ``rows`` of G shifted by the reference row ``G[ref]`` (default
+    ``rows[0]``): ``C_ij = <g_i - g_ref, g_j - g_ref>``, (m, m) float64, exactly symmetric.
+    Blocks in G's precision, accumulation across blocks in float64."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
     d = G.shape[1]
-    nc = _n_chunks(d, m)
-    part = np.zeros((nc, m, m), dtype=np.float64)
-    for c in nb.prange(nc):
-        j0 = (d * c) // nc
-        j1 = (d * (c + 1)) // nc
-        acc = part[c]
-        buf = np.empty((_GRAM_BLOCK, m), dtype=np.float64)
-        mu = np.empty(_GRAM_BLOCK, dtype=np.float64)
-        for b0 in range(j0, j1, _GRAM_BLOCK):
-            bw = min(_GRAM_BLOCK, j1 - b0)
-            for k in range(bw):
-                mu[k] = 0.0
-            for r in range(m):
-                i = rows[r]
-                for k in range(bw):
-                    mu[k] += G[i, b0 + k]
-            for k in range(bw):
-                mu[k] /= m
-            for r in range(m):
-                i = rows[r]
-                for k in range(bw):
-                    buf[k, r] = np.float64(G[i, b0 + k]) - mu[k]
-            k = 0
-            while k + 4 <= bw:
-                x0 = buf[k]
-                x1 = buf[k + 1]
-                x2 = buf[k + 2]
-                x3 = buf[k + 3]
-                for i in range(m):
-                    a0 = x0[i]
-                    a1 = x1[i]
-                    a2 = x2[i]
-                    a3 = x3[i]
-                    row = acc[i]
-                    for j in range(i + 1):
-                        row[j] += a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j]
-                k += 4
-            while k < bw:
-                x0 = buf[k]
-                for i in range(m):
-                    a0 = x0[i]
-                    row = acc[i]
-                    for j in range(i + 1):
-                        row[j] += a0 * x0[j]
-                k += 1
-    out = np.zeros((m, m), dtype=np.float64)
-    for c in range(nc):
-        for i in range(m):
-            for j in range(i + 1):
-                out[i, j] += part[c, i, j]
-    for i in range(m):
-        for j in range(i):
-            out[j, i] = out[i, j]
-    return out
+    ref = int(rows[0]) if ref is None else int(ref)
+    work = np.float32 if G.dtype == np.float32 else np.float64
+    block = _BLOCK32 if work == np.float32 else _BLOCK64
+    n_chunks = int(min(_MAX_CHUNKS, max(1, -(-d // _CHUNK_COLS))))
+    bounds = [(d * c) // n_chunks for c in range(n_chunks + 1)]
+    if threads is None:
+        threads = nb.get_num_threads()
+    threads = max(1, min(threads, n_chunks))
+
+    def task(c):
+        return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], block, work)
+
+    with _blas_single_thread():
+        if threads == 1:
+            parts = [task(c) for c in range(n_chunks)]
+        else:
+            parts = list(_executor(threads).map(task, range(n_chunks)))
+    out = parts[0]
+    for p in parts[1:]:
+        out += p
+    return np.triu(out) + np.triu(out, 1).T
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -137,15 +153,9 @@ def sq_distances_of_pairs(G, rows, pi, pj):
 
 
 @nb.njit(cache=True, nogil=True)
-def pairwise_sq_distances(G, rows):
-    """Squared Euclidean distances between the rows ``rows`` of G: (m, m) float64.
-
-    Symmetric with an exact zero diagonal; accurate to float64 rounding relative to each
-    distance (see the module docstring for the scheme). ``G`` is float32 or float64, any
-    layout; only block-sized pieces are copied.
-    """
-    m = rows.size
-    C = centred_gram(G, rows)
+def _distances_from_gram(C, rtol):
+    """D from the centred Gram (clamped at 0) and the pairs (i > j) to recompute directly."""
+    m = C.shape[0]
     D = np.zeros((m, m), dtype=np.float64)
     n_flag = 0
     for i in range(m):
@@ -154,25 +164,61 @@ def pairwise_sq_distances(G, rows):
             if v < 0.0:
                 v = 0.0
             D[i, j] = v
-            if v <= _RECOMPUTE_RTOL * (C[i, i] + C[j, j]):
+            if v <= rtol * (C[i, i] + C[j, j]):
                 n_flag += 1
-    if n_flag > 0:
-        pi = np.empty(n_flag, dtype=np.int64)
-        pj = np.empty(n_flag, dtype=np.int64)
-        p = 0
-        for i in range(m):
-            for j in range(i):
-                if D[i, j] <= _RECOMPUTE_RTOL * (C[i, i] + C[j, j]):
-                    pi[p] = i
-                    pj[p] = j
-                    p += 1
-        exact = sq_distances_of_pairs(G, rows, pi, pj)
-        for p in range(n_flag):
-            D[pi[p], pj[p]] = exact[p]
+    pi = np.empty(n_flag, dtype=np.int64)
+    pj = np.empty(n_flag, dtype=np.int64)
+    p = 0
+    for i in range(m):
+        for j in range(i):
+            if D[i, j] <= rtol * (C[i, i] + C[j, j]):
+                pi[p] = i
+                pj[p] = j
+                p += 1
+    return D, pi, pj
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill_pairs(D, pi, pj, exact):
+    for p in range(pi.size):
+        D[pi[p], pj[p]] = exact[p]
+    m = D.shape[0]
     for i in range(m):
         for j in range(i):
             D[j, i] = D[i, j]
     return D
+
+
+def _median_ratio(C, D):
+    """Median over pairs i > j of D_ij / (N_i + N_j): small when the reference row is far from
+    all the others."""
+    N = np.diag(C)
+    il, jl = np.tril_indices(C.shape[0], -1)
+    den = N[il] + N[jl]
+    return float(np.median(np.where(den > 0, D[il, jl] / np.where(den > 0, den, 1.0), 1.0)))
+
+
+def pairwise_sq_distances(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows ``rows`` of G: (m, m) float64.
+
+    Symmetric with an exact zero diagonal; no catastrophic cancellation (see the module
+    docstring for the scheme and its accuracy). ``G`` is float32 or float64, any layout; only
+    block-sized pieces are copied.
+    """
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    m = rows.size
+    C = centred_gram(G, rows)
+    rtol = _RTOL32 if G.dtype == np.float32 else _RTOL64
+    D, pi, pj = _distances_from_gram(C, rtol)
+    if pi.size > m and m > 2 and _median_ratio(C, D) < 0.1:
+        # most pairs are close relative to their distance from the reference row (the reference
+        # is an outlier): shift by a central row instead -- the row whose median distance to
+        # the others is smallest -- rather than recomputing O(m^2) pairs directly
+        central = int(np.argmin(np.median(D + D.T, axis=1)))
+        C = centred_gram(G, rows, ref=int(rows[central]))
+        D, pi, pj = _distances_from_gram(C, rtol)
+    exact = sq_distances_of_pairs(G, rows, pi, pj)
+    return _fill_pairs(D, pi, pj, exact)
 
 
 @nb.njit(cache=True, nogil=True)
