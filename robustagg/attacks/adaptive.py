@@ -37,6 +37,8 @@ def line_search(
     directions: Sequence[str] = PERTURBATIONS,
     grid: Sequence[float] | None = None,
     refine: int = 12,
+    both_signs: bool = True,
+    extend: int = 60,
     benign_only: bool = False,
     rng: Any = None,
     return_info: bool = False,
@@ -44,7 +46,7 @@ def line_search(
     r"""Adaptive line-search attack against a known rule.
 
     All Byzantine rows send :math:`x(\gamma) = \mu + \gamma\, u` where :math:`u` is a unit
-    malicious direction and γ ≥ 0 maximises the damage
+    malicious direction and γ maximises the damage
 
     .. math:: J(\gamma) = \| \mathrm{rule}(G'(\gamma)) - \bar g_{\text{benign}} \|_2 ,
 
@@ -59,13 +61,22 @@ def line_search(
       (exactly so with ``benign_only=True``, where μ is the benign mean);
     * ``"sign"``: :math:`u \propto -\operatorname{sign}(\mu)`.
 
+    With ``both_signs=True`` (default) γ also runs over negative values, i.e. the opposite
+    side of each line: :math:`\mu + |\gamma|\,\sigma/\|\sigma\|` is the side ByzFL's optimal
+    ALIE searches (:math:`\mu + \tau\sigma`), and it is the stronger side against some rules
+    (e.g. clipped clustering).
+
     Search: γ on a geometric grid ``grid`` (multiples of the honest spread
-    :math:`s = \sqrt{\frac1n \sum_i \|g_i - \mu\|^2}`; default :math:`s \cdot 2^{k/2}`,
-    k = −12 … 14) plus γ = 0, then ``refine`` golden-section steps between the grid neighbours
-    of the best point. The rule is a black box (it may be non-smooth and random: a random rule
-    gets the same seed at every evaluation, common random numbers), so the result is the best
-    point found, not a certified optimum. Cost: about ``len(directions) · (28 + refine)`` calls
-    of the rule.
+    :math:`s = \sqrt{\frac1n \sum_i \|g_i - \mu\|^2}`; default :math:`s \cdot 2^{k}`,
+    k = −6 … 7, on each side) plus γ = 0; along ``"unit_vec"`` also the IPM points
+    :math:`\gamma = (1 + \varepsilon)\|\mu\|` for ε ∈ {0} ∪ {2^{k/2}: k = −14 … 6}, so that the usual
+    range ε ∈ [0, 1] is sampled densely. When the best point is the outermost one, the search
+    keeps doubling γ while the damage grows (at most ``extend`` doublings: rules with no
+    robustness, like the mean, are attacked until the aggregate overflows). Then ``refine``
+    golden-section steps between the neighbours of the best point. The rule is a black box (it
+    may be non-smooth and random: a random rule gets the same seed at every evaluation, common
+    random numbers), so the result is the best point found, not a certified optimum. Cost: about
+    ``len(directions) · (30 + refine)`` calls of the rule (twice the grid with ``both_signs``).
 
     Parameters
     ----------
@@ -84,6 +95,10 @@ def line_search(
         Positive multipliers of the honest spread s to evaluate.
     refine : int, default 12
         Golden-section steps after the grid search (0: grid only).
+    both_signs : bool, default True
+        Search both sides of each line (γ < 0 as well).
+    extend : int, default 60
+        Most doublings of γ past the grid while the damage keeps growing (0: grid only).
     benign_only : bool, default False
         μ, σ and s over the benign rows only (default: all n honest gradients, SPEC §4).
     rng : None, int or numpy.random.Generator
@@ -106,8 +121,12 @@ def line_search(
     if not directions:
         raise ValueError("line_search: argument 'directions' must name at least one direction")
     refine = check_int(refine, rule="line_search", name="refine", low=0)
+    extend = check_int(extend, rule="line_search", name="extend", low=0)
+    if not isinstance(both_signs, (bool, np.bool_)):
+        raise TypeError(f"line_search: argument 'both_signs' must be a bool, got {both_signs!r}")
+    default_grid = grid is None
     if grid is None:
-        multipliers = np.array([2.0 ** (k / 2.0) for k in range(-12, 15)])
+        multipliers = np.array([2.0**k for k in range(-6, 8)])
     else:
         multipliers = np.array(
             [check_real(g, rule="line_search", name="grid", low=0.0, low_open=True) for g in grid]
@@ -164,14 +183,42 @@ def line_search(
         if norm_p == 0.0:
             continue
         u = p / norm_p
-        gammas = np.concatenate([[0.0], scale * multipliers])
-        values = np.array([damage(mu + g * u) for g in gammas])
+
+        def along(g: float, u: np.ndarray = u) -> float:
+            return damage(mu + g * u)
+
+        points = [0.0, *(scale * multipliers)]
+        if direction == "unit_vec" and default_grid:
+            norm_mu = float(np.linalg.norm(mu))
+            points += [norm_mu * (1.0 + eps) for eps in (0.0, *(2.0 ** (k / 2.0) for k in range(-14, 7)))]
+        if both_signs:
+            points += [-g for g in points if g > 0]
+        gammas = np.unique(np.array(points, dtype=np.float64))
+        values = np.array([along(g) for g in gammas])
         k = int(np.argmax(values))
+        # past the grid's end: keep doubling while the damage grows
+        if k in (0, gammas.size - 1) and gammas[k] != 0.0 and math.isfinite(values[k]):
+            g_edge, v_edge = float(gammas[k]), float(values[k])
+            extra_g, extra_v = [], []
+            for _ in range(extend):
+                g_next = 2.0 * g_edge
+                v_next = along(g_next)
+                extra_g.append(g_next)
+                extra_v.append(v_next)
+                if not v_next > v_edge or not math.isfinite(v_next):
+                    break
+                g_edge, v_edge = g_next, v_next
+            gammas = np.concatenate([gammas, extra_g])
+            values = np.concatenate([values, extra_v])
+            order = np.argsort(gammas)
+            gammas, values = gammas[order], values[order]
+            finite = np.where(np.isfinite(values), values, -math.inf)
+            k = int(np.argmax(finite))
         g_best, v_best = float(gammas[k]), float(values[k])
         if refine and math.isfinite(v_best):
             lo = float(gammas[max(k - 1, 0)])
             hi = float(gammas[min(k + 1, gammas.size - 1)])
-            g_best, v_best = _golden_max(lambda g, u=u: damage(mu + g * u), lo, hi, refine, g_best, v_best)
+            g_best, v_best = _golden_max(along, lo, hi, refine, g_best, v_best)
         if v_best > best[0]:
             best = (v_best, g_best, direction, mu + g_best * u)
     value, gamma, direction, x = best
