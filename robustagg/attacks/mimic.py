@@ -9,6 +9,7 @@ import numpy as np
 
 from .._registry import register_attack
 from .._validation import check_int
+from ..kernels import _field
 from ._common import prepare_attack
 
 __all__ = ["mimic", "mimic_target"]
@@ -26,9 +27,8 @@ def _heuristic_target(a) -> int:
         raise ValueError("mimic: every row is Byzantine; there is no benign row to copy")
     if benign.size == 1:
         return int(benign[0])
-    mu = a.mean(benign)
-    K, _ = a.centered_gram(benign, mu)
-    K = 0.5 * (K + K.T)
+    # Gram matrix of the centred benign rows from their pairwise distances (shared kernel)
+    K = _field.centered_gram_from_sq_distances(_field.sq_distances(a.G, benign))
     lam, U = np.linalg.eigh(K)
     u = U[:, -1]
     if lam[-1] <= 0:  # every benign row is the same: any of them, the first
