@@ -24,20 +24,45 @@ def _sq_dist(X, i, Y, j):
     return s
 
 
+@nb.njit(cache=True, nogil=True)
+def _kth_distance(X, i, n_neighbors, row):
+    n = X.shape[0]
+    for j in range(n):
+        row[j] = np.sqrt(_sq_dist(X, i, X, j))
+    return np.partition(row, n_neighbors - 1)[n_neighbors - 1]
+
+
+@nb.njit(cache=True, nogil=True)
+def _estimate_bandwidth_serial(X, n_neighbors):
+    n = X.shape[0]
+    row = np.empty(n, dtype=np.float64)
+    total = 0.0
+    for i in range(n):
+        total += _kth_distance(X, i, n_neighbors, row)
+    return total / n
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
-def estimate_bandwidth_kernel(X, n_neighbors):
-    """Mean over points of the distance to their ``n_neighbors``-th nearest point (self counted)."""
+def _estimate_bandwidth_parallel(X, n_neighbors):
     n = X.shape[0]
     kth = np.empty(n, dtype=np.float64)
     for i in nb.prange(n):
         row = np.empty(n, dtype=np.float64)
-        for j in range(n):
-            row[j] = np.sqrt(_sq_dist(X, i, X, j))
-        kth[i] = np.partition(row, n_neighbors - 1)[n_neighbors - 1]
+        kth[i] = _kth_distance(X, i, n_neighbors, row)
     total = 0.0
     for i in range(n):
         total += kth[i]
     return total / n
+
+
+_PARALLEL_MIN_N = 256  # below this the thread start-up costs more than the O(n^2) work
+
+
+def estimate_bandwidth_kernel(X, n_neighbors):
+    """Mean over points of the distance to their ``n_neighbors``-th nearest point (self counted)."""
+    if X.shape[0] >= _PARALLEL_MIN_N:
+        return _estimate_bandwidth_parallel(X, n_neighbors)
+    return _estimate_bandwidth_serial(X, n_neighbors)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -116,16 +141,21 @@ def _climb_one(X, seed, r2, stop, max_iter, out):
         completed += 1
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
-def climb_seeds_kernel(X, seeds, bandwidth, max_iter):
-    """Move every seed to the mean of the points within ``bandwidth`` until it converges.
+@nb.njit(cache=True, nogil=True)
+def _climb_serial(X, seeds, bandwidth, max_iter):
+    p = X.shape[1]
+    n_seeds = seeds.shape[0]
+    centers = np.empty((n_seeds, p), dtype=np.float64)
+    counts = np.zeros(n_seeds, dtype=np.int64)
+    r2 = bandwidth * bandwidth
+    stop = 1e-3 * bandwidth
+    for s in range(n_seeds):
+        counts[s] = _climb_one(X, seeds[s], r2, stop, max_iter, centers[s])
+    return centers, counts
 
-    Per seed, as scikit-learn's ``_mean_shift_single_seed``: the points with
-    ``|x - m|^2 <= bandwidth^2`` are averaged (summed in index order, then divided); stop when
-    the shift is ``<= 1e-3 * bandwidth`` or after ``max_iter`` shifts. Returns the final
-    centers and, per seed, the number of points averaged last (0 when no point was within
-    reach: that seed yields no center).
-    """
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _climb_parallel(X, seeds, bandwidth, max_iter):
     p = X.shape[1]
     n_seeds = seeds.shape[0]
     centers = np.empty((n_seeds, p), dtype=np.float64)
@@ -135,6 +165,20 @@ def climb_seeds_kernel(X, seeds, bandwidth, max_iter):
     for s in nb.prange(n_seeds):
         counts[s] = _climb_one(X, seeds[s], r2, stop, max_iter, centers[s])
     return centers, counts
+
+
+def climb_seeds_kernel(X, seeds, bandwidth, max_iter):
+    """Move every seed to the mean of the points within ``bandwidth`` until it converges.
+
+    Per seed, as scikit-learn's ``_mean_shift_single_seed``: the points with
+    ``|x - m|^2 <= bandwidth^2`` are averaged (summed in index order, then divided); stop when
+    the shift is ``<= 1e-3 * bandwidth`` or after ``max_iter`` shifts. Returns the final
+    centers and, per seed, the number of points averaged last (0 when no point was within
+    reach: that seed yields no center). Seeds run in parallel for large inputs.
+    """
+    if X.shape[0] * seeds.shape[0] >= _PARALLEL_MIN_N * 64:
+        return _climb_parallel(X, seeds, bandwidth, max_iter)
+    return _climb_serial(X, seeds, bandwidth, max_iter)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -1,0 +1,108 @@
+"""SignGuard timings, side by side in one run (figures quoted in docs/signguard.md).
+
+    python benchmarks/bench_signguard.py            # all cases
+    python benchmarks/bench_signguard.py --quick    # smaller repeats
+
+1. n = 50, d = 10^6, float32: ``signguard`` against one ``np.mean(G, axis=0)`` (target <= 3x).
+2. n = 50, d = 10^4: ``signguard`` against the naive NumPy + scikit-learn implementation of the
+   same algorithm with the same coordinates (``robustagg.testing.naive_signguard``; target >= 20x).
+3. n = 1000, d = 10^5, float32: ``signguard`` (target < 1 s).
+4. Compile time: the first call in a fresh interpreter with an empty Numba cache, apart from
+   the cache-load time of a second fresh interpreter.
+
+Each timing is the median of several calls after a warm-up call (Numba compiled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def fresh_interpreter_first_call(cache_dir: str) -> tuple[float, float]:
+    """(import time, first signguard call) in a new interpreter using ``cache_dir``."""
+    code = textwrap.dedent(
+        """
+        import time
+        t = time.perf_counter()
+        import numpy as np, robustagg
+        t_import = time.perf_counter() - t
+        G = np.random.default_rng(0).standard_normal((50, 1000)).astype(np.float32)
+        t = time.perf_counter()
+        robustagg.signguard(G, rng=0)
+        print(t_import, time.perf_counter() - t)
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    a, b = out.stdout.split()
+    return float(a), float(b)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="SignGuard timings")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    repeat = 3 if args.quick else 7
+
+    import robustagg
+    from robustagg.testing.naive_signguard import naive_signguard
+
+    rng = np.random.default_rng(0)
+    print(f"numba threads: {__import__('numba').get_num_threads()}, cpus: {os.cpu_count()}")
+
+    # 1. n = 50, d = 1e6, float32 vs np.mean
+    G = rng.standard_normal((50, 1_000_000), dtype=np.float32)
+    G += 0.1
+    t_mean = median_time(lambda: np.mean(G, axis=0), repeat)
+    t_sg = median_time(lambda: robustagg.signguard(G, rng=0), repeat)
+    print(f"[1] n=50 d=1e6 float32: np.mean {t_mean * 1e3:.1f} ms, signguard {t_sg * 1e3:.1f} ms, ratio {t_sg / t_mean:.2f}x (target <= 3x)")
+    del G
+
+    # 2. n = 50, d = 1e4: vs the naive NumPy + scikit-learn implementation
+    G = rng.standard_normal((50, 10_000)) + 0.1
+    G[:10] *= -1
+    _, info = robustagg.signguard(G, rng=0, return_info=True)
+    coords = info.coordinates
+    t_fast = median_time(lambda: robustagg.signguard(G, coordinates=coords), repeat * 3)
+    t_naive = median_time(lambda: naive_signguard(G, coords), repeat)
+    print(f"[2] n=50 d=1e4 float64: signguard {t_fast * 1e3:.2f} ms, naive NumPy+scikit-learn {t_naive * 1e3:.1f} ms, speed-up {t_naive / t_fast:.0f}x (target >= 20x)")
+    del G
+
+    # 3. n = 1000, d = 1e5, float32
+    G = rng.standard_normal((1000, 100_000), dtype=np.float32)
+    G += 0.1
+    t_big = median_time(lambda: robustagg.signguard(G, rng=0), max(2, repeat // 2))
+    t_mean_big = median_time(lambda: np.mean(G, axis=0), max(2, repeat // 2))
+    print(f"[3] n=1000 d=1e5 float32: signguard {t_big:.3f} s (np.mean {t_mean_big:.3f} s) (target < 1 s)")
+    del G
+
+    # 4. compile time vs cache load
+    with tempfile.TemporaryDirectory() as cache:
+        imp1, first = fresh_interpreter_first_call(cache)
+        imp2, cached = fresh_interpreter_first_call(cache)
+    print(f"[4] first call with an empty Numba cache {first:.2f} s (import {imp1:.2f} s); "
+          f"first call loading the cache {cached:.2f} s (import {imp2:.2f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
