@@ -36,7 +36,7 @@ def honest(n=20, d=30, seed=0, dtype=np.float64, mean_scale=0.3):
 
 def run_attack(name, G, f, rng=None):
     """Call a registered attack generically (attacks that target a rule get the mean)."""
-    extra = {"grid": (0.5, 1.0, 2.0), "refine": 2} if name == "line_search" else {}
+    extra = {"grid": (0.5, 1.0, 2.0), "refine": 2, "extend": 0} if name == "line_search" else {}
     return call_with_supported(robustagg.ATTACKS[name], G, f, rng=rng, rule="mean", **extra)
 
 
