@@ -154,7 +154,7 @@ def test_selection_kernels_against_naive_and_numpy(case):
 def test_selection_large_columns_and_extreme_values():
     """n > 16 exercises the partition loop; huge finite values and sorted/reversed columns."""
     rng = np.random.default_rng(3)
-    for m in (17, 50, 101):
+    for m in (17, 50, 101, 300):  # 300 rows: the quickselect path
         G = rng.normal(size=(m, 1500))
         G[: m // 4] = 1e300
         G[m // 4 : m // 3] = -1e300
