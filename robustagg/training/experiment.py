@@ -206,7 +206,7 @@ def _cells_fig4(a) -> list[dict]:
 
 
 def _cells_fig5(a) -> list[dict]:
-    rules = a.rules or ("trimmed_mean", "median", "multi_krum", "bulyan", "dnc", "signguard")
+    rules = a.rules or ("mean", "trimmed_mean", "median", "multi_krum", "bulyan", "dnc", "signguard")
     cells = [dict(rule="mean", attack="none", variant="baseline")]
     cells += [dict(rule=r, attack="time_varying") for r in rules]
     return cells
@@ -616,16 +616,27 @@ def plot(preset: str, records: list[dict], path: str) -> str | None:
         axes[0][0].set_ylabel("accuracy drop (points)")
         axes[0][-1].legend(fontsize=7)
     elif preset == "fig5":
-        fig, ax = plt.subplots(figsize=(6, 3.6))
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        several = len({x["cell"]["seed"] for x in ok}) > 1
         for r in ok:
-            acc = np.array(r["history"]["accuracy"], dtype=float)
+            acc = 100 * np.array(r["history"]["accuracy"], dtype=float)
             rounds = np.array(r["history"]["round"], dtype=float)
             label = "baseline (Mean, no attack)" if r["cell"]["variant"] == "baseline" else _p(r["cell"]["rule"])
-            ax.plot(rounds, 100 * acc, label=f"{label} s{r['cell']['seed']}" if len(set(x['cell']['seed'] for x in ok)) > 1 else label)
-        ax.set_xlabel("round")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Time-varying attack")
-        ax.legend(fontsize=7)
+            label = f"{label} s{r['cell']['seed']}" if several else label
+            style = "k--" if r["cell"]["variant"] == "baseline" else "-"
+            for ax in axes:
+                ax.plot(rounds, acc, style, label=label, lw=1.2)
+        last = max(float(np.nanmax(np.array(r["history"]["round"], dtype=float))) for r in ok)
+        tail = [100 * np.array(r["history"]["accuracy"], dtype=float)[np.array(r["history"]["round"]) >= 0.25 * last] for r in ok]
+        low = min(float(np.nanmin(t)) for t in tail if t.size)
+        axes[1].set_xlim(0.25 * last, last)
+        axes[1].set_ylim(max(low - 1, 0), 100)
+        axes[1].set_title("zoom: last 75 % of the rounds")
+        axes[0].set_title("Time-varying attack (a fresh attack or none each epoch)")
+        for ax in axes:
+            ax.set_xlabel("round")
+        axes[0].set_ylabel("test accuracy (%)")
+        axes[1].legend(fontsize=7)
     else:  # fig6
         rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
         attacks = list(dict.fromkeys(r["cell"]["attack"] for r in rest))
@@ -642,8 +653,10 @@ def plot(preset: str, records: list[dict], path: str) -> str | None:
                     "k*", label="baseline")
             ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], [f"s={c:g}" for c in cols])
             ax.set_title(_p(att))
+        values = [100 * _acc(r) for r in ok if math.isfinite(_acc(r))]
+        axes[0][0].set_ylim(max(min(values) - 3, 0), 100)
         axes[0][0].set_ylabel("best test accuracy (%)")
-        axes[0][-1].legend(fontsize=6)
+        axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
