@@ -329,7 +329,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--csv", type=Path, help="also write one row per cell as CSV")
     p.add_argument("--json", type=Path, help="also write the full result as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn only on a terminal anyway)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -346,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     total = len(rules) * (len(attacks) + 1)
     from ._progress import Progress
 
-    with Progress(total=total, desc="matrix", enabled=not args.quiet) as bar:
+    with Progress(total=total, desc="matrix", enabled=False if args.quiet else None) as bar:
         result = robustness_matrix(
             rules,
             attacks,
