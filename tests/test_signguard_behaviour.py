@@ -18,15 +18,28 @@ _spec = importlib.util.spec_from_file_location(
 rates = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rates)
 
-ATTACKS = ["LIE (z=0.3)", "ByzMean", "Min-Max", "Min-Sum", "sign-flip", "Gaussian"]
+SEEDS = (1000, 1001, 1002)  # the first trials of the docs' table
+BYZMEAN_LEAK = (
+    "ByzMean (the paper's defaults): in trial 1001 the m2 = 5 crafted rows (all-negative signs, "
+    "norm ratio 2.0: they pass the norm filter) inflate the estimated bandwidth, and the flat "
+    "kernel then merges the m1 = 5 LIE rows into the honest mode; see docs/signguard.md"
+)
+ATTACKS = [
+    "LIE (z=0.3)",
+    pytest.param("ByzMean", marks=pytest.mark.xfail(reason=BYZMEAN_LEAK, strict=True)),
+    "Min-Max",
+    "Min-Sum",
+    "sign-flip",
+    "Gaussian",
+]
 
 
 @pytest.mark.parametrize("variant", ["SignGuard", "SignGuard-Sim", "SignGuard-Dist"])
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_no_malicious_row_kept_and_most_honest_rows_kept(attack, variant):
-    for seed in (0, 1):
+    for seed in SEEDS:
         G, byzantine = rates.attacked(attack, seed)
-        _, info = rates.VARIANTS[variant](G, seed)
+        _, info = rates.VARIANTS[variant](G, seed - 1000)
         honest_rate, malicious_rate = info.kept_rate(byzantine)
         assert malicious_rate == 0.0, (attack, variant, seed, np.flatnonzero(info.kept & byzantine))
         assert honest_rate >= 0.85, (attack, variant, seed, honest_rate)
@@ -41,3 +54,19 @@ def test_sign_flip_without_sign_bias_needs_the_similarity_feature():
     assert plain.kept_rate(byzantine)[1] >= 0.2  # a good share of the flipped rows slips through
     honest_rate, malicious_rate = sim.kept_rate(byzantine)
     assert malicious_rate == 0.0 and honest_rate >= 0.85
+
+
+def test_byzmean_leak_mechanism():
+    """What the ByzMean failure above is: only the m1 LIE rows slip in, the crafted rows never."""
+    for seed in SEEDS:
+        G, byzantine = rates.attacked("ByzMean", seed)
+        _, info = rates.VARIANTS["SignGuard"](G, seed - 1000)
+        byz = np.flatnonzero(byzantine)
+        norm_ratio = info.norms[byz] / info.median_norm
+        crafted = byz[norm_ratio > 1.5]  # the m2 rows ((n - m1) g1 - sum benign) / m2
+        lie_rows = byz[norm_ratio <= 1.5]
+        assert len(crafted) == 5 and len(lie_rows) == 5
+        assert not info.kept[crafted].any()
+        assert info.kept_rate(byzantine)[0] >= 0.85
+        if seed == 1001:
+            assert info.kept[lie_rows].all()
