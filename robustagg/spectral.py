@@ -10,6 +10,7 @@ import numpy as np
 from . import kernels
 from ._registry import register_rule
 from ._validation import check_int, check_real, check_rng, prepare
+from .kernels._distance import blas_single_thread
 
 __all__ = ["dnc"]
 
@@ -86,19 +87,8 @@ def dnc(
     all_scores = np.empty((niters, m), dtype=np.float64)
     kept_rounds = np.zeros((niters, m), dtype=bool)
     rows_grid = p.rows[:, None]
-    for t in range(niters):
-        coords = np.sort(gen.choice(p.d, size=bs, replace=False))
-        sub = p.G[rows_grid, coords[None, :]].astype(np.float64)
-        sub -= sub.mean(axis=0)
-        if sub.any():
-            _, _, vt = np.linalg.svd(sub, full_matrices=False)
-            scores = (sub @ vt[0]) ** 2
-        else:
-            scores = np.zeros(m, dtype=np.float64)
-        keep = np.argsort(scores, kind="stable")[:n_keep]
-        kept_rounds[t, keep] = True
-        counts[keep] += 1
-        all_scores[t] = scores
+    with blas_single_thread():  # small (m, b) products: BLAS threads only add contention
+        _rounds(p, gen, niters, bs, n_keep, rows_grid, counts, all_scores, kept_rounds)
     best = int(counts.max())
     final = counts == best
     fallback = best < niters
@@ -113,6 +103,23 @@ def dnc(
             final, scores=scores_full, kept_per_round=kept_full, fallback=fallback, n_removed=n_removed
         )
     return p.finish(result, info, return_info=return_info)
+
+
+def _rounds(p, gen, niters, bs, n_keep, rows_grid, counts, all_scores, kept_rounds):
+    """The DnC rounds: sample, centre, top singular direction, score, keep the lowest."""
+    for t in range(niters):
+        coords = np.sort(gen.choice(p.d, size=bs, replace=False))
+        sub = p.G[rows_grid, coords[None, :]].astype(np.float64)
+        sub -= sub.mean(axis=0)
+        # top right singular vector v of the centred sub-matrix X through the small (m, m) Gram
+        # matrix X X^T = U diag(lambda) U^T: X v = sigma_1 u_1, so s_i = lambda_1 u_1i^2
+        gram = sub @ sub.T
+        lam, U = np.linalg.eigh(gram)
+        scores = max(float(lam[-1]), 0.0) * U[:, -1] ** 2
+        keep = np.argsort(scores, kind="stable")[:n_keep]
+        kept_rounds[t, keep] = True
+        counts[keep] += 1
+        all_scores[t] = scores
 
 
 register_rule("dnc", dnc)

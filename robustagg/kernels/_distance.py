@@ -54,7 +54,7 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _blas_single_thread():
+def blas_single_thread():
     """A context manager limiting BLAS to one thread (no-op without threadpoolctl)."""
     global _controller
     try:
@@ -109,7 +109,7 @@ def centred_gram(G: np.ndarray, rows: np.ndarray, ref: int | None = None, thread
     def task(c):
         return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], block, work)
 
-    with _blas_single_thread():
+    with blas_single_thread():
         if threads == 1:
             parts = [task(c) for c in range(n_chunks)]
         else:

@@ -1,0 +1,148 @@
+"""Classical rules against their NumPy references, side by side in one run (issue 2's figures).
+
+At n = 50, d = 10^6, float32 (``--quick``: d = 10^5) on a synthetic attacked matrix (honest
+``mu + N(0, 1)`` rows, the first f = 10 replaced by the LIE vector):
+
+* ``median`` vs ``np.median(G, axis=0)``;
+* ``trimmed_mean(f)`` vs the sort-based NumPy trimmed mean ``np.sort(G, axis=0)[f:n-f].mean(0)``;
+* ``krum(f)``, ``multi_krum(f)`` vs one ``X @ X.T`` (float32 BLAS);
+* ``bulyan``, ``geometric_median``, ``dnc`` for information.
+
+Each time is the median of ``--repeats`` calls after one warm-up call (JIT compilation or cache
+load happen in the warm-up). The compile time is reported separately: each rule's first call on
+a tiny matrix in a fresh interpreter with an empty Numba cache.
+
+Usage::
+
+    python benchmarks/bench_classical.py            # n=50, d=1e6, float32
+    python benchmarks/bench_classical.py --quick    # d=1e5, fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: compilation / cache load
+    times = []
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    finally:
+        gc.enable()
+    return float(np.median(times))
+
+
+def attacked_matrix(n: int, d: int, f: int, dtype, seed: int = 0) -> np.ndarray:
+    """Honest rows mu + N(0, 1) (mu ~ 0.1 N(0, 1)); the first f rows send the LIE vector (z = 0.3)."""
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((n, d), dtype=np.float32).astype(dtype, copy=False)
+    G += (0.1 * rng.standard_normal(d, dtype=np.float32)).astype(dtype)
+    honest = G[f:]
+    lie = honest.mean(axis=0, dtype=np.float64) - 0.3 * honest.std(axis=0, ddof=1, dtype=np.float64)
+    G[:f] = lie.astype(dtype)
+    return G
+
+
+_COMPILE_SNIPPET = """
+import time, numpy as np
+t0 = time.perf_counter()
+import robustagg
+t_import = time.perf_counter() - t0
+G = np.random.default_rng(0).normal(size=(11, 64)).astype(np.{dtype})
+out = {{}}
+for name, call in [
+    ("median", lambda: robustagg.median(G)),
+    ("trimmed_mean", lambda: robustagg.trimmed_mean(G, 2)),
+    ("krum", lambda: robustagg.krum(G, 2)),
+    ("multi_krum", lambda: robustagg.multi_krum(G, 2)),
+    ("bulyan", lambda: robustagg.bulyan(G, 2)),
+    ("geometric_median", lambda: robustagg.geometric_median(G)),
+    ("dnc", lambda: robustagg.dnc(G, 2, rng=0)),
+]:
+    t0 = time.perf_counter(); call(); out[name] = time.perf_counter() - t0
+print(repr(out))
+"""
+
+
+def compile_times(dtype: str) -> dict[str, float]:
+    """First-call time of each rule (compilation included) in a fresh interpreter and cache."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        res = subprocess.run(
+            [sys.executable, "-c", _COMPILE_SNIPPET.format(dtype=dtype)],
+            capture_output=True, text=True, env=env, check=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+    return eval(res.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr of a dict
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--d", type=float, default=1e6)
+    ap.add_argument("--f", type=int, default=10)
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--quick", action="store_true", help="d = 1e5, 3 repeats")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compile-time measurement")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.d, args.repeats = 1e5, 3
+    n, d, f = args.n, int(args.d), args.f
+    dtype = np.dtype(args.dtype)
+
+    import numba
+
+    import robustagg
+
+    G = attacked_matrix(n, d, f, dtype)
+    print(f"n={n} d={d} f={f} dtype={dtype} threads={numba.get_num_threads()} repeats={args.repeats}")
+
+    def np_trimmed():
+        return np.sort(G, axis=0)[f : n - f].mean(axis=0)
+
+    # correctness first: the fast rules agree with their references here
+    np.testing.assert_allclose(robustagg.median(G), np.median(G, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(robustagg.trimmed_mean(G, f), np_trimmed(), rtol=1e-4, atol=1e-5)
+
+    rows = [
+        ("median", lambda: robustagg.median(G), "np.median(G, axis=0)", lambda: np.median(G, axis=0)),
+        ("trimmed_mean", lambda: robustagg.trimmed_mean(G, f), "np.sort-based trimmed mean", np_trimmed),
+        ("krum", lambda: robustagg.krum(G, f), "X @ X.T", lambda: G @ G.T),
+        ("multi_krum", lambda: robustagg.multi_krum(G, f), "X @ X.T", lambda: G @ G.T),
+        ("bulyan", lambda: robustagg.bulyan(G, min(f, (n - 3) // 4)), "X @ X.T", lambda: G @ G.T),
+        ("geometric_median", lambda: robustagg.geometric_median(G), "X @ X.T", lambda: G @ G.T),
+        ("dnc", lambda: robustagg.dnc(G, f, rng=0), "X @ X.T", lambda: G @ G.T),
+    ]
+    print(f"{'rule':<18}{'time [s]':>10}   {'reference':<28}{'ref [s]':>9}{'ref/rule':>10}")
+    ref_cache: dict[str, float] = {}
+    for name, fn, ref_name, ref_fn in rows:
+        # rule and reference timed alternately, so that a noisy neighbour hits both alike
+        t_rule = _median_time(fn, args.repeats)
+        t_ref = _median_time(ref_fn, args.repeats)
+        ref_cache[ref_name] = t_ref
+        print(f"{name:<18}{t_rule:>10.4f}   {ref_name:<28}{t_ref:>9.4f}{t_ref / t_rule:>9.2f}x")
+    if not args.no_compile:
+        print("\ncompile time (first call, fresh interpreter, empty Numba cache, 11x64 input):")
+        for name, t in compile_times(args.dtype).items():
+            print(f"  {name:<18}{t:>8.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
