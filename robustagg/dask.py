@@ -5,19 +5,22 @@ other chunkings are rechunked to that) is aggregated in passes over its column b
 O(n²) quantities reach the driver; the aggregate comes back as a lazy ``(d,)`` Dask array with the
 same column chunks (call ``.compute()`` or store it).
 
-* **Coordinate-wise rules** (``mean``, ``median``, ``trimmed_mean``): a first pass finds the rows
+* **Coordinate-wise rules** (``mean``, ``median``, ``trimmed_mean``, ``meamed``): a first pass finds the rows
   holding NaN/±Inf anywhere (``kernels.nonfinite_rows`` per block, or-reduced), then the public
   NumPy rule runs on every column block (``map_blocks``, ``drop_axis=0``) with those rows marked,
   so the block results are exactly the NumPy rule's columns.
-* **Distance-based rules** (``krum``, ``multi_krum``, ``geometric_median``): one pass sums the
+* **Distance-based rules** (``krum``, ``multi_krum``, ``geometric_median``, and the field's
+  ``mda``, ``monna``, ``smea``, ``caf``): one pass sums the
   blocks' centred n×n Gram matrices in float64 (a tree reduction); each block is centred on its own
   column mean, which leaves every pairwise distance unchanged. On the driver, classical
   multidimensional scaling turns the Gram matrix into n points ``Y`` with exactly the same pairwise
   distances (at most n - 1 coordinates), and the public NumPy rule decides on ``Y`` (same scores,
   ties, bounds, non-finite policy and diagnostics, since these rules depend only on distances).
-  A second pass averages the chosen rows (Krum, Multi-Krum: ``kernels.column_mean`` of the kept
-  rows per block) or forms the same affine combination of the rows that the rule formed of the
-  ``Y`` points (geometric median).
+  These rules depend on the rows only through their pairwise distances (and are invariant under
+  rotations and translations), which is what makes the reduction exact. A second pass averages
+  the chosen rows (Krum, Multi-Krum, MDA, MoNNA, SMEA: ``kernels.column_mean`` of the kept rows
+  per block) or forms the same affine combination of the rows that the rule formed of the ``Y``
+  points (geometric median, CAF).
 * **SignGuard**: a pass computes the row norms (block sums of squares) and the sign counts on the
   sampled coordinates (the same coordinates the NumPy ``signguard`` samples for the same ``rng``);
   the norm filter and the clustering run on the driver through the NumPy implementation; a last
@@ -59,6 +62,7 @@ __all__ = [
     "aggregate",
     "geometric_median",
     "krum",
+    "meamed",
     "mean",
     "median",
     "multi_krum",
@@ -67,10 +71,18 @@ __all__ = [
 ]
 
 #: Rules computed column block by column block.
-COORDINATEWISE_RULES = ("mean", "median", "trimmed_mean")
+COORDINATEWISE_RULES = ("mean", "median", "trimmed_mean", "meamed")
 #: Rules decided from the n×n Gram matrix: "select" ones average the kept rows, "affine" ones
 #: return an affine combination of the rows.
-DISTANCE_RULES = {"krum": "select", "multi_krum": "select", "geometric_median": "affine"}
+DISTANCE_RULES = {
+    "krum": "select",
+    "multi_krum": "select",
+    "geometric_median": "affine",
+    "mda": "select",
+    "monna": "select",
+    "smea": "select",
+    "caf": "affine",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +244,11 @@ def _coordinatewise(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
         raise ValueError(f"robustagg.dask.{rule}: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf")
     out = X.map_blocks(_block_rule, rule, bad, kwargs, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
     if return_info:
-        return out, Diagnostics(rule, kept=~bad, nonfinite=bad)
+        # the NumPy rule's own diagnostics (kept, nonfinite, f_effective, ...) from an (n, 1)
+        # probe with the same non-finite rows: they do not depend on the values
+        probe = np.where(bad[:, None], np.nan, 0.0).astype(X.dtype)
+        _, info = get_rule(rule)(probe, **kwargs, return_info=True)
+        return out, info
     return out
 
 
@@ -256,6 +272,12 @@ def _embedding(K: np.ndarray, bad: np.ndarray) -> np.ndarray:
 
 def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info: bool):
     n = X.shape[0]
+    reference = kwargs.get("reference")
+    if reference is not None and not isinstance(reference, (int, np.integer)):
+        raise ValueError(
+            f"robustagg.dask.{rule}: a vector 'reference' is not supported on Dask arrays "
+            "(the decision runs on the rows' pairwise geometry); pass None or a row index"
+        )
     _validate_on_driver(rule, n, X.dtype, kwargs)
     K, bad = _tree_reduce(X, _block_gram)
     bad = np.asarray(bad, dtype=bool)
@@ -333,6 +355,11 @@ def median(X: Any, *, return_info: bool = False, **kwargs: Any):
 def trimmed_mean(X: Any, f: int, *, return_info: bool = False, **kwargs: Any):
     """:func:`robustagg.trimmed_mean` on a Dask array chunked along d, block by block (see :func:`aggregate`)."""
     return aggregate(X, "trimmed_mean", f=f, return_info=return_info, **kwargs)
+
+
+def meamed(X: Any, f: int, *, return_info: bool = False, **kwargs: Any):
+    """:func:`robustagg.meamed` on a Dask array chunked along d, block by block (see :func:`aggregate`)."""
+    return aggregate(X, "meamed", f=f, return_info=return_info, **kwargs)
 
 
 def krum(X: Any, f: int, *, return_info: bool = False, **kwargs: Any):

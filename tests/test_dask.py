@@ -38,8 +38,19 @@ def _require(rule):
     assert rule in robustagg.RULES, f"{rule} is not registered"
 
 
-COORDINATEWISE = [("mean", {}), ("median", {}), ("trimmed_mean", {"f": 3})]
-DISTANCE = [("krum", {"f": 3}), ("multi_krum", {"f": 3}), ("geometric_median", {})]
+COORDINATEWISE = [("mean", {}), ("median", {}), ("trimmed_mean", {"f": 3}), ("meamed", {"f": 3})]
+DISTANCE = [
+    ("krum", {"f": 3}),
+    ("multi_krum", {"f": 3}),
+    ("geometric_median", {}),
+    ("mda", {"f": 3}),
+    ("monna", {"f": 3}),
+    ("smea", {"f": 2}),
+    ("caf", {"f": 3}),
+]
+
+
+DISTANCE_KIND = rdask.DISTANCE_RULES
 
 
 @pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
@@ -54,13 +65,16 @@ def test_dask_equals_numpy(client, rule, kwargs, dtype):
     expected, einfo = robustagg.get_rule(rule)(G, return_info=True, **kwargs)
     assert got.dtype == dtype and got.shape == (G.shape[1],)
     tol = 1e-10 if dtype == np.float64 else 2e-6
-    if rule == "geometric_median":
+    if DISTANCE_KIND.get(rule) == "affine":
         tol = 1e-7 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(got, expected, rtol=tol, atol=tol)
     np.testing.assert_array_equal(info.kept, einfo.kept)
     np.testing.assert_array_equal(info.nonfinite, einfo.nonfinite)
+    assert set(info.keys()) >= set(einfo.keys())
+    if "f_effective" in einfo:
+        assert info.f_effective == einfo.f_effective
     if "scores" in einfo:
-        np.testing.assert_allclose(info.scores, einfo.scores, rtol=1e-8)
+        np.testing.assert_allclose(info.scores, einfo.scores, rtol=1e-8 if dtype == np.float64 else 2e-5)
 
 
 @pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
@@ -118,6 +132,8 @@ def test_dask_errors():
         rdask.mean(da.from_array(G > 0))
     with pytest.raises(ValueError, match="NaN or Inf"):
         rdask.mean(da.from_array(np.full((3, 4), np.nan)))
+    with pytest.raises(ValueError, match="vector 'reference'"):
+        rdask.aggregate(X, "monna", f=2, reference=np.zeros(G.shape[1]))
     if "krum" in robustagg.RULES:
         with pytest.raises(ValueError, match="krum"):
             rdask.krum(X, f=6)  # n = 13 < 2f + 3: the NumPy rule's own message

@@ -21,6 +21,11 @@ RULES = [
     "bulyan",
     "dnc",
     "signguard",
+    "meamed",
+    "centered_clipping",
+    "clipped_clustering",
+    "monna",
+    "mda",
 ]
 
 
