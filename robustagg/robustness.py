@@ -224,15 +224,17 @@ def to_markdown(result: dict[str, Any]) -> str:
     for rule in rules:
         row = []
         worst = None
+        refused = False
         for attack in attacks:
             cell = cells[(rule, attack)]
             value = cell["deviation"]
             if cell["error"]:
                 notes.setdefault(rule, cell["error"])
-            if value is not None and attack not in ("none",):
+                refused = True
+            if value is not None and attack != NO_ATTACK:
                 worst = value if worst is None else max(worst, value)
             row.append(_fmt(value))
-        lines.append(f"| {rule} | " + " | ".join(row) + f" | {_fmt(worst)} |")
+        lines.append(f"| {rule} | " + " | ".join(row) + f" | {_fmt(None if refused else worst)} |")
 
     def selects(rule: str) -> bool:
         for attack in attacks:
