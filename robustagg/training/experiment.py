@@ -143,32 +143,8 @@ CSV_COLUMNS = [
 
 
 def _ablation_kwargs(threshold: bool, cluster: bool, clip: bool) -> dict[str, Any]:
-    """Keyword switches of the SignGuard rules for one Table III row."""
-    from .. import RULES
-
-    fn = RULES.get("signguard_sim")
-    names = _ablation_switch_names(fn)
-    return {names[0]: threshold, names[1]: cluster, names[2]: clip}
-
-
-def _ablation_switch_names(fn) -> tuple[str, str, str]:
-    import inspect
-
-    default = ("norm_filter", "sign_clustering", "clipping")
-    if fn is None:
-        return default
-    params = set(inspect.signature(fn).parameters)
-    candidates = (
-        ("norm_filter", "sign_clustering", "clipping"),
-        ("norm_filter", "clustering", "clipping"),
-        ("use_norm_filter", "use_clustering", "use_clipping"),
-        ("thresholding", "clustering", "norm_clipping"),
-        ("norm_threshold", "sign_cluster", "clip"),
-    )
-    for c in candidates:
-        if set(c) <= params:
-            return c
-    return default
+    """The SignGuard rules' switches for one Table III row."""
+    return {"norm_filter": threshold, "sign_clustering": cluster, "clipping": clip}
 
 
 def _cells_table1(a) -> list[dict]:
