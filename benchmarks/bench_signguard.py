@@ -85,8 +85,10 @@ def main() -> None:
     G += 0.1
     t_mean = median_time(lambda: np.mean(G, axis=0), repeat)
     t_sg = median_time(lambda: robustagg.signguard(G, rng=0), repeat)
-    print(f"[1] n=50 d=1e6 float32: np.mean {t_mean * 1e3:.1f} ms, signguard {t_sg * 1e3:.1f} ms, ratio {t_sg / t_mean:.2f}x (target <= 3x)")
-    del G
+    print(
+        f"[1] n=50 d=1e6 float32: np.mean {t_mean * 1e3:.1f} ms, signguard {t_sg * 1e3:.1f} ms, ratio {t_sg / t_mean:.2f}x (target <= 3x)"
+    )
+    G = None  # free the matrix before the next case
 
     # 2. n = 50, d = 1e4: vs the naive NumPy + scikit-learn implementation
     G = rng.standard_normal((50, 10_000)) + 0.1
@@ -95,8 +97,10 @@ def main() -> None:
     coords = info.coordinates
     t_fast = median_time(lambda: robustagg.signguard(G, coordinates=coords), repeat * 3)
     t_naive = median_time(lambda: naive_signguard(G, coords), repeat)
-    print(f"[2] n=50 d=1e4 float64: signguard {t_fast * 1e3:.2f} ms, naive NumPy+scikit-learn {t_naive * 1e3:.1f} ms, speed-up {t_naive / t_fast:.0f}x (target >= 20x)")
-    del G
+    print(
+        f"[2] n=50 d=1e4 float64: signguard {t_fast * 1e3:.2f} ms, naive NumPy+scikit-learn {t_naive * 1e3:.1f} ms, speed-up {t_naive / t_fast:.0f}x (target >= 20x)"
+    )
+    G = None  # free the matrix before the next case
 
     # 3. n = 1000, d = 1e5, float32
     G = rng.standard_normal((1000, 100_000), dtype=np.float32)
@@ -104,7 +108,7 @@ def main() -> None:
     t_big = median_time(lambda: robustagg.signguard(G, rng=0), max(2, repeat // 2))
     t_mean_big = median_time(lambda: np.mean(G, axis=0), max(2, repeat // 2))
     print(f"[3] n=1000 d=1e5 float32: signguard {t_big:.3f} s (np.mean {t_mean_big:.3f} s) (target < 1 s)")
-    del G
+    G = None  # free the matrix before the next case
 
     # 4. compile time vs cache load
     with tempfile.TemporaryDirectory() as cache:

@@ -37,8 +37,12 @@ VARIANTS = {
     "SignGuard": lambda G, seed: robustagg.signguard(G, rng=seed, return_info=True),
     "SignGuard-Sim": lambda G, seed: robustagg.signguard_sim(G, rng=seed, return_info=True),
     "SignGuard-Dist": lambda G, seed: robustagg.signguard_dist(G, rng=seed, return_info=True),
-    "SignGuard (max-scaled)": lambda G, seed: robustagg.signguard(G, rng=seed, feature_scaling="max", return_info=True),
-    "SignGuard (2-means)": lambda G, seed: robustagg.signguard(G, rng=seed, clustering="kmeans", return_info=True),
+    "SignGuard (max-scaled)": lambda G, seed: robustagg.signguard(
+        G, rng=seed, feature_scaling="max", return_info=True
+    ),
+    "SignGuard (2-means)": lambda G, seed: robustagg.signguard(
+        G, rng=seed, clustering="kmeans", return_info=True
+    ),
 }
 
 
@@ -74,13 +78,15 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--symmetric", action="store_true")
     args = ap.parse_args()
-    print(f"| attack | " + " | ".join(f"{v} H (min) / M" for v in VARIANTS) + " |")
+    print("| attack | " + " | ".join(f"{v} H (min) / M" for v in VARIANTS) + " |")
     print("|---|" + "---|" * len(VARIANTS))
     for attack in ATTACKS:
         cells = []
         for variant in VARIANTS:
             h, hmin, m = rates(variant, attack, args.trials, args.symmetric)
-            cells.append(f"{h:.3f} ({hmin:.2f}) / {m:.3f}" if attack != "none" else f"{h:.3f} ({hmin:.2f}) / -")
+            cells.append(
+                f"{h:.3f} ({hmin:.2f}) / {m:.3f}" if attack != "none" else f"{h:.3f} ({hmin:.2f}) / -"
+            )
         print(f"| {attack} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -30,8 +30,8 @@ from . import kernels
 from ._array import to_numpy
 from ._registry import RULES, register_rule
 from ._validation import check_choice, check_real, check_rng, prepare
-from .clustering import kmeans, largest_cluster, mean_shift
 from .clustering import estimate_bandwidth as _estimate_bandwidth
+from .clustering import kmeans, largest_cluster, mean_shift
 
 __all__ = ["SignGuard", "signguard", "signguard_dist", "signguard_sim"]
 
@@ -47,7 +47,9 @@ def _check_bool(value: Any, rule: str, name: str) -> bool:
     return bool(value)
 
 
-def _sample_coordinates(rule: str, d: int, coordinates: Any, fraction: float, gen: np.random.Generator) -> np.ndarray:
+def _sample_coordinates(
+    rule: str, d: int, coordinates: Any, fraction: float, gen: np.random.Generator
+) -> np.ndarray:
     """Sorted int64 indices of the coordinates whose signs are counted."""
     if isinstance(coordinates, str):
         check_choice(coordinates, _COORDINATES, rule=rule, name="coordinates")
@@ -66,7 +68,9 @@ def _sample_coordinates(rule: str, d: int, coordinates: Any, fraction: float, ge
         )
     idx = np.unique(idx.astype(np.int64))
     if idx[0] < 0 or idx[-1] >= d:
-        raise ValueError(f"{rule}: argument 'coordinates' holds indices outside [0, {d}): {idx[[0, -1]].tolist()}")
+        raise ValueError(
+            f"{rule}: argument 'coordinates' holds indices outside [0, {d}): {idx[[0, -1]].tolist()}"
+        )
     return idx
 
 
@@ -84,7 +88,9 @@ def _similarity_feature(
     if reference is not None:
         ref, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
         if ref.shape[0] != G.shape[1]:
-            raise ValueError(f"{rule}: argument 'reference' must have length d = {G.shape[1]}, got {ref.shape[0]}")
+            raise ValueError(
+                f"{rule}: argument 'reference' must have length d = {G.shape[1]}, got {ref.shape[0]}"
+            )
         if not np.isfinite(ref).all():
             raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
         ref = np.ascontiguousarray(ref, dtype=np.float64)
@@ -96,16 +102,17 @@ def _similarity_feature(
         else:
             raw = np.sqrt(sq)
     else:
-        dot, sq = kernels.gram_and_sq_distances(G, rows)
         if m == 1:
             raw = np.array([1.0 if similarity == "cosine" else 0.0])
         else:
             off = ~np.eye(m, dtype=bool)
             if similarity == "cosine":
+                dot, _ = kernels.gram_and_sq_distances(G, rows)
                 denom = np.outer(norms, norms)
                 cos = np.divide(dot, denom, out=np.zeros((m, m)), where=denom > 0)
                 raw = np.median(cos[off].reshape(m, m - 1), axis=1)
             else:
+                sq = kernels.pairwise_sq_distances(G, rows)
                 raw = np.median(np.sqrt(sq[off].reshape(m, m - 1)), axis=1)
     med = float(np.median(raw))
     if similarity == "cosine":
@@ -121,7 +128,9 @@ def _final_average(
     """Average the clipped kept rows ``weights[r] * G[rows[r]]``."""
     m = rows.size
     if isinstance(aggregator, str) and aggregator == "mean":
-        return kernels.weighted_row_sum(G, rows, weights.astype(np.float64), 1.0 / m)
+        out = kernels.weighted_column_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64))
+        out *= 1.0 / m
+        return out
     X = (G[rows].astype(np.float64) * weights[:, None]).astype(G.dtype)
     if callable(aggregator):
         out = np.asarray(aggregator(X, **aggregator_options))
@@ -167,7 +176,9 @@ def _run(
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     lower = check_real(lower, rule=rule, name="lower", low=0.0)
     upper = check_real(upper, rule=rule, name="upper", low=lower)
-    fraction = check_real(coordinate_fraction, rule=rule, name="coordinate_fraction", low=0.0, high=1.0, low_open=True)
+    fraction = check_real(
+        coordinate_fraction, rule=rule, name="coordinate_fraction", low=0.0, high=1.0, low_open=True
+    )
     check_choice(feature_scaling, _SCALINGS, rule=rule, name="feature_scaling")
     check_choice(clustering, _CLUSTERINGS, rule=rule, name="clustering")
     if not callable(aggregator):
@@ -240,7 +251,9 @@ def _run(
     kept_rows = rows[S]
     if clipping:
         kept_norms = norms[S]
-        weights = np.minimum(1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0))
+        weights = np.minimum(
+            1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0)
+        )
     else:
         weights = np.ones(kept_rows.size)
     result = _final_average(rule, aggregator, G, kept_rows, weights, aggregator_options)
@@ -455,25 +468,23 @@ _VARIANT_DOC = """
         its similarities to the other rows (O(n^2 d)).
 """
 
-signguard_sim.__doc__ = (
-    r"""SignGuard-Sim: SignGuard with a 4th feature, the cosine similarity to a reference.
+signguard_sim.__doc__ = r"""SignGuard-Sim: SignGuard with a 4th feature, the cosine similarity to a reference.
 
     ``s_i = cos(g_i, reference)`` (or the median over j != i of ``cos(g_i, g_j)``), put on the
     sign features' scale as in the authors' code: ``clip(s_i, 0, med(s)) / (5 med(s))``, a
     value in [0, 0.2] (0 for every row when ``med(s) <= 0``). Rows with zero norm have
     similarity 0. Everything else is :func:`signguard`.
-"""
-    + _PARAMS_DOC.replace("    Parameters\n    ----------\n", "    Parameters\n    ----------" + _VARIANT_DOC, 1)
+""" + _PARAMS_DOC.replace(
+    "    Parameters\n    ----------\n", "    Parameters\n    ----------" + _VARIANT_DOC, 1
 )
 
-signguard_dist.__doc__ = (
-    r"""SignGuard-Dist: SignGuard with a 4th feature, the Euclidean distance to a reference.
+signguard_dist.__doc__ = r"""SignGuard-Dist: SignGuard with a 4th feature, the Euclidean distance to a reference.
 
     ``s_i = |g_i - reference|`` (or the median over j != i of ``|g_i - g_j|``), put on the sign
     features' scale as in the authors' code: ``0.2 * [s_i >= 1.1 med(s)]``. Everything else is
     :func:`signguard`.
-"""
-    + _PARAMS_DOC.replace("    Parameters\n    ----------\n", "    Parameters\n    ----------" + _VARIANT_DOC, 1)
+""" + _PARAMS_DOC.replace(
+    "    Parameters\n    ----------\n", "    Parameters\n    ----------" + _VARIANT_DOC, 1
 )
 
 
@@ -501,7 +512,11 @@ class SignGuard:
     (100,)
     """
 
-    _VARIANTS = {"plain": (None, "signguard"), "sim": ("cosine", "signguard_sim"), "dist": ("distance", "signguard_dist")}
+    _VARIANTS = {
+        "plain": (None, "signguard"),
+        "sim": ("cosine", "signguard_sim"),
+        "dist": ("distance", "signguard_dist"),
+    }
 
     def __init__(self, variant: str = "plain", *, rng: Any = None, **options: Any) -> None:
         check_choice(variant, self._VARIANTS, rule="SignGuard", name="variant")
@@ -518,7 +533,9 @@ class SignGuard:
     def __call__(self, grads: Any, *, return_info: bool = False) -> Any:
         """Aggregate one round; remembers the aggregate as the next round's reference."""
         similarity, rule = self._VARIANTS[self.variant]
-        p, result, info = _run(rule, grads, similarity, self.previous, **self._options(), rng=self.rng, return_info=return_info)
+        p, result, info = _run(
+            rule, grads, similarity, self.previous, **self._options(), rng=self.rng, return_info=return_info
+        )
         self.previous = np.asarray(result, dtype=np.float64)
         self.last_info = info
         return p.finish(result, info, return_info)

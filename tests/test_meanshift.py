@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.cluster import KMeans, MeanShift
 from sklearn.cluster import estimate_bandwidth as sk_estimate_bandwidth
-
 from threadpoolctl import threadpool_limits
 
 from robustagg.clustering import estimate_bandwidth, kmeans, largest_cluster, mean_shift
@@ -32,7 +31,7 @@ def assert_same_partition(a, b):
     """Equal up to renaming of the clusters; orphans (-1) must coincide."""
     a, b = np.asarray(a), np.asarray(b)
     np.testing.assert_array_equal(a < 0, b < 0)
-    pairs = {(int(x), int(y)) for x, y in zip(a, b) if x >= 0}
+    pairs = {(int(x), int(y)) for x, y in zip(a, b, strict=True) if x >= 0}
     assert len({x for x, _ in pairs}) == len(pairs) == len({y for _, y in pairs}), (a, b)
 
 

@@ -3,7 +3,7 @@ properties, the stateful wrapper and validation."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
@@ -42,7 +42,9 @@ def gradients(seed, n, d, n_flip=0, n_big=0, dtype=np.float64):
     with_reference=st.booleans(),
     scaling=st.sampled_from(["none", "max"]),
     window=st.booleans(),
-    ablation=st.sampled_from([(True, True, True), (False, True, True), (True, True, False), (True, False, True)]),
+    ablation=st.sampled_from(
+        [(True, True, True), (False, True, True), (True, True, False), (True, False, True)]
+    ),
     dtype=st.sampled_from([np.float64, np.float32]),
 )
 def test_matches_naive_reference(seed, n, d, rule, with_reference, scaling, window, ablation, dtype):
@@ -58,13 +60,21 @@ def test_matches_naive_reference(seed, n, d, rule, with_reference, scaling, wind
         return_info=True, **kwargs,
     )  # fmt: skip
     coords = info.coordinates if sign_clustering else None
+    if sign_clustering and info.bandwidth > 0:
+        # a feature distance equal to the bandwidth is decided by rounding (sign fractions
+        # live on a 1/k grid, so small n hits such lattice ties): not a comparable case
+        F = info.features
+        D = np.sqrt(((F[:, None, :] - F[None, :, :]) ** 2).sum(axis=2))
+        assume(not np.any(np.abs(D - info.bandwidth) <= 1e-9 * info.bandwidth))
     ref_out, ref_kept, extra = naive_signguard(
         G, coords, similarity=similarity, reference=reference, feature_scaling=scaling,
         norm_filter=norm_filter, sign_clustering=sign_clustering, clipping=clipping,
     )  # fmt: skip
     np.testing.assert_array_equal(info.kept, ref_kept)
     assert out.dtype == dtype
-    np.testing.assert_allclose(out, ref_out, rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(
+        out, ref_out, rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6 if dtype == np.float32 else 1e-12
+    )
     assert info.fallback == extra["fallback"]
     np.testing.assert_allclose(info.median_norm, extra["median_norm"], rtol=1e-12)
     if sign_clustering:
@@ -186,21 +196,28 @@ def test_swappable_final_averaging():
     G = gradients(4, 25, 400, n_flip=3)
     _, info = robustagg.signguard(G, rng=2, return_info=True)
     clipped = G[info.kept] * info.weights[info.kept][:, None]
-    np.testing.assert_allclose(robustagg.signguard(G, rng=2, aggregator="median"), np.median(clipped, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        robustagg.signguard(G, rng=2, aggregator="median"), np.median(clipped, axis=0), rtol=1e-12
+    )
     f = 2
     srt = np.sort(clipped, axis=0)
     np.testing.assert_allclose(
         robustagg.signguard(G, rng=2, aggregator="trimmed_mean", aggregator_options={"f": f}),
         srt[f : len(srt) - f].mean(axis=0), rtol=1e-10,
     )  # fmt: skip
-    np.testing.assert_allclose(robustagg.signguard(G, rng=2, aggregator=lambda X: X.max(axis=0)), clipped.max(axis=0))
+    np.testing.assert_allclose(
+        robustagg.signguard(G, rng=2, aggregator=lambda X: X.max(axis=0)), clipped.max(axis=0)
+    )
 
 
 def test_explicit_window_and_scaled_features():
     G = gradients(5, 20, 300, n_flip=3)
     _, info = robustagg.signguard(G, coordinates=np.array([5, 1, 1, 200]), return_info=True)
     np.testing.assert_array_equal(info.coordinates, [1, 5, 200])
-    F = np.stack([(G[:, [1, 5, 200]] > 0).mean(1), (G[:, [1, 5, 200]] == 0).mean(1), (G[:, [1, 5, 200]] < 0).mean(1)], 1)
+    F = np.stack(
+        [(G[:, [1, 5, 200]] > 0).mean(1), (G[:, [1, 5, 200]] == 0).mean(1), (G[:, [1, 5, 200]] < 0).mean(1)],
+        1,
+    )
     np.testing.assert_allclose(info.features, F)
     _, info = robustagg.signguard(G, coordinates="window", coordinate_fraction=0.2, rng=3, return_info=True)
     assert info.coordinates.size == 60 and np.all(np.diff(info.coordinates) == 1)
@@ -235,7 +252,11 @@ def test_similarity_features():
 
 # --- properties -----------------------------------------------------------------------------
 @settings(max_examples=20)
-@given(seed=st.integers(0, 2**31), rule=st.sampled_from(sorted(RULES)), dtype=st.sampled_from([np.float32, np.float64]))
+@given(
+    seed=st.integers(0, 2**31),
+    rule=st.sampled_from(sorted(RULES)),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
 def test_no_mutation_dtype_determinism_finite(seed, rule, dtype):
     fn = RULES[rule][0]
     G = gradients(seed, 12, 200, n_flip=2, dtype=dtype)

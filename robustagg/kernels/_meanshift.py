@@ -243,7 +243,9 @@ def merge_centers_kernel(X, centers, counts, bandwidth, cluster_all):
         while b >= 0:
             o = order[b]
             # move o right if key sorts before o (key greater)
-            if inten[key] > inten[o] or (inten[key] == inten[o] and _lex_greater(centers, uniq[key], centers, uniq[o])):
+            if inten[key] > inten[o] or (
+                inten[key] == inten[o] and _lex_greater(centers, uniq[key], centers, uniq[o])
+            ):
                 order[b + 1] = o
                 b -= 1
             else:

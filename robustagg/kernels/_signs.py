@@ -1,9 +1,10 @@
-"""SignGuard's kernels: row norms fused with sign counts on sampled coordinates, the clipped
-weighted mean of the kept rows, and the similarities to a reference gradient.
+"""SignGuard's kernels: row norms fused with sign counts on sampled coordinates, and the
+similarities to a reference gradient / the raw Gram matrix (SignGuard-Sim).
 
 One pass over G computes every row's L2 norm (accumulated in float64) and, while each block
 of columns is in cache, counts the positive / zero / negative entries at the sampled
-coordinates that fall in that block. A second pass averages the kept rows with their weights.
+coordinates that fall in that block. The second pass (the clipped mean of the kept rows) is
+the shared ``weighted_column_sum``.
 """
 
 from __future__ import annotations
@@ -63,27 +64,6 @@ def norms_and_sign_counts(G, rows, coords):
         counts[r, 1] = k - pos - neg
         counts[r, 2] = neg
     return norms, counts
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def weighted_row_sum(G, rows, weights, scale):
-    """``scale * sum_r weights[r] * G[rows[r]]`` per column, accumulated in float64, as G.dtype."""
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty(d, dtype=G.dtype)
-    n_blocks = (d + _BLOCK - 1) // _BLOCK
-    for b in nb.prange(n_blocks):
-        j0 = b * _BLOCK
-        j1 = min(d, j0 + _BLOCK)
-        acc = np.zeros(j1 - j0, dtype=np.float64)
-        for r in range(m):
-            i = rows[r]
-            w = weights[r]
-            for j in range(j0, j1):
-                acc[j - j0] += w * G[i, j]
-        for j in range(j0, j1):
-            out[j] = acc[j - j0] * scale
-    return out
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)

@@ -11,15 +11,29 @@ import warnings
 
 import numpy as np
 
-__all__ = ["naive_mean_shift_labels", "naive_signguard"]
+__all__ = ["naive_bandwidth", "naive_mean_shift_labels", "naive_signguard"]
+
+
+def naive_bandwidth(F: np.ndarray, quantile: float = 0.5) -> float:
+    """Mean over points of the distance to the max(1, int(n q))-th nearest point, itself counted.
+
+    scikit-learn's ``estimate_bandwidth`` computes the same with ``|x|^2 - 2x.y + |y|^2``
+    distances (rounding of ~1e-8); here distances are exact differences.
+    """
+    from scipy.spatial.distance import cdist
+
+    n = F.shape[0]
+    k = max(1, int(n * quantile))
+    D = np.sort(cdist(F, F), axis=1)
+    return float(np.mean(D[:, k - 1]))
 
 
 def naive_mean_shift_labels(F: np.ndarray) -> tuple[np.ndarray, float]:
-    """scikit-learn's ``MeanShift(bandwidth=estimate_bandwidth(F, quantile=0.5),
-    bin_seeding=True, cluster_all=False)`` labels; bandwidth 0 gives one cluster."""
-    from sklearn.cluster import MeanShift, estimate_bandwidth
+    """scikit-learn's ``MeanShift(bandwidth=bw, bin_seeding=True, cluster_all=False)`` labels
+    with ``bw = naive_bandwidth(F, 0.5)``; bandwidth 0 gives one cluster."""
+    from sklearn.cluster import MeanShift
 
-    bw = float(estimate_bandwidth(F, quantile=0.5))
+    bw = naive_bandwidth(F, 0.5)
     if bw == 0.0:
         return np.zeros(F.shape[0], dtype=np.int64), bw
     with warnings.catch_warnings():
@@ -79,7 +93,9 @@ def naive_signguard(
         coords = np.unique(np.asarray(coordinates))
         sub = X[:, coords]
         k = len(coords)
-        F = np.stack([(sub > 0).sum(axis=1) / k, (sub == 0).sum(axis=1) / k, (sub < 0).sum(axis=1) / k], axis=1)
+        F = np.stack(
+            [(sub > 0).sum(axis=1) / k, (sub == 0).sum(axis=1) / k, (sub < 0).sum(axis=1) / k], axis=1
+        )
         if feature_scaling == "max":
             cmax = F.max(axis=0)
             cmax[cmax == 0] = 1.0
@@ -125,9 +141,16 @@ def _naive_similarity_feature(X, norms, similarity, reference):
         s = np.array([1.0 if similarity == "cosine" else 0.0])
     else:
         if similarity == "cosine":
-            s = np.array([np.median([cos(X[i], X[j], norms[i], norms[j]) for j in range(m) if j != i]) for i in range(m)])
+            s = np.array(
+                [
+                    np.median([cos(X[i], X[j], norms[i], norms[j]) for j in range(m) if j != i])
+                    for i in range(m)
+                ]
+            )
         else:
-            s = np.array([np.median([np.linalg.norm(X[i] - X[j]) for j in range(m) if j != i]) for i in range(m)])
+            s = np.array(
+                [np.median([np.linalg.norm(X[i] - X[j]) for j in range(m) if j != i]) for i in range(m)]
+            )
     med = float(np.median(s))
     if similarity == "cosine":
         return np.clip(s, 0.0, med) / (5.0 * med) if med > 0 else np.zeros(m)
