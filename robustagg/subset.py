@@ -70,8 +70,11 @@ def mda(
     Ties: several subsets often share the minimal diameter (it is set by a single pair), and
     their means differ; the rule returns the **lexicographically first** of them (the
     first in ``itertools.combinations`` order, i.e. what ByzFL's exhaustive scan with a strict
-    ``<`` returns), found by a depth-first scan of the rows under the optimal diameter. So MDA
-    is permutation-invariant only up to such ties (its diameter always is). **Size limit:** the call raises a ``ValueError``
+    ``<`` returns), found by a depth-first scan of the rows under the optimal diameter (rows
+    within the diameter of every row are always taken; the scan branches only on the others,
+    and if it exceeds 200·n·(f+1) steps -- pathological ties -- the first optimal leaf of the
+    search is returned instead). So MDA is permutation-invariant only up to such ties (its
+    diameter always is). **Size limit:** the call raises a ``ValueError``
     when min(2^f', C(n', f')) > ``max_subsets`` (default 2²⁰, so any n with f ≤ 20). Needs
     n > 2f. Cost: the n × n distance matrix (one Gram pass over G), sorting the n(n−1)/2 pairs,
     the search, and one pass over G for the mean.
@@ -118,8 +121,8 @@ def mda(
     )
     # ties in the diameter are common (it is set by one pair, shared by several subsets): take
     # the lexicographically first subset of that diameter, as an exhaustive scan would
-    first = _field.first_subset_within(D, diameter, m - fe)
-    if first.any():
+    first, found = _field.first_subset_within(D, diameter, m - fe, 200 * m * (fe + 1))
+    if found:
         chosen = first
     out = _subset_mean(p, chosen)
     info = None

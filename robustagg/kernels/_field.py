@@ -224,24 +224,51 @@ def sq_distances(G, rows):
 
 
 @nb.njit(cache=True, nogil=True)
-def first_subset_within(D, threshold, keep):
+def first_subset_within(D, threshold, keep, max_nodes):
     """The lexicographically first set of ``keep`` rows whose pairwise distances are all
-    <= ``threshold`` (depth-first, row i included before excluded); all-False if none."""
+    <= ``threshold``: a depth-first scan of the rows in index order (row i included before
+    excluded). A row within ``threshold`` of every row is always included while there is room
+    (swapping it in can only make a valid set lexicographically smaller), so the scan only
+    branches on the rows of the pairs above the threshold. Returns ``(mask, found)``;
+    ``found`` is False when no such set exists or the scan exceeded ``max_nodes``."""
     m = D.shape[0]
+    universal = np.ones(m, dtype=np.bool_)
+    for i in range(m):
+        for j in range(i + 1, m):
+            if D[i, j] > threshold:
+                universal[i] = False
+                universal[j] = False
     chosen = np.empty(keep, dtype=np.int64)
     nxt = np.zeros(keep + 1, dtype=np.int64)
+    forced = np.zeros(keep + 1, dtype=np.bool_)  # the row at this depth was a universal one
     depth = 0
+    nodes = 0
     out = np.zeros(m, dtype=np.bool_)
     while depth >= 0:
         if depth == keep:
             for t in range(keep):
                 out[chosen[t]] = True
-            return out
+            return out, True
         i = nxt[depth]
         if i > m - (keep - depth):
             depth -= 1
             continue
+        nodes += 1
+        if nodes > max_nodes:
+            return out, False
         nxt[depth] = i + 1
+        if universal[i]:
+            if forced[depth]:  # already tried with this universal row: excluding it cannot help
+                forced[depth] = False
+                depth -= 1
+                continue
+            forced[depth] = True
+            nxt[depth] = i  # revisit marker: the next visit at this depth backtracks
+            chosen[depth] = i
+            nxt[depth + 1] = i + 1
+            forced[depth + 1] = False
+            depth += 1
+            continue
         ok = True
         for t in range(depth):
             if D[chosen[t], i] > threshold:
@@ -250,5 +277,6 @@ def first_subset_within(D, threshold, keep):
         if ok:
             chosen[depth] = i
             nxt[depth + 1] = i + 1
+            forced[depth + 1] = False
             depth += 1
-    return out
+    return out, False
