@@ -223,6 +223,7 @@ def prepare(
     nonfinite: str = "exclude",
     return_info: Any = False,
     name: str = "grads",
+    scan_nonfinite: bool = True,
 ) -> Prepared:
     """Validate and convert a rule's input.
 
@@ -242,6 +243,11 @@ def prepare(
         The non-finite policy (module docstring).
     return_info : bool
         Checked to be a bool.
+    scan_nonfinite : bool, default True
+        Scan every row for NaN/±Inf (one pass over G). ``False`` skips the scan and treats every
+        row as finite: for a rule whose own single pass proves finiteness (e.g.
+        ``kernels.column_mean_checked``) and that calls ``prepare`` again with the scan when it
+        cannot.
     """
     check_choice(nonfinite, NONFINITE_POLICIES, rule=rule, name="nonfinite")
     if not isinstance(return_info, (bool, np.bool_)):
@@ -256,7 +262,7 @@ def prepare(
         f = check_f(0 if f is None else f, n, rule=rule, min_n=min_n, bound=bound)
     from .kernels import nonfinite_rows
 
-    bad = nonfinite_rows(G)
+    bad = nonfinite_rows(G) if scan_nonfinite else np.zeros(n, dtype=bool)
     if bad.any():
         if nonfinite == "raise":
             idx = np.flatnonzero(bad)

@@ -9,6 +9,7 @@ import numpy as np
 from . import kernels
 from ._registry import register_rule
 from ._validation import prepare
+from .kernels._coordinate import column_mean_checked
 
 __all__ = ["mean", "median", "trimmed_mean"]
 
@@ -40,8 +41,13 @@ def mean(grads: Any, *, nonfinite: str = "exclude", return_info: bool = False) -
     >>> robustagg.mean(np.array([[1.0, 2.0], [3.0, 4.0]]))
     array([2., 3.])
     """
-    p = prepare("mean", grads, nonfinite=nonfinite, return_info=return_info)
-    result = kernels.column_mean(p.G, p.rows)
+    # One pass: the column sums prove the rows finite; only if one is not (a NaN/Inf row, or a
+    # float64 overflow) does the exact per-row scan run and the mean get recomputed.
+    p = prepare("mean", grads, nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False)
+    result, all_finite = column_mean_checked(p.G, p.rows)
+    if not all_finite:
+        p = prepare("mean", grads, nonfinite=nonfinite, return_info=return_info)
+        result = kernels.column_mean(p.G, p.rows)
     return p.finish(result, return_info=return_info)
 
 
