@@ -67,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=100_000, help="columns per block")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--memory-limit", default="640MiB", help="per worker")
-    parser.add_argument("--rules", nargs="+", default=["mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "signguard"])
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        default=["mean", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "signguard"],
+    )
     parser.add_argument("--f", type=int, default=10)
     parser.add_argument("--check-columns", type=int, default=20_000)
     args = parser.parse_args(argv)
 
-    import dask
     import dask.array as da
     import distributed
 
@@ -86,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         processes=True,
         memory_limit=args.memory_limit,
         dashboard_address=None,
-        env={"NUMBA_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])},
+        env={
+            "NUMBA_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+        },
     )
     client = distributed.Client(cluster)
     limit = next(iter(client.scheduler_info()["workers"].values()))["memory_limit"]
@@ -108,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(matrix = {nbytes / limit:.1f}x one worker's limit, {nbytes / (limit * args.workers):.1f}x all workers')"
     )
     small = matrix(n, 4 * 1000, 1000)
-    print(f"{'rule':<14} {'compile+warm s':>14} {'run s':>8} {'passes':>7} {'GiB/s':>7} {'peak worker RSS MiB':>20}  check")
+    print(
+        f"{'rule':<14} {'compile+warm s':>14} {'run s':>8} {'passes':>7} {'GiB/s':>7} {'peak worker RSS MiB':>20}  check"
+    )
     # baseline: one pass over the generated matrix (what generating/reading the data costs)
     with PeakMemory(client) as mem:
         t0 = time.perf_counter()

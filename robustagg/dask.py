@@ -92,7 +92,9 @@ DISTANCE_RULES = {
 
 def _as_column_blocks(X: Any, rule: str) -> da.Array:
     if not isinstance(X, da.Array):
-        raise TypeError(f"robustagg.dask.{rule}: argument 'X' must be a dask.array.Array, got {type(X).__name__}")
+        raise TypeError(
+            f"robustagg.dask.{rule}: argument 'X' must be a dask.array.Array, got {type(X).__name__}"
+        )
     if X.ndim != 2:
         raise ValueError(f"robustagg.dask.{rule}: argument 'X' must be an (n, d) matrix, got shape {X.shape}")
     n, d = X.shape
@@ -145,8 +147,10 @@ def _tree_reduce(X: da.Array, block_fn: Callable[..., Any], *args: Any, split_ev
     parts = [fn(b, s, *args) for b, s in zip(blocks, starts, strict=True)]
     add = dask.delayed(_sum, pure=True)
     while len(parts) > 1:
-        parts = [add(*parts[i : i + split_every]) if len(parts[i : i + split_every]) > 1 else parts[i]
-                 for i in range(0, len(parts), split_every)]
+        parts = [
+            add(*parts[i : i + split_every]) if len(parts[i : i + split_every]) > 1 else parts[i]
+            for i in range(0, len(parts), split_every)
+        ]
     (total,) = dask.compute(parts[0])
     return total
 
@@ -239,9 +243,13 @@ def _coordinatewise(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
     _validate_on_driver(rule, n, X.dtype, kwargs)
     bad = np.asarray(_tree_reduce(X, _block_mask), dtype=bool)
     if bad.all():
-        raise ValueError(f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate")
+        raise ValueError(
+            f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
+        )
     if kwargs.get("nonfinite") == "raise" and bad.any():
-        raise ValueError(f"robustagg.dask.{rule}: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf")
+        raise ValueError(
+            f"robustagg.dask.{rule}: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf"
+        )
     out = X.map_blocks(_block_rule, rule, bad, kwargs, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
     if return_info:
         # the NumPy rule's own diagnostics (kept, nonfinite, f_effective, ...) from an (n, 1)
@@ -282,7 +290,9 @@ def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
     K, bad = _tree_reduce(X, _block_gram)
     bad = np.asarray(bad, dtype=bool)
     if bad.all():
-        raise ValueError(f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate")
+        raise ValueError(
+            f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
+        )
     Y = _embedding(np.asarray(K), bad)
     z, info = get_rule(rule)(Y, **kwargs, return_info=True)
     if DISTANCE_RULES[rule] == "select":
@@ -294,7 +304,9 @@ def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
         A = np.vstack([Yg.T, np.ones(len(rows))])
         b = np.concatenate([np.asarray(z, dtype=np.float64), [1.0]])
         weights = np.linalg.lstsq(A, b, rcond=None)[0]
-        out = X.map_blocks(_block_combination, rows, weights, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
+        out = X.map_blocks(
+            _block_combination, rows, weights, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype)
+        )
         combination = np.zeros(n)
         combination[rows] = weights
         info.details["combination"] = combination
@@ -332,7 +344,10 @@ def aggregate(X: Any, rule: str, *, return_info: bool = False, **kwargs: Any):
         also ``combination``, the weights ``a`` (summing to 1) with ``aggregate = Σ a_i x_i``.
     """
     check_choice(
-        rule, (*COORDINATEWISE_RULES, *DISTANCE_RULES, "signguard"), rule="robustagg.dask.aggregate", name="rule"
+        rule,
+        (*COORDINATEWISE_RULES, *DISTANCE_RULES, "signguard"),
+        rule="robustagg.dask.aggregate",
+        name="rule",
     )
     X = _as_column_blocks(X, rule)
     if rule in COORDINATEWISE_RULES:
@@ -452,9 +467,13 @@ def signguard(
     sq, counts, bad = _tree_reduce(X, _block_norms_signs, coords)
     bad = np.asarray(bad, dtype=bool)
     if bad.all():
-        raise ValueError("robustagg.dask.signguard: every row of 'X' holds NaN or Inf; there is nothing to aggregate")
+        raise ValueError(
+            "robustagg.dask.signguard: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
+        )
     if nonfinite == "raise" and bad.any():
-        raise ValueError(f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf")
+        raise ValueError(
+            f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf"
+        )
     rows = np.flatnonzero(~bad).astype(np.int64)
     m = rows.size
     norms = np.sqrt(sq[rows])
@@ -513,7 +532,9 @@ def signguard(
     kept_rows = rows[S]
     if clipping:
         kept_norms = norms[S]
-        weights = np.minimum(1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0))
+        weights = np.minimum(
+            1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0)
+        )
     else:
         weights = np.ones(kept_rows.size)
     out = X.map_blocks(

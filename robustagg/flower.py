@@ -75,8 +75,8 @@ from flwr.supercore import log
 
 from ._diagnostics import Diagnostics
 from ._registry import get_rule
-from .kernels import nonfinite_rows
 from ._validation import check_choice, check_rng
+from .kernels import nonfinite_rows
 
 __all__ = ["ArrayLayout", "LegacyRobustStrategy", "RobustAggregator", "RobustStrategy"]
 
@@ -133,9 +133,10 @@ class ArrayLayout:
     def matches(self, arrays: Mapping[str, Any] | Sequence[Any]) -> bool:
         """Whether ``arrays`` has the same keys and shapes (dtypes may differ)."""
         items = _items(arrays)
-        return tuple(k for k, _ in items) == self.keys and tuple(
-            tuple(int(s) for s in np.shape(a)) for _, a in items
-        ) == self.shapes
+        return (
+            tuple(k for k, _ in items) == self.keys
+            and tuple(tuple(int(s) for s in np.shape(a)) for _, a in items) == self.shapes
+        )
 
     def flatten(self, arrays: Mapping[str, Any] | Sequence[Any], out: np.ndarray | None = None) -> np.ndarray:
         """Concatenate the layers (in this layout's order) into one vector of ``float_dtype``."""
@@ -223,9 +224,13 @@ class RobustAggregator:
         self.rule_name = rule if isinstance(rule, str) else getattr(rule, "__name__", type(rule).__name__)
         fn = get_rule(rule)
         if not callable(fn):
-            raise TypeError(f"RobustAggregator: argument 'rule' must be a rule name or a callable, got {rule!r}")
+            raise TypeError(
+                f"RobustAggregator: argument 'rule' must be a rule name or a callable, got {rule!r}"
+            )
         self.rule = fn
-        self.aggregate_on = check_choice(aggregate_on, AGGREGATE_ON, rule="RobustAggregator", name="aggregate_on")
+        self.aggregate_on = check_choice(
+            aggregate_on, AGGREGATE_ON, rule="RobustAggregator", name="aggregate_on"
+        )
         self.rng = check_rng(rng, rule="RobustAggregator")
         params, var_kw = _signature(fn)
         kwargs = dict(rule_kwargs or {})
@@ -344,9 +349,6 @@ def _diagnostic_metrics(info: Diagnostics | None, n: int, malformed: np.ndarray)
     }
 
 
-
-
-
 # --------------------------------------------------------------------------------------------
 # Message API (flwr >= 1.21)
 # --------------------------------------------------------------------------------------------
@@ -406,8 +408,13 @@ class RobustStrategy(_FedAvg):
         self.history: list[dict[str, Any]] = []
 
     def summary(self) -> None:
-        log(INFO, "\t├──> robustagg: rule %s, kwargs %s, on %s", self.aggregator.rule_name,
-            self.aggregator.rule_kwargs, self.aggregator.aggregate_on)
+        log(
+            INFO,
+            "\t├──> robustagg: rule %s, kwargs %s, on %s",
+            self.aggregator.rule_name,
+            self.aggregator.rule_kwargs,
+            self.aggregator.aggregate_on,
+        )
         super().summary()
 
     def configure_train(
@@ -448,8 +455,6 @@ class RobustStrategy(_FedAvg):
             log(WARNING, "robustagg: no usable client arrays in round %s; global arrays kept", server_round)
             return None, metrics
         return ArrayRecord({k: Array(v) for k, v in new.items()}), metrics
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,7 +552,9 @@ class LegacyRobustStrategy(_LegacyFedAvg):
         )
         metrics: dict[str, Scalar] = {}
         if info is not None and self.fit_metrics_aggregation_fn:
-            kept = [(res.num_examples, res.metrics) for (_, res), k in zip(results, info.kept, strict=True) if k]
+            kept = [
+                (res.num_examples, res.metrics) for (_, res), k in zip(results, info.kept, strict=True) if k
+            ]
             metrics.update(self.fit_metrics_aggregation_fn(kept))
         diag = _diagnostic_metrics(info, len(results), malformed)
         diag["robustagg-kept-indices"] = ",".join(map(str, diag["robustagg-kept-indices"]))
@@ -555,5 +562,3 @@ class LegacyRobustStrategy(_LegacyFedAvg):
         if new is None:
             return None, metrics
         return ndarrays_to_parameters(list(new.values())), metrics
-
-

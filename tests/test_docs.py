@@ -29,7 +29,9 @@ def _documented() -> set[str]:
 def _public_modules() -> list[str]:
     names = []
     for info in pkgutil.walk_packages(robustagg.__path__, "robustagg."):
-        if any(part.startswith("_") for part in info.name.split(".")[1:]) and not info.name.endswith("__main__"):
+        if any(part.startswith("_") for part in info.name.split(".")[1:]) and not info.name.endswith(
+            "__main__"
+        ):
             continue
         if info.name in NOT_DOCUMENTED or info.name.startswith("robustagg.kernels"):
             continue
@@ -56,8 +58,10 @@ def test_every_top_level_name_is_documented():
     for name in robustagg.__all__:
         obj = getattr(robustagg, name)
         module = getattr(obj, "__module__", None) or ""
-        if f"robustagg.{name}" in documented or module in documented or (
-            getattr(obj, "__name__", "") == f"robustagg.{name}" and obj.__name__ in documented
+        if (
+            f"robustagg.{name}" in documented
+            or module in documented
+            or (getattr(obj, "__name__", "") == f"robustagg.{name}" and obj.__name__ in documented)
         ):
             continue
         if name in ("ATTACKS", "RULES", "PREAGGREGATORS"):  # registries, described in the core page

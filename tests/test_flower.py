@@ -47,15 +47,23 @@ def _reply(arrays, node_id, num_examples=10, extra=None):
     )
     metrics = {"num-examples": num_examples, "loss": float(node_id)}
     metrics.update(extra or {})
-    record = arrays if isinstance(arrays, ArrayRecord) else ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
-    return Message(content=RecordDict({"arrays": record, "metrics": MetricRecord(metrics)}), metadata=metadata)
+    record = (
+        arrays
+        if isinstance(arrays, ArrayRecord)
+        else ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
+    )
+    return Message(
+        content=RecordDict({"arrays": record, "metrics": MetricRecord(metrics)}), metadata=metadata
+    )
 
 
 def _clients(rng, global_model, n, n_byz=0, scale=0.1, byz_scale=50.0):
     out = []
     for i in range(n):
         s = byz_scale if i < n_byz else scale
-        out.append({k: (v + s * rng.normal(size=np.shape(v))).astype(v.dtype) for k, v in global_model.items()})
+        out.append(
+            {k: (v + s * rng.normal(size=np.shape(v))).astype(v.dtype) for k, v in global_model.items()}
+        )
     return out
 
 
@@ -116,7 +124,9 @@ def test_layout_rejects_mismatch(rng):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rule,kwargs", [("mean", {}), ("median", {}), ("trimmed_mean", {"f": 2}), ("krum", {"f": 2})])
+@pytest.mark.parametrize(
+    "rule,kwargs", [("mean", {}), ("median", {}), ("trimmed_mean", {"f": 2}), ("krum", {"f": 2})]
+)
 def test_message_strategy_equals_rule_on_flattened_updates(rng, rule, kwargs):
     assert rule in robustagg.RULES, f"{rule} is not registered"
     g = _model(rng)
@@ -155,7 +165,9 @@ def test_message_strategy_krum_drops_byzantine_and_matches_flower_krum(rng):
     arrays, metrics = strategy.aggregate_train(1, [_reply(c, 10 + i) for i, c in enumerate(clients)])
     assert metrics["robustagg-kept"] == 1
     assert metrics["robustagg-kept-indices"][0] >= 3  # an honest client
-    flower_arrays, _ = Krum(num_malicious_nodes=3).aggregate_train(1, [_reply(c, 10 + i) for i, c in enumerate(clients)])
+    flower_arrays, _ = Krum(num_malicious_nodes=3).aggregate_train(
+        1, [_reply(c, 10 + i) for i, c in enumerate(clients)]
+    )
     for k in g:
         np.testing.assert_allclose(arrays[k].numpy(), flower_arrays[k].numpy(), rtol=1e-12)
 
@@ -166,7 +178,9 @@ def test_message_strategy_median_matches_flower_fedmedian(rng):
 
     g = _model(rng, np.float64)
     clients = _clients(rng, g, n=7, n_byz=2)
-    ours, _ = RobustStrategy("median", aggregate_on="weights").aggregate_train(1, [_reply(c, i) for i, c in enumerate(clients)])
+    ours, _ = RobustStrategy("median", aggregate_on="weights").aggregate_train(
+        1, [_reply(c, i) for i, c in enumerate(clients)]
+    )
     theirs, _ = FedMedian().aggregate_train(1, [_reply(c, i) for i, c in enumerate(clients)])
     for k in g:
         np.testing.assert_allclose(ours[k].numpy(), theirs[k].numpy(), rtol=1e-12)
@@ -180,7 +194,9 @@ def test_message_strategy_wraps_stateful_signguard(rng):
     for server_round in (1, 2):  # the wrapper's state (rng, previous aggregate) carries over
         clients = _clients(rng, g, n=12, n_byz=3)
         strategy.global_arrays = ArrayRecord({k: Array(v) for k, v in g.items()})
-        arrays, metrics = strategy.aggregate_train(server_round, [_reply(c, i) for i, c in enumerate(clients)])
+        arrays, metrics = strategy.aggregate_train(
+            server_round, [_reply(c, i) for i, c in enumerate(clients)]
+        )
         expected, info = reference(_flat(layout, clients, g), return_info=True)
         expected = layout.unflatten(layout.flatten(g) + expected)
         for k in g:
@@ -197,7 +213,16 @@ def test_message_strategy_callable_with_kwargs_and_rng(rng):
     def scaled_mean(grads, *, scale, rng=None, return_info=False):
         calls.append((scale, type(rng)))
         out = robustagg.mean(grads) * scale
-        return (out, robustagg.Diagnostics("scaled_mean", kept=np.ones(len(grads), bool), nonfinite=np.zeros(len(grads), bool))) if return_info else out
+        return (
+            (
+                out,
+                robustagg.Diagnostics(
+                    "scaled_mean", kept=np.ones(len(grads), bool), nonfinite=np.zeros(len(grads), bool)
+                ),
+            )
+            if return_info
+            else out
+        )
 
     g = _model(rng, np.float64)
     clients = _clients(rng, g, n=4)
@@ -300,7 +325,7 @@ def test_legacy_strategy_equals_rule(rng, rule, kwargs):
     layout = ArrayLayout.of(g)
     expected, info = robustagg.get_rule(rule)(_flat(layout, clients, g), **kwargs, return_info=True)
     expected = layout.unflatten(layout.flatten(g) + expected)
-    for a, (k, e) in zip(got, expected.items(), strict=True):
+    for a, e in zip(got, expected.values(), strict=True):
         assert a.shape == e.shape and a.dtype == e.dtype
         np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6)
     assert metrics["robustagg-kept"] == int(info.kept.sum())
@@ -382,7 +407,9 @@ def test_simulation_robust_rule_trains_and_fedavg_is_derailed():
         return MetricRecord()
 
     def evaluate(server_round, arrays):
-        loss, acc = _loss_acc(arrays["w"].numpy().astype(np.float64), float(arrays["b"].numpy()), X_test, y_test)
+        loss, acc = _loss_acc(
+            arrays["w"].numpy().astype(np.float64), float(arrays["b"].numpy()), X_test, y_test
+        )
         return MetricRecord({"loss": loss, "accuracy": acc})
 
     common = dict(fraction_evaluate=0.0, min_train_nodes=N_CLIENTS, min_available_nodes=N_CLIENTS)
@@ -395,11 +422,16 @@ def test_simulation_robust_rule_trains_and_fedavg_is_derailed():
     def main(grid: Grid, context: Context) -> None:
         initial = ArrayRecord({"w": Array(np.zeros(DIM, np.float32)), "b": Array(np.zeros((), np.float32))})
         for name, strategy in (
-            ("robust", RobustStrategy("multi_krum", f=N_BYZANTINE, train_metrics_aggr_fn=record_kept, **common)),
+            (
+                "robust",
+                RobustStrategy("multi_krum", f=N_BYZANTINE, train_metrics_aggr_fn=record_kept, **common),
+            ),
             ("signguard", RobustStrategy(robustagg.SignGuard(rng=0), **common)),
             ("fedavg", RobustStrategy("mean", **common)),
         ):
-            results[name] = strategy.start(grid=grid, initial_arrays=initial, num_rounds=3, evaluate_fn=evaluate)
+            results[name] = strategy.start(
+                grid=grid, initial_arrays=initial, num_rounds=3, evaluate_fn=evaluate
+            )
             results[name + "-strategy"] = strategy
 
     run_simulation(

@@ -79,7 +79,9 @@ def test_jax_input_not_mutated_and_nonfinite_rows_excluded():
     out, info = robustagg.mean(x, return_info=True)
     np.testing.assert_array_equal(np.array(x), before)
     assert info.nonfinite[3] and not info.kept[3]
-    np.testing.assert_allclose(np.asarray(out), np.delete(G, 3, axis=0).mean(axis=0, dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out), np.delete(G, 3, axis=0).mean(axis=0, dtype=np.float64), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
