@@ -331,7 +331,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--csv", type=Path, help="also write one row per cell as CSV")
     p.add_argument("--json", type=Path, help="also write the full result as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn only on a terminal anyway)")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (it is drawn only on a terminal anyway)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,8 +31,8 @@ def test_synthetic_gradients_spread_exceeds_mean():
 
 
 def test_matrix_cells_are_the_relative_deviation():
-    result = robustness_matrix(["mean", "median"], ["sign_flip", "nan", "line_search"], **SMALL)
-    assert result["attacks"] == ["none", "sign_flip", "nan", "line_search"]
+    result = robustness_matrix(["mean", "median"], ["sign_flip", "nan"], **SMALL)
+    assert result["attacks"] == ["none", "sign_flip", "nan"]
     cells = result["cells"]
     np.testing.assert_allclose(cells[("mean", "none")]["deviation"], 0.0, atol=1e-12)
     expected = []
@@ -43,8 +43,9 @@ def test_matrix_cells_are_the_relative_deviation():
     np.testing.assert_allclose(cells[("mean", "sign_flip")]["deviation"], np.mean(expected), rtol=1e-12)
     # non-finite rows are excluded by the rules: the NaN attack is the same as dropping the rows
     assert np.isfinite(cells[("median", "nan")]["deviation"])
-    # the adaptive attack hurts the mean more than sign flipping
-    assert cells[("mean", "line_search")]["deviation"] > cells[("mean", "sign_flip")]["deviation"]
+    # the adaptive attack gets the cell's rule and hurts it more than sign flipping
+    adaptive = robustness_matrix(["median"], ["line_search", "sign_flip"], n=12, f=2, d=20, seeds=1)["cells"]
+    assert adaptive[("median", "line_search")]["deviation"] > adaptive[("median", "sign_flip")]["deviation"]
 
 
 def test_matrix_reports_refusals_and_kept_rates():
