@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from . import kernels
 from ._registry import register_rule
 from ._validation import prepare

@@ -95,7 +95,6 @@ def centred_gram(G: np.ndarray, rows: np.ndarray, ref: int | None = None, thread
     ``rows[0]``): ``C_ij = <g_i - g_ref, g_j - g_ref>``, (m, m) float64, exactly symmetric.
     Blocks in G's precision, accumulation across blocks in float64."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
-    m = rows.size
     d = G.shape[1]
     ref = int(rows[0]) if ref is None else int(ref)
     work = np.float32 if G.dtype == np.float32 else np.float64
