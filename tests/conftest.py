@@ -1,5 +1,10 @@
 import os
 
+# Numba's OpenMP threading layer spin-waits by default; on a machine busier than its cores each
+# parallel kernel call then burns tens of milliseconds at barriers. Passive waiting must be set
+# before libgomp loads, i.e. before numba, torch or scikit-learn are imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
