@@ -20,12 +20,35 @@ def _rows(out):
 
 def test_smoke_table1_tiny(tmp_path, capsys):
     out = str(tmp_path / "t1")
-    rc = main(["experiment", "--preset", "table1", "--rules", "mean", "--attacks", "none,sign_flip,label_flip", "--out", out, *TINY])
+    rc = main(
+        [
+            "experiment",
+            "--preset",
+            "table1",
+            "--rules",
+            "mean",
+            "--attacks",
+            "none,sign_flip,label_flip",
+            "--out",
+            out,
+            *TINY,
+        ]
+    )
     assert rc == 0
     rows = _rows(out)
     assert len(rows) == 3
-    for col in ("dataset", "model", "rule", "attack", "byzantine_fraction", "partition", "seed", "best_accuracy",
-                "honest_kept_rate", "malicious_kept_rate"):
+    for col in (
+        "dataset",
+        "model",
+        "rule",
+        "attack",
+        "byzantine_fraction",
+        "partition",
+        "seed",
+        "best_accuracy",
+        "honest_kept_rate",
+        "malicious_kept_rate",
+    ):
         assert col in rows[0]
     assert [r["attack"] for r in rows] == ["none", "sign_flip", "label_flip"]
     assert all(r["dataset"] == "digits" and r["partition"] == "iid" and r["error"] == "" for r in rows)
@@ -37,7 +60,18 @@ def test_smoke_table1_tiny(tmp_path, capsys):
 
 def test_resumption_skips_finished_cells(tmp_path, monkeypatch):
     out = str(tmp_path / "r")
-    args = ["experiment", "--preset", "table1", "--rules", "mean", "--attacks", "none,sign_flip", "--out", out, *TINY]
+    args = [
+        "experiment",
+        "--preset",
+        "table1",
+        "--rules",
+        "mean",
+        "--attacks",
+        "none,sign_flip",
+        "--out",
+        out,
+        *TINY,
+    ]
     assert main(args) == 0
     first = _rows(out)
 
@@ -52,8 +86,23 @@ def test_resumption_skips_finished_cells(tmp_path, monkeypatch):
     monkeypatch.undo()
     real = experiment.run_cell
     monkeypatch.setattr(experiment, "run_cell", lambda c: calls.append(c["attack"]) or real(c))
-    assert main(["experiment", "--preset", "table1", "--rules", "mean", "--attacks", "none,sign_flip,gaussian",
-                 "--out", out, *TINY]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--preset",
+                "table1",
+                "--rules",
+                "mean",
+                "--attacks",
+                "none,sign_flip,gaussian",
+                "--out",
+                out,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert calls == ["gaussian"]
     # --force recomputes everything
     calls.clear()
@@ -63,8 +112,25 @@ def test_resumption_skips_finished_cells(tmp_path, monkeypatch):
 
 def test_seeds_and_parallel_jobs(tmp_path):
     out = str(tmp_path / "j")
-    rc = main(["experiment", "--preset", "table1", "--rules", "mean", "--attacks", "gaussian",
-               "--seeds", "0", "1", "--jobs", "2", "--out", out, *TINY])
+    rc = main(
+        [
+            "experiment",
+            "--preset",
+            "table1",
+            "--rules",
+            "mean",
+            "--attacks",
+            "gaussian",
+            "--seeds",
+            "0",
+            "1",
+            "--jobs",
+            "2",
+            "--out",
+            out,
+            *TINY,
+        ]
+    )
     assert rc == 0
     rows = _rows(out)
     assert sorted((r["attack"], r["seed"]) for r in rows) == [("gaussian", "0"), ("gaussian", "1")]
@@ -144,8 +210,18 @@ def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_pa
 
 def test_missing_rule_of_a_preset_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delitem(robustagg.RULES, "mean")
-    rc = main(["experiment", "--preset", "fig5", "--rules", "median" if "median" in robustagg.RULES else "mean",
-               "--out", str(tmp_path), *TINY])
+    rc = main(
+        [
+            "experiment",
+            "--preset",
+            "fig5",
+            "--rules",
+            "median" if "median" in robustagg.RULES else "mean",
+            "--out",
+            str(tmp_path),
+            *TINY,
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "not available" in err or "unknown rule" in err

@@ -146,7 +146,7 @@ def test_noniid_label_skew(rng):
     for s in (0.0, 0.3, 0.5, 0.8, 1.0):
         parts = noniid_partition(y, 50, s, np.random.default_rng(1))
         top_share.append(np.mean([np.bincount(y[p], minlength=10).max() / p.size for p in parts]))
-    assert all(a > b for a, b in zip(top_share, top_share[1:-1])), top_share
+    assert all(a > b for a, b in zip(top_share, top_share[1:-1], strict=False)), top_share
     assert top_share[0] >= 0.5 and top_share[-1] < 0.5
     # s = 0.5: on average more than half of a client's samples come from its top 2 labels
     # (IID alone would give about 2/10 + noise)
@@ -193,10 +193,19 @@ def test_same_seed_same_run_and_byzantine_positions(digits):
 
 def test_server_update_is_sgd_with_momentum(digits):
     """x1 = x0 - lr*c, x2 = x1 - lr*(0.9 c + c): two rounds with a constant aggregate."""
+
     def zeros(grads):
         return np.zeros(np.asarray(grads).shape[1])
 
-    kw = dict(model="logreg", n_clients=5, epochs=1, batch_size=135, lr=0.5, weight_decay=0.0, byzantine_fraction=0.0)
+    kw = dict(
+        model="logreg",
+        n_clients=5,
+        epochs=1,
+        batch_size=135,
+        lr=0.5,
+        weight_decay=0.0,
+        byzantine_fraction=0.0,
+    )
     base = run_federated(digits, rule=zeros, **kw)
     assert base.summary["rounds"] == 2
     c = np.linspace(-1, 1, base.theta.size)
@@ -244,11 +253,21 @@ def test_attack_sees_all_honest_gradients_and_kept_rates(digits):
         info = Diagnostics("norm_filter", kept=kept, nonfinite=np.zeros(len(G), bool))
         return (agg, info) if return_info else agg
 
-    res = run_federated(digits, model="logreg", n_clients=10, byzantine_fraction=0.2, epochs=2, rule=norm_filter, attack=scale_up)
+    res = run_federated(
+        digits,
+        model="logreg",
+        n_clients=10,
+        byzantine_fraction=0.2,
+        epochs=2,
+        rule=norm_filter,
+        attack=scale_up,
+    )
     np.testing.assert_array_equal(seen["mask"], res.byzantine)
     assert seen["shape"] == (10, res.summary["d"])
     assert res.summary["honest_kept_rate"] == 1.0 and res.summary["malicious_kept_rate"] == 0.0
-    np.testing.assert_allclose(res.history["malicious_signs"], np.tile([1.0, 0.0, 0.0], (res.summary["rounds"], 1)))
+    np.testing.assert_allclose(
+        res.history["malicious_signs"], np.tile([1.0, 0.0, 0.0], (res.summary["rounds"], 1))
+    )
     np.testing.assert_allclose(res.history["honest_signs"].sum(axis=1), 1.0)
 
 
@@ -272,7 +291,12 @@ def test_label_flip_changes_only_byzantine_gradients(digits):
 
 def test_time_varying_attack_changes_each_epoch_only(digits):
     res = run_federated(
-        digits, model="logreg", n_clients=10, epochs=12, batch_size=48, attack="time_varying",
+        digits,
+        model="logreg",
+        n_clients=10,
+        epochs=12,
+        batch_size=48,
+        attack="time_varying",
         time_varying_pool=("none", "sign_flip", "label_flip", "gaussian"),
     )
     ids = res.history["attack"]
@@ -293,7 +317,7 @@ def test_stateful_reference_is_previous_aggregate(digits):
 
     run_federated(digits, model="logreg", n_clients=5, epochs=3, batch_size=300, rule=with_reference)
     assert refs[0] is None
-    for r, prev in zip(refs[1:], outs[:-1]):
+    for r, prev in zip(refs[1:], outs[:-1], strict=True):
         np.testing.assert_array_equal(r, prev)
 
 
@@ -317,13 +341,21 @@ def test_divergence_is_recorded_not_raised(digits):
     assert np.isnan(res.summary["final_accuracy"]) and np.isfinite(res.summary["best_accuracy"])
     assert np.all(np.isfinite(res.theta))
     # overflowing parameters stop the run too
-    res = run_federated(digits, model="logreg", n_clients=10, epochs=5, rule=lambda g: np.full(np.shape(g)[1], 1e308))
+    res = run_federated(
+        digits, model="logreg", n_clients=10, epochs=5, rule=lambda g: np.full(np.shape(g)[1], 1e308)
+    )
     assert res.summary["diverged"]
 
 
 def test_config_validation(digits):
-    for bad in (dict(n_clients=0), dict(byzantine_fraction=1.0), dict(lr=-1.0), dict(partition="weird"),
-                dict(model="cnn"), dict(epochs=0)):
+    for bad in (
+        dict(n_clients=0),
+        dict(byzantine_fraction=1.0),
+        dict(lr=-1.0),
+        dict(partition="weird"),
+        dict(model="cnn"),
+        dict(epochs=0),
+    ):
         with pytest.raises(ValueError):
             FederatedConfig(**bad).validate()
     with pytest.raises(TypeError, match="unknown setting"):
@@ -350,4 +382,8 @@ def test_progress_bar_quiet_unless_tty_or_forced():
         assert "3/10" in bar.render() and "mean/lie" in bar.render()
     text = buf.getvalue()
     assert "cells |" in text and "3/10" in text and text.endswith("\n")
-    assert format_seconds(75.3) == "1:15" and format_seconds(3725) == "1:02:05" and format_seconds(float("nan")) == "?"
+    assert (
+        format_seconds(75.3) == "1:15"
+        and format_seconds(3725) == "1:02:05"
+        and format_seconds(float("nan")) == "?"
+    )

@@ -163,9 +163,13 @@ def load_dataset(
             keys = set(data.files)
             label = os.path.splitext(os.path.basename(name))[0]
             if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-                return from_arrays(data["x_train"], data["y_train"], data["x_test"], data["y_test"], name=label)
+                return from_arrays(
+                    data["x_train"], data["y_train"], data["x_test"], data["y_test"], name=label
+                )
             if {"X_train", "y_train", "X_test", "y_test"} <= keys:
-                return from_arrays(data["X_train"], data["y_train"], data["X_test"], data["y_test"], name=label)
+                return from_arrays(
+                    data["X_train"], data["y_train"], data["X_test"], data["y_test"], name=label
+                )
             for xk, yk in (("X", "y"), ("x", "y"), ("data", "target")):
                 if {xk, yk} <= keys:
                     return from_arrays(data[xk], data[yk], test_size=test_size, seed=seed, name=label)

@@ -50,7 +50,17 @@ import numpy as np
 __all__ = ["BUDGETS", "PRESETS", "build_cells", "configure_parser", "run", "run_cell"]
 
 #: Table I's attacks, in the paper's column order
-TABLE1_ATTACKS = ("none", "gaussian", "noise", "label_flip", "byzmean", "sign_flip", "lie", "min_max", "min_sum")
+TABLE1_ATTACKS = (
+    "none",
+    "gaussian",
+    "noise",
+    "label_flip",
+    "byzmean",
+    "sign_flip",
+    "lie",
+    "min_max",
+    "min_sum",
+)
 #: Table I's rules, in the paper's row order
 TABLE1_RULES = (
     "mean",
@@ -168,7 +178,11 @@ def _cells_table3(a) -> list[dict]:
 
 
 def _cells_fig2(a) -> list[dict]:
-    return [dict(rule=r, attack=att, record_signs=True) for r in a.rules or ("mean",) for att in a.attacks or ("none",)]
+    return [
+        dict(rule=r, attack=att, record_signs=True)
+        for r in a.rules or ("mean",)
+        for att in a.attacks or ("none",)
+    ]
 
 
 def _cells_fig4(a) -> list[dict]:
@@ -190,7 +204,9 @@ def _cells_fig5(a) -> list[dict]:
 
 def _cells_fig6(a) -> list[dict]:
     rules = a.rules or ("trimmed_mean", "multi_krum", "bulyan", "dnc", "signguard_sim")
-    attacks = a.attacks or (("byzmean", "sign_flip", "lie") if a.quick else ("byzmean", "sign_flip", "lie", "min_max"))
+    attacks = a.attacks or (
+        ("byzmean", "sign_flip", "lie") if a.quick else ("byzmean", "sign_flip", "lie", "min_max")
+    )
     cells = []
     for s in a.s_values or (0.3, 0.5, 0.8):
         cells.append(dict(rule="mean", attack="none", partition="noniid", s=s, variant="baseline"))
@@ -201,7 +217,10 @@ def _cells_fig6(a) -> list[dict]:
 PRESETS = {
     "table1": (_cells_table1, "Table I: best test accuracy (%), rules × attacks, 20 % Byzantine, IID"),
     "table2": (_cells_table2, "Table II: average kept rate of honest (H) and malicious (M) gradients"),
-    "table3": (_cells_table3, "Table III: SignGuard-Sim components (T: norm threshold, C: sign clustering, N: norm clipping)"),
+    "table3": (
+        _cells_table3,
+        "Table III: SignGuard-Sim components (T: norm threshold, C: sign clustering, N: norm clipping)",
+    ),
     "fig2": (_cells_fig2, "Fig. 2: sign statistics of honest gradients and of the LIE vector over rounds"),
     "fig4": (_cells_fig4, "Fig. 4: accuracy drop against the Byzantine fraction"),
     "fig5": (_cells_fig5, "Fig. 5: test accuracy under the time-varying attack"),
@@ -274,13 +293,25 @@ def run_cell(cell: dict) -> dict:
         record.update(error=str(exc), summary={"seconds": time.perf_counter() - t0})
         return record
     d = result.to_dict(history=True)
-    record.update(error="", summary=d["summary"], history=_slim_history(d["history"]), attack_names=d["attack_names"])
+    record.update(
+        error="", summary=d["summary"], history=_slim_history(d["history"]), attack_names=d["attack_names"]
+    )
     return record
 
 
 def _slim_history(h: dict) -> dict:
     """Keep what the tables and plots need (accuracy curve, kept rates, sign statistics)."""
-    keep = ("round", "accuracy", "test_loss", "honest_kept", "malicious_kept", "attack", "honest_signs", "malicious_signs", "lie_signs")
+    keep = (
+        "round",
+        "accuracy",
+        "test_loss",
+        "honest_kept",
+        "malicious_kept",
+        "attack",
+        "honest_signs",
+        "malicious_signs",
+        "lie_signs",
+    )
     return {k: h[k] for k in keep if k in h}
 
 
@@ -412,8 +443,21 @@ def _acc(r: dict) -> float:
     return _num(r.get("summary", {}).get("best_accuracy"))
 
 
-def _table(rows, cols, stats, row_label, col_label=lambda c: str(c), header0="", bold_best=True, scale=100.0, digits=2) -> str:
-    lines = ["| " + header0 + " | " + " | ".join(col_label(c) for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+def _table(
+    rows,
+    cols,
+    stats,
+    row_label,
+    col_label=lambda c: str(c),
+    header0="",
+    bold_best=True,
+    scale=100.0,
+    digits=2,
+) -> str:
+    lines = [
+        "| " + header0 + " | " + " | ".join(col_label(c) for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     best = {}
     if bold_best:
         for c in cols:
@@ -445,23 +489,53 @@ def markdown(preset: str, records: list[dict]) -> str:
     title = PRESETS[preset][1]
     parts = [f"# {title}", "", _context_line(records) if records else "", ""]
     if preset not in ("fig2", "table2"):
-        parts += ["Accuracy: best test accuracy over training in % (mean ± std over seeds when there are several).", ""]
+        parts += [
+            "Accuracy: best test accuracy over training in % (mean ± std over seeds when there are several).",
+            "",
+        ]
     if preset == "table1":
         rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], _acc)
         parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
         parts += ["", "Final test accuracy (%, after the last round):", ""]
-        rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"],
-                                  lambda r: _num(r["summary"].get("final_accuracy")))
+        rows, cols, stats = _grid(
+            ok,
+            lambda r: r["cell"]["rule"],
+            lambda r: r["cell"]["attack"],
+            lambda r: _num(r["summary"].get("final_accuracy")),
+        )
         parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
         parts += ["", "Average kept rate of honest / malicious gradients (H / M):", ""]
-        h = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], lambda r: _num(r["summary"].get("honest_kept_rate")))
-        m = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], lambda r: _num(r["summary"].get("malicious_kept_rate")))
+        h = _grid(
+            ok,
+            lambda r: r["cell"]["rule"],
+            lambda r: r["cell"]["attack"],
+            lambda r: _num(r["summary"].get("honest_kept_rate")),
+        )
+        m = _grid(
+            ok,
+            lambda r: r["cell"]["rule"],
+            lambda r: r["cell"]["attack"],
+            lambda r: _num(r["summary"].get("malicious_kept_rate")),
+        )
         parts.append(_kept_table(h, m, _p))
     elif preset == "table2":
-        h = _grid(ok, lambda r: r["cell"]["attack"], lambda r: r["cell"]["rule"], lambda r: _num(r["summary"].get("honest_kept_rate")))
-        m = _grid(ok, lambda r: r["cell"]["attack"], lambda r: r["cell"]["rule"], lambda r: _num(r["summary"].get("malicious_kept_rate")))
+        h = _grid(
+            ok,
+            lambda r: r["cell"]["attack"],
+            lambda r: r["cell"]["rule"],
+            lambda r: _num(r["summary"].get("honest_kept_rate")),
+        )
+        m = _grid(
+            ok,
+            lambda r: r["cell"]["attack"],
+            lambda r: r["cell"]["rule"],
+            lambda r: _num(r["summary"].get("malicious_kept_rate")),
+        )
         rows, cols = h[0], h[1]
-        lines = ["| Attack | " + " | ".join(f"{_p(c)} H | {_p(c)} M" for c in cols) + " |", "|" + "---|" * (2 * len(cols) + 1)]
+        lines = [
+            "| Attack | " + " | ".join(f"{_p(c)} H | {_p(c)} M" for c in cols) + " |",
+            "|" + "---|" * (2 * len(cols) + 1),
+        ]
         for a in rows:
             vals = []
             for c in cols:
@@ -475,31 +549,65 @@ def markdown(preset: str, records: list[dict]) -> str:
     elif preset == "table3":
         rows, cols, stats = _grid(ok, lambda r: r["cell"]["variant"], lambda r: r["cell"]["attack"], _acc)
         parts.append(_table(rows, cols, stats, lambda v: v, _p, header0="Components"))
-        parts += ["", "T: norm thresholding, C: sign clustering, N: norm clipping. Reverse: sign flip scaled by "
-                  "r = 3 (= R) when T or N is on, r = 100 otherwise."]
+        parts += [
+            "",
+            "T: norm thresholding, C: sign clustering, N: norm clipping. Reverse: sign flip scaled by "
+            "r = 3 (= R) when T or N is on, r = 100 otherwise.",
+        ]
     elif preset == "fig2":
         parts.append(_fig2_table(ok))
     elif preset == "fig4":
         base = _agg([_acc(r) for r in ok if r["cell"]["variant"] == "baseline"])[0]
         rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
         rows, cols, stats = _grid(
-            rest, lambda r: (r["cell"]["attack"], r["cell"]["rule"]), lambda r: r["cell"]["byzantine_fraction"], _acc
+            rest,
+            lambda r: (r["cell"]["attack"], r["cell"]["rule"]),
+            lambda r: r["cell"]["byzantine_fraction"],
+            _acc,
         )
         parts.append(f"Baseline (Mean, no attack, no Byzantine clients): {_fmt(base, math.nan)} %.\n")
-        parts.append(_table(rows, cols, stats, lambda k: f"{_p(k[0])} / {_p(k[1])}", lambda c: f"{100 * c:g} % Byz.",
-                            header0="Attack / GAR", bold_best=False))
+        parts.append(
+            _table(
+                rows,
+                cols,
+                stats,
+                lambda k: f"{_p(k[0])} / {_p(k[1])}",
+                lambda c: f"{100 * c:g} % Byz.",
+                header0="Attack / GAR",
+                bold_best=False,
+            )
+        )
     elif preset == "fig5":
-        rows, cols, stats = _grid(ok, lambda r: (r["cell"]["rule"], r["cell"]["attack"]), lambda r: "best", _acc)
-        _, _, fin = _grid(ok, lambda r: (r["cell"]["rule"], r["cell"]["attack"]), lambda r: "best",
-                          lambda r: _num(r["summary"].get("final_accuracy")))
+        rows, cols, stats = _grid(
+            ok, lambda r: (r["cell"]["rule"], r["cell"]["attack"]), lambda r: "best", _acc
+        )
+        _, _, fin = _grid(
+            ok,
+            lambda r: (r["cell"]["rule"], r["cell"]["attack"]),
+            lambda r: "best",
+            lambda r: _num(r["summary"].get("final_accuracy")),
+        )
         lines = ["| GAR | attack | best accuracy | final accuracy |", "|---|---|---|---|"]
         for k in rows:
-            lines.append(f"| {_p(k[0])} | {_p(k[1])} | {_fmt(*stats[(k, 'best')])} | {_fmt(*fin[(k, 'best')])} |")
+            lines.append(
+                f"| {_p(k[0])} | {_p(k[1])} | {_fmt(*stats[(k, 'best')])} | {_fmt(*fin[(k, 'best')])} |"
+            )
         parts.append("\n".join(lines))
     elif preset == "fig6":
-        rows, cols, stats = _grid(ok, lambda r: (r["cell"]["attack"], r["cell"]["rule"]), lambda r: r["cell"]["s"], _acc)
-        parts.append(_table(rows, cols, stats, lambda k: f"{_p(k[0])} / {_p(k[1])}", lambda c: f"s = {c:g}",
-                            header0="Attack / GAR", bold_best=False))
+        rows, cols, stats = _grid(
+            ok, lambda r: (r["cell"]["attack"], r["cell"]["rule"]), lambda r: r["cell"]["s"], _acc
+        )
+        parts.append(
+            _table(
+                rows,
+                cols,
+                stats,
+                lambda k: f"{_p(k[0])} / {_p(k[1])}",
+                lambda c: f"s = {c:g}",
+                header0="Attack / GAR",
+                bold_best=False,
+            )
+        )
     errors = [r for r in records if r.get("error")]
     if errors:
         parts += ["", "Cells that could not run:", ""]
@@ -509,7 +617,9 @@ def markdown(preset: str, records: list[dict]) -> str:
             key = (c["rule"], c["attack"], c["byzantine_fraction"], r["error"])
             if key not in seen:
                 seen.add(key)
-                parts.append(f"- {_p(c['rule'])} / {_p(c['attack'])} at {100 * c['byzantine_fraction']:g} % Byzantine: {r['error']}")
+                parts.append(
+                    f"- {_p(c['rule'])} / {_p(c['attack'])} at {100 * c['byzantine_fraction']:g} % Byzantine: {r['error']}"
+                )
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -529,7 +639,10 @@ def _kept_table(h, m, label) -> str:
 
 
 def _fig2_table(records) -> str:
-    lines = ["| run | rounds | honest + | honest 0 | honest − | LIE + | LIE 0 | LIE − |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | rounds | honest + | honest 0 | honest − | LIE + | LIE 0 | LIE − |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         h = np.array(r["history"].get("honest_signs", []), dtype=float)
         lie = np.array(r["history"].get("lie_signs", []), dtype=float)
@@ -542,7 +655,9 @@ def _fig2_table(records) -> str:
             + " | ".join(f"{v:.3f}" for v in (*hm, *lm))
             + " |"
         )
-    return "Average over rounds of the fraction of positive / zero / negative coordinates.\n\n" + "\n".join(lines)
+    return "Average over rounds of the fraction of positive / zero / negative coordinates.\n\n" + "\n".join(
+        lines
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,13 +695,22 @@ def plot(preset: str, records: list[dict], path: str) -> str | None:
         base = _agg([_acc(r) for r in ok if r["cell"]["variant"] == "baseline"])[0]
         rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
         attacks = list(dict.fromkeys(r["cell"]["attack"] for r in rest))
-        fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.2), sharey=True, squeeze=False)
-        for ax, att in zip(axes[0], attacks):
+        fig, axes = plt.subplots(
+            1, len(attacks), figsize=(3.2 * len(attacks), 3.2), sharey=True, squeeze=False
+        )
+        for ax, att in zip(axes[0], attacks, strict=True):
             sub = [r for r in rest if r["cell"]["attack"] == att]
-            rows, cols, stats = _grid(sub, lambda r: r["cell"]["rule"], lambda r: r["cell"]["byzantine_fraction"], _acc)
+            rows, cols, stats = _grid(
+                sub, lambda r: r["cell"]["rule"], lambda r: r["cell"]["byzantine_fraction"], _acc
+            )
             for rule in rows:
                 xs = [c for c in cols if (rule, c) in stats]
-                ax.plot([100 * c for c in xs], [100 * (base - stats[(rule, c)][0]) for c in xs], "o-", label=_p(rule))
+                ax.plot(
+                    [100 * c for c in xs],
+                    [100 * (base - stats[(rule, c)][0]) for c in xs],
+                    "o-",
+                    label=_p(rule),
+                )
             ax.set_title(_p(att))
             ax.set_xlabel("Byzantine clients (%)")
         axes[0][0].set_ylabel("accuracy drop (points)")
@@ -597,13 +721,19 @@ def plot(preset: str, records: list[dict], path: str) -> str | None:
         for r in ok:
             acc = 100 * np.array(r["history"]["accuracy"], dtype=float)
             rounds = np.array(r["history"]["round"], dtype=float)
-            label = "baseline (Mean, no attack)" if r["cell"]["variant"] == "baseline" else _p(r["cell"]["rule"])
+            label = (
+                "baseline (Mean, no attack)" if r["cell"]["variant"] == "baseline" else _p(r["cell"]["rule"])
+            )
             label = f"{label} s{r['cell']['seed']}" if several else label
             style = "k--" if r["cell"]["variant"] == "baseline" else "-"
             for ax in axes:
                 ax.plot(rounds, acc, style, label=label, lw=1.2)
         last = max(float(np.nanmax(np.array(r["history"]["round"], dtype=float))) for r in ok)
-        tail = [100 * np.array(r["history"]["accuracy"], dtype=float)[np.array(r["history"]["round"]) >= 0.25 * last] for r in ok]
+        tail = [
+            100
+            * np.array(r["history"]["accuracy"], dtype=float)[np.array(r["history"]["round"]) >= 0.25 * last]
+            for r in ok
+        ]
         low = min(float(np.nanmin(t)) for t in tail if t.size)
         axes[1].set_xlim(0.25 * last, last)
         axes[1].set_ylim(max(low - 1, 0), 100)
@@ -616,17 +746,29 @@ def plot(preset: str, records: list[dict], path: str) -> str | None:
     else:  # fig6
         rest = [r for r in ok if r["cell"]["variant"] != "baseline"]
         attacks = list(dict.fromkeys(r["cell"]["attack"] for r in rest))
-        fig, axes = plt.subplots(1, len(attacks), figsize=(3.2 * len(attacks), 3.2), sharey=True, squeeze=False)
-        _, _, base = _grid([r for r in ok if r["cell"]["variant"] == "baseline"], lambda r: 0, lambda r: r["cell"]["s"], _acc)
-        for ax, att in zip(axes[0], attacks):
+        fig, axes = plt.subplots(
+            1, len(attacks), figsize=(3.2 * len(attacks), 3.2), sharey=True, squeeze=False
+        )
+        _, _, base = _grid(
+            [r for r in ok if r["cell"]["variant"] == "baseline"], lambda r: 0, lambda r: r["cell"]["s"], _acc
+        )
+        for ax, att in zip(axes[0], attacks, strict=True):
             sub = [r for r in rest if r["cell"]["attack"] == att]
             rows, cols, stats = _grid(sub, lambda r: r["cell"]["rule"], lambda r: r["cell"]["s"], _acc)
             width = 0.8 / max(len(rows), 1)
             for i, rule in enumerate(rows):
-                ax.bar([j + i * width for j in range(len(cols))], [100 * stats.get((rule, c), (math.nan,))[0] for c in cols],
-                       width=width, label=_p(rule))
-            ax.plot([j + 0.4 - width / 2 for j in range(len(cols))], [100 * base.get((0, c), (math.nan,))[0] for c in cols],
-                    "k*", label="baseline")
+                ax.bar(
+                    [j + i * width for j in range(len(cols))],
+                    [100 * stats.get((rule, c), (math.nan,))[0] for c in cols],
+                    width=width,
+                    label=_p(rule),
+                )
+            ax.plot(
+                [j + 0.4 - width / 2 for j in range(len(cols))],
+                [100 * base.get((0, c), (math.nan,))[0] for c in cols],
+                "k*",
+                label="baseline",
+            )
             ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], [f"s={c:g}" for c in cols])
             ax.set_title(_p(att))
         values = [100 * _acc(r) for r in ok if math.isfinite(_acc(r))]
@@ -651,7 +793,9 @@ def _csv_list(kind: str, choices: list[str] | None = None):
         if choices is not None:
             bad = [t for t in items if t not in choices]
             if bad:
-                raise argparse.ArgumentTypeError(f"unknown {kind} {', '.join(bad)}; available: {', '.join(choices)}")
+                raise argparse.ArgumentTypeError(
+                    f"unknown {kind} {', '.join(bad)}; available: {', '.join(choices)}"
+                )
         return items
 
     return parse
@@ -662,7 +806,9 @@ def _float_list(kind: str, low: float, high: float):
         try:
             vals = [float(t) for t in text.split(",") if t.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be a comma-separated list of numbers, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{kind} must be a comma-separated list of numbers, got {text!r}"
+            ) from None
         if not vals or any(not (low <= v <= high) for v in vals):
             raise argparse.ArgumentTypeError(f"{kind} must be numbers in [{low}, {high}], got {text!r}")
         return vals
@@ -724,29 +870,85 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``robustagg experiment``."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "presets:\n" + "\n".join(f"  {k:7s} {v[1]}" for k, v in PRESETS.items())
-    p.add_argument("--preset", choices=sorted(PRESETS), default="table1", help="which experiment (default table1)")
-    p.add_argument("--dataset", type=_dataset_arg, default="digits", help="digits (default), synthetic, or PATH.npz")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="table1", help="which experiment (default table1)"
+    )
+    p.add_argument(
+        "--dataset", type=_dataset_arg, default="digits", help="digits (default), synthetic, or PATH.npz"
+    )
     p.add_argument("--model", choices=("mlp", "logreg"), default="mlp", help="model (default mlp)")
-    p.add_argument("--quick", action="store_true", help="reduced budget (fewer epochs, fewer attacks in fig4/fig6)")
+    p.add_argument(
+        "--quick", action="store_true", help="reduced budget (fewer epochs, fewer attacks in fig4/fig6)"
+    )
     p.add_argument("--out", default=None, help="output directory (default runs/PRESET[-quick])")
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--seeds", type=_seed, nargs="+", default=[[0]], metavar="SEED",
-                   help="seeds, space- or comma-separated (default 0)")
-    p.add_argument("--rules", type=_csv_list("rule"), default=None, help="comma-separated rules (default: the preset's)")
-    p.add_argument("--attacks", type=_csv_list("attack"), default=None, help="comma-separated attacks (default: the preset's)")
-    p.add_argument("--fractions", type=_float_list("--fractions", 0.0, 0.49), default=None,
-                   help="fig4: Byzantine fractions (default 0.1,0.2,0.3,0.4)")
-    p.add_argument("--s-values", dest="s_values", type=_float_list("--s-values", 0.0, 1.0), default=None,
-                   help="fig6: IID fractions s (default 0.3,0.5,0.8)")
+    p.add_argument(
+        "--seeds",
+        type=_seed,
+        nargs="+",
+        default=[[0]],
+        metavar="SEED",
+        help="seeds, space- or comma-separated (default 0)",
+    )
+    p.add_argument(
+        "--rules", type=_csv_list("rule"), default=None, help="comma-separated rules (default: the preset's)"
+    )
+    p.add_argument(
+        "--attacks",
+        type=_csv_list("attack"),
+        default=None,
+        help="comma-separated attacks (default: the preset's)",
+    )
+    p.add_argument(
+        "--fractions",
+        type=_float_list("--fractions", 0.0, 0.49),
+        default=None,
+        help="fig4: Byzantine fractions (default 0.1,0.2,0.3,0.4)",
+    )
+    p.add_argument(
+        "--s-values",
+        dest="s_values",
+        type=_float_list("--s-values", 0.0, 1.0),
+        default=None,
+        help="fig6: IID fractions s (default 0.3,0.5,0.8)",
+    )
     g = p.add_argument_group("training settings (defaults: see docs/results.md)")
-    g.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs (default {BUDGETS['full']['epochs']}, --quick {BUDGETS['quick']['epochs']})")
-    g.add_argument("--clients", dest="n_clients", type=_positive_int, default=None, help=f"clients n (default {TRAINING_DEFAULTS['n_clients']})")
-    g.add_argument("--byzantine-fraction", dest="byzantine_fraction", type=_fraction, default=None,
-                   help=f"Byzantine fraction (default {TRAINING_DEFAULTS['byzantine_fraction']})")
-    g.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate (default {TRAINING_DEFAULTS['lr']})")
-    g.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=None,
-                   help=f"per-client minibatch (default {TRAINING_DEFAULTS['batch_size']})")
-    g.add_argument("--hidden", type=_positive_int, default=None, help=f"MLP hidden units (default {TRAINING_DEFAULTS['hidden']})")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        help=f"epochs (default {BUDGETS['full']['epochs']}, --quick {BUDGETS['quick']['epochs']})",
+    )
+    g.add_argument(
+        "--clients",
+        dest="n_clients",
+        type=_positive_int,
+        default=None,
+        help=f"clients n (default {TRAINING_DEFAULTS['n_clients']})",
+    )
+    g.add_argument(
+        "--byzantine-fraction",
+        dest="byzantine_fraction",
+        type=_fraction,
+        default=None,
+        help=f"Byzantine fraction (default {TRAINING_DEFAULTS['byzantine_fraction']})",
+    )
+    g.add_argument(
+        "--lr", type=_positive_float, default=None, help=f"learning rate (default {TRAINING_DEFAULTS['lr']})"
+    )
+    g.add_argument(
+        "--batch-size",
+        dest="batch_size",
+        type=_positive_int,
+        default=None,
+        help=f"per-client minibatch (default {TRAINING_DEFAULTS['batch_size']})",
+    )
+    g.add_argument(
+        "--hidden",
+        type=_positive_int,
+        default=None,
+        help=f"MLP hidden units (default {TRAINING_DEFAULTS['hidden']})",
+    )
     p.add_argument("--force", action="store_true", help="recompute cells already stored in OUT")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw the figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
@@ -806,8 +1008,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     failures = 0
     note = lambda msg: None if args.quiet else print(msg, file=sys.stderr)  # noqa: E731
-    note(f"robustagg experiment {args.preset}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
-         f"{len(todo)} to run with {args.jobs} job(s) -> {out}")
+    note(
+        f"robustagg experiment {args.preset}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+        f"{len(todo)} to run with {args.jobs} job(s) -> {out}"
+    )
     with Progress(len(todo), desc=args.preset, enabled=False if args.quiet else None) as bar:
 
         def done(rec: dict) -> None:
@@ -823,11 +1027,18 @@ def run(args: argparse.Namespace) -> int:
             for c in todo:
                 done(run_cell(c))
         else:
-            ctx = multiprocessing.get_context("spawn")  # fresh interpreters: Numba/BLAS threads are not fork-safe
-            old = {k: os.environ.get(k) for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+            ctx = multiprocessing.get_context(
+                "spawn"
+            )  # fresh interpreters: Numba/BLAS threads are not fork-safe
+            old = {
+                k: os.environ.get(k)
+                for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+            }
             os.environ.update({k: "1" for k in old})
             try:
-                with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_worker_init) as pool:
+                with cf.ProcessPoolExecutor(
+                    max_workers=args.jobs, mp_context=ctx, initializer=_worker_init
+                ) as pool:
                     futures = {pool.submit(run_cell, c): c for c in todo}
                     try:
                         for fut in cf.as_completed(futures):
@@ -836,7 +1047,9 @@ def run(args: argparse.Namespace) -> int:
                             except Exception as exc:  # a crash in one cell must not lose the others
                                 failures += 1
                                 c = futures[fut]
-                                bar.write(f"cell {c['rule']}/{c['attack']} seed {c['seed']} failed: {type(exc).__name__}: {exc}")
+                                bar.write(
+                                    f"cell {c['rule']}/{c['attack']} seed {c['seed']} failed: {type(exc).__name__}: {exc}"
+                                )
                     except KeyboardInterrupt:
                         for fut in futures:
                             fut.cancel()
@@ -862,10 +1075,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         with open(md_path) as fh:
             print(fh.read())
-        print(f"wrote {os.path.join(out, 'results.csv')}, {md_path}"
-              + ("" if args.preset not in ("fig2", "fig4", "fig5", "fig6") or plot_note or not args.plot
-                 else f", {os.path.join(out, args.preset + '.png')}")
-              + f" in {elapsed:.1f} s", file=sys.stderr)
+        print(
+            f"wrote {os.path.join(out, 'results.csv')}, {md_path}"
+            + (
+                ""
+                if args.preset not in ("fig2", "fig4", "fig5", "fig6") or plot_note or not args.plot
+                else f", {os.path.join(out, args.preset + '.png')}"
+            )
+            + f" in {elapsed:.1f} s",
+            file=sys.stderr,
+        )
         if plot_note:
             print(f"note: {plot_note}", file=sys.stderr)
     return 1 if failures else 0

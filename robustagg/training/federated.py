@@ -55,7 +55,17 @@ __all__ = [
 DATA_ATTACKS = ("none", "label_flip", "time_varying")
 
 #: the attacks the time-varying adversary draws from each epoch (the paper's Table I, incl. none)
-TIME_VARYING_POOL = ("none", "gaussian", "noise", "label_flip", "byzmean", "sign_flip", "lie", "min_max", "min_sum")
+TIME_VARYING_POOL = (
+    "none",
+    "gaussian",
+    "noise",
+    "label_flip",
+    "byzmean",
+    "sign_flip",
+    "lie",
+    "min_max",
+    "min_sum",
+)
 
 #: default options of the attacks in the experiments (the paper's Section V-B)
 DEFAULT_ATTACK_KWARGS: dict[str, dict[str, Any]] = {"lie": {"z": 0.3}, "byzmean": {"z": 0.3}}
@@ -327,7 +337,9 @@ class _Batcher:
         self.batch = int(batch_size)
         self.rng = rng
         self.rounds_per_epoch = max(1, math.ceil(float(self.counts.mean()) / self.batch))
-        self.weights = (np.arange(self.batch)[None, :] < np.minimum(self.counts, self.batch)[:, None]).astype(float)
+        self.weights = (np.arange(self.batch)[None, :] < np.minimum(self.counts, self.batch)[:, None]).astype(
+            float
+        )
         self.perm = self.index
 
     def new_epoch(self) -> None:
@@ -381,7 +393,9 @@ def run_federated(
     t0 = time.perf_counter()
 
     ss = np.random.SeedSequence(int(cfg.seed))
-    rng_part, rng_byz, rng_init, rng_batch, rng_attack, rng_rule, rng_tv = (np.random.default_rng(s) for s in ss.spawn(7))
+    rng_part, rng_byz, rng_init, rng_batch, rng_attack, rng_rule, rng_tv = (
+        np.random.default_rng(s) for s in ss.spawn(7)
+    )
 
     n = int(cfg.n_clients)
     f = cfg.n_byzantine
@@ -399,7 +413,9 @@ def run_federated(
     if cfg.attack == "time_varying":
         attack_names = [str(a) for a in cfg.time_varying_pool]
     else:
-        attack_names = [cfg.attack if isinstance(cfg.attack, str) else getattr(cfg.attack, "__name__", "attack")]
+        attack_names = [
+            cfg.attack if isinstance(cfg.attack, str) else getattr(cfg.attack, "__name__", "attack")
+        ]
     rounds_per_epoch = batcher.rounds_per_epoch
     total = int(cfg.epochs) * rounds_per_epoch
 
@@ -411,9 +427,12 @@ def run_federated(
     honest_kept = np.full(total, np.nan)
     malicious_kept = np.full(total, np.nan)
     attack_idx = np.zeros(total, dtype=np.int64)
-    signs = {k: np.full((total, 3), np.nan) for k in ("honest_signs", "malicious_signs", "lie_signs")} if cfg.record_signs else {}
+    signs = (
+        {k: np.full((total, 3), np.nan) for k in ("honest_signs", "malicious_signs", "lie_signs")}
+        if cfg.record_signs
+        else {}
+    )
     diverged_at = None
-    flip = np.zeros(n, dtype=bool)
 
     t = 0
     for epoch in range(int(cfg.epochs)):
@@ -424,9 +443,8 @@ def run_federated(
             idx = batcher.batch_indices(r)
             Xb = data.X_train[idx]
             yb = data.y_train[idx]
-            if attack == "label_flip" and f:
-                flip = byzantine
-                yb[flip] = C - 1 - yb[flip]
+            if attack == "label_flip" and f:  # the data attack: l -> C - 1 - l on Byzantine clients
+                yb[byzantine] = C - 1 - yb[byzantine]
             G, losses = model.client_gradients(theta, Xb, yb, batcher.weights)
             train_loss[t] = float(losses[~byzantine].mean())
             if f and attack not in ("none", "label_flip"):

@@ -42,7 +42,9 @@ class _Model:
 
     def __init__(self, n_features: int, n_classes: int, dtype=np.float64) -> None:
         if int(n_features) < 1 or int(n_classes) < 2:
-            raise ValueError(f"{self.name}: needs n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}")
+            raise ValueError(
+                f"{self.name}: needs n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}"
+            )
         self.n_features = int(n_features)
         self.n_classes = int(n_classes)
         self.dtype = np.dtype(dtype)
@@ -67,7 +69,7 @@ class _Model:
         """He/Glorot-style uniform initialisation (PyTorch's ``nn.Linear`` default), biases zero."""
         theta = np.zeros(self.d, dtype=self.dtype)
         views = self.unflatten(theta)
-        for v, s in zip(views, self.shapes):
+        for v, s in zip(views, self.shapes, strict=True):
             if len(s) == 2:  # weight (fan_in, fan_out)
                 bound = 1.0 / np.sqrt(s[0])
                 v[...] = rng.uniform(-bound, bound, size=s)
@@ -131,7 +133,9 @@ class _Model:
         X = np.asarray(X, dtype=self.dtype)
         y = np.asarray(y)
         if X.ndim != 3 or y.shape != X.shape[:2]:
-            raise ValueError(f"{self.name}: expected X (n, batch, p) and y (n, batch), got {X.shape} and {y.shape}")
+            raise ValueError(
+                f"{self.name}: expected X (n, batch, p) and y (n, batch), got {X.shape} and {y.shape}"
+            )
         n, b, _ = X.shape
         w = _batch_weights((n, b), weights, self.dtype)
         params = self.unflatten(theta)
@@ -192,7 +196,12 @@ class MLP(_Model):
         if int(hidden) < 1:
             raise ValueError(f"mlp: argument 'hidden' must be >= 1, got {hidden}")
         self.hidden = int(hidden)
-        self.shapes = [(self.n_features, self.hidden), (self.hidden,), (self.hidden, self.n_classes), (self.n_classes,)]
+        self.shapes = [
+            (self.n_features, self.hidden),
+            (self.hidden,),
+            (self.hidden, self.n_classes),
+            (self.n_classes,),
+        ]
 
     def _forward(self, params, X):
         W1, b1, W2, b2 = params
