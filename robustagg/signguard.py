@@ -173,7 +173,10 @@ def _run(
     return_info: bool,
 ):
     """SignGuard on NumPy: returns (Prepared, NumPy result, Diagnostics)."""
-    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+    # no separate non-finite scan: the norm pass proves finiteness (a row with NaN/Inf has a
+    # non-finite norm); only when some norm is not finite is the input prepared again with the
+    # scan, and the rows it excludes are dropped from the norm pass's results
+    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False)
     lower = check_real(lower, rule=rule, name="lower", low=0.0)
     upper = check_real(upper, rule=rule, name="upper", low=lower)
     fraction = check_real(
@@ -189,12 +192,15 @@ def _run(
     clipping = _check_bool(clipping, rule, "clipping")
     gen = check_rng(rng, rule=rule)
 
-    G, rows, m = p.G, p.rows, p.m
     if sign_clustering:
         coords = _sample_coordinates(rule, p.d, coordinates, fraction, gen)
     else:
         coords = np.empty(0, dtype=np.int64)
-    norms, counts = kernels.norms_and_sign_counts(G, rows, coords)
+    norms, counts = kernels.norms_and_sign_counts(p.G, p.rows, coords)
+    if not np.isfinite(norms).all():
+        p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+        norms, counts = norms[p.rows], counts[p.rows]
+    G, rows, m = p.G, p.rows, p.m
     M = float(np.median(norms))
 
     details: dict[str, Any] = {
