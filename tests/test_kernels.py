@@ -204,3 +204,30 @@ def test_pairwise_with_an_outlying_reference_row():
     np.testing.assert_allclose(kernels.pairwise_sq_distances(G, rows), _direct_sq(G), rtol=1e-5)
     G64 = G.astype(np.float64)
     np.testing.assert_allclose(kernels.pairwise_sq_distances(G64, rows), _direct_sq(G64), rtol=1e-9)
+
+
+def test_pairwise_threads_bit_identical_and_after_fork():
+    """Chunks depend on d only: any thread count gives the same bits; a forked child (which
+    inherits the pool object but not its threads) still computes."""
+    import multiprocessing as mp
+
+    from robustagg.kernels import _distance
+
+    rng = np.random.default_rng(12)
+    G = rng.normal(size=(7, 100_000)).astype(np.float32)
+    rows = np.arange(7, dtype=np.int64)
+    one = _distance.centred_gram(G, rows, threads=1)
+    two = _distance.centred_gram(G, rows, threads=2)
+    np.testing.assert_array_equal(one, two)
+    if "fork" in mp.get_all_start_methods():
+        # the Gram stage only (serial Numba + BLAS on the pool): Numba's OpenMP parallel
+        # kernels themselves are not fork-safe once used in the parent
+        with mp.get_context("fork").Pool(1) as pool:
+            child = pool.apply_async(_child_gram, (G, rows)).get(timeout=120)
+        np.testing.assert_array_equal(child, two)
+
+
+def _child_gram(G, rows):
+    from robustagg.kernels import _distance
+
+    return _distance.centred_gram(G, rows, threads=2)

@@ -34,6 +34,11 @@ def matrices(draw, n_min=3, n_max=13, d_max=10):
     return G
 
 
+def _stol(G):
+    """Documented accuracy of the squared distances: ~3e-5 (float32 input), ~1e-9 (float64)."""
+    return 3e-5 if G.dtype == np.float32 else 1e-9
+
+
 def _krum_f(data, n):
     return data.draw(st.integers(0, (n - 3) // 2))
 
@@ -47,14 +52,15 @@ def test_krum_matches_naive(G, data):
     f = _krum_f(data, n)
     out, info = robustagg.krum(G, f, return_info=True)
     ref_scores = naive_krum_scores(G, f)
-    np.testing.assert_allclose(info.scores, ref_scores, rtol=1e-9, atol=1e-12)
+    tol = _stol(G)
+    np.testing.assert_allclose(info.scores, ref_scores, rtol=tol, atol=1e-12)
     ref, idx = naive_krum(G, f)
     # ties resolved at the lowest index (scores computed to rounding: compare values)
     assert out.dtype == G.dtype
-    if np.sum(np.isclose(ref_scores, ref_scores.min(), rtol=1e-9, atol=0)) == 1:
+    if np.sum(np.isclose(ref_scores, ref_scores.min(), rtol=4 * tol, atol=0)) == 1:
         assert info.selected == idx
     np.testing.assert_array_equal(out, G[info.selected])
-    assert np.isclose(ref_scores[info.selected], ref_scores.min(), rtol=1e-9, atol=1e-12)
+    assert np.isclose(ref_scores[info.selected], ref_scores.min(), rtol=4 * tol, atol=1e-12)
     assert info.kept.sum() == 1 and info.kept[info.selected] and info.neighbors == n - f - 2
 
 
@@ -73,7 +79,7 @@ def test_krum_neighbors_option(G, data):
     f = _krum_f(data, n)
     k = data.draw(st.integers(1, n - 1))
     _, info = robustagg.krum(G, f, neighbors=k, return_info=True)
-    np.testing.assert_allclose(info.scores, naive_krum_scores(G, f, neighbors=k), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(info.scores, naive_krum_scores(G, f, neighbors=k), rtol=_stol(G), atol=1e-12)
     assert info.neighbors == k
 
 
@@ -89,8 +95,8 @@ def test_multi_krum_matches_naive(G, data):
     scores = naive_krum_scores(G, f)
     # the selected set has the m lowest scores (up to ties in rounding)
     chosen = np.sort(scores[info.kept])
-    np.testing.assert_allclose(chosen, np.sort(scores)[:m_eff], rtol=1e-9, atol=1e-12)
-    if len(np.unique(np.round(scores, 6))) == n:  # no near-ties: the same set exactly
+    np.testing.assert_allclose(chosen, np.sort(scores)[:m_eff], rtol=4 * _stol(G), atol=1e-12)
+    if len(np.unique(np.round(scores, 3))) == n:  # no near-ties: the same set exactly
         assert set(np.flatnonzero(info.kept)) == set(order)
         tol = 1e-6 if G.dtype == np.float32 else 1e-12
         np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)

@@ -43,6 +43,47 @@ def nonfinite_rows(G):
 
 
 _ROW_BLOCK = 8192  # columns per block when parallelising over (row, column-block) pairs
+_LANES = 8  # independent float64 accumulators: breaks the add latency chain, lets LLVM vectorise
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sq_sum(G, i, j0, j1):
+    """sum_{j0 <= j < j1} G[i, j]^2 in float64 with _LANES interleaved partial sums."""
+    acc = np.zeros(_LANES, dtype=np.float64)
+    j = j0
+    while j + _LANES <= j1:
+        for lane in range(_LANES):
+            v = np.float64(G[i, j + lane])
+            acc[lane] += v * v
+        j += _LANES
+    s = 0.0
+    while j < j1:
+        v = np.float64(G[i, j])
+        s += v * v
+        j += 1
+    for lane in range(_LANES):
+        s += acc[lane]
+    return s
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sq_diff_sum(G, i, z, j0, j1):
+    """sum_{j0 <= j < j1} (G[i, j] - z[j])^2 in float64 with _LANES interleaved partial sums."""
+    acc = np.zeros(_LANES, dtype=np.float64)
+    j = j0
+    while j + _LANES <= j1:
+        for lane in range(_LANES):
+            v = np.float64(G[i, j + lane]) - z[j + lane]
+            acc[lane] += v * v
+        j += _LANES
+    s = 0.0
+    while j < j1:
+        v = np.float64(G[i, j]) - z[j]
+        s += v * v
+        j += 1
+    for lane in range(_LANES):
+        s += acc[lane]
+    return s
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -62,11 +103,7 @@ def row_sq_norms(G, rows):
         i = rows[r]
         j0 = b * _ROW_BLOCK
         j1 = min(d, j0 + _ROW_BLOCK)
-        s = 0.0
-        for j in range(j0, j1):
-            v = np.float64(G[i, j])
-            s += v * v
-        part[r, b] = s
+        part[r, b] = _sq_sum(G, i, j0, j1)
     out = np.zeros(m, dtype=np.float64)
     for r in range(m):
         s = 0.0
@@ -98,11 +135,7 @@ def row_sq_distances_to(G, rows, z):
         i = rows[r]
         j0 = b * _ROW_BLOCK
         j1 = min(d, j0 + _ROW_BLOCK)
-        s = 0.0
-        for j in range(j0, j1):
-            v = np.float64(G[i, j]) - z[j]
-            s += v * v
-        part[r, b] = s
+        part[r, b] = _sq_diff_sum(G, i, z, j0, j1)
     out = np.zeros(m, dtype=np.float64)
     for r in range(m):
         s = 0.0
