@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import robustagg
 from robustagg.testing import naive_field as naive
 
-SETTINGS = settings(max_examples=20)
+SETTINGS = settings(max_examples=12)
 
 
 @st.composite

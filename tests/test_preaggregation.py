@@ -9,7 +9,7 @@ import robustagg
 from robustagg._registry import call_with_supported
 from robustagg.testing import naive_field as naive
 
-SETTINGS = settings(max_examples=25)
+SETTINGS = settings(max_examples=15)
 
 
 @st.composite
