@@ -51,6 +51,15 @@ def _call(fn, G, f, seed):
     return call_with_supported(fn, G, f=f, rng=seed)
 
 
+def _takes_f(fn) -> bool:
+    import inspect
+
+    try:
+        return "f" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return True
+
+
 def _largest_accepted_f(fn, G, f, seed):
     """The largest f' <= f the rule accepts on G (rules refuse f above their bound)."""
     for ff in range(f, -1, -1):
@@ -102,5 +111,6 @@ def run(args: argparse.Namespace) -> int:
             _call(fn, G, ff, args.seed)
             times.append(time.perf_counter() - t0)
         t = float(np.median(times))
-        print(f"{name:<22}{ff:>7}{first:>16.3f}{t:>11.4f}{gbytes / t:>8.2f}")
+        f_shown = str(ff) if _takes_f(fn) else "-"
+        print(f"{name:<22}{f_shown:>7}{first:>16.3f}{t:>11.4f}{gbytes / t:>8.2f}")
     return 0
