@@ -60,7 +60,17 @@ def _get(table: dict, kind: str, name: str) -> Callable[..., Any]:
 
 
 def get_rule(name: str | Callable[..., Any]) -> Callable[..., Any]:
-    """The rule registered under ``name`` (a callable is returned as it is)."""
+    """The rule registered under ``name`` (a callable is returned as it is).
+
+    A name joining pre-aggregators and a rule with ``+`` (``"nnm+krum"``,
+    ``"bucketing+trimmed_mean"``) that is not registered itself is composed on the fly with
+    :func:`robustagg.pipeline`, so the trainer, ``robustagg experiment`` and the robustness
+    matrix accept compositions by name.
+    """
+    if isinstance(name, str) and name not in RULES and "+" in name:
+        from .preaggregation import pipeline
+
+        return pipeline(name)
     return _get(RULES, "rule", name)
 
 

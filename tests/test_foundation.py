@@ -131,3 +131,12 @@ def test_registry():
     assert robustagg.get_rule("mean") is robustagg.mean
     with pytest.raises(ValueError, match="unknown rule 'nope'"):
         robustagg.get_rule("nope")
+
+
+def test_get_rule_composes_preaggregators_by_name(rng):
+    G = rng.normal(size=(11, 6))
+    rule = robustagg.get_rule("nnm+krum")
+    expected = robustagg.pipeline("nnm", "krum")(G, f=2)
+    np.testing.assert_array_equal(rule(G, f=2), expected)
+    with pytest.raises(ValueError, match="nope"):
+        robustagg.get_rule("nnm+nope")(G, f=2)
