@@ -387,3 +387,15 @@ def test_progress_bar_quiet_unless_tty_or_forced():
         and format_seconds(3725) == "1:02:05"
         and format_seconds(float("nan")) == "?"
     )
+
+
+def test_fltrust_gets_the_servers_root_gradient_and_learns():
+    from robustagg.training import load_dataset, run_federated
+
+    data = load_dataset("digits")
+    base = run_federated(data, rule="mean", attack="none", epochs=10, seed=1, record_signs=False)
+    res = run_federated(data, rule="fltrust", attack="sign_flip", epochs=10, seed=1, record_signs=False)
+    assert res.summary["malicious_kept_rate"] == 0.0  # sign-flipped rows get no trust
+    assert res.summary["honest_kept_rate"] > 0.9
+    # trains despite 20 % sign-flipping clients, close to the attack-free mean
+    assert res.summary["best_accuracy"] > base.summary["best_accuracy"] - 0.1 > 0.5

@@ -110,6 +110,11 @@ class FederatedConfig:
         Record the sign statistics of honest and malicious gradients each round (Fig. 2).
     eval_every : int, default 1
         Evaluate the test accuracy every this many rounds (and after the last).
+    root_size : int, default 100
+        For rules that take the server's ``root_gradient`` (FLTrust): the server holds this
+        many training samples, drawn once by the seed, and computes the gradient of the current
+        model on them every round (FLTrust's clean root dataset; the samples are also part of
+        the clients' data, as when the server collects a small sample of the population).
     """
 
     n_clients: int = 50
@@ -132,6 +137,7 @@ class FederatedConfig:
     rule_knows_f: bool = True
     record_signs: bool = True
     eval_every: int = 1
+    root_size: int = 100
 
     @property
     def n_byzantine(self) -> int:
@@ -143,7 +149,7 @@ class FederatedConfig:
             raise ValueError(f"n_clients must be a positive integer, got {self.n_clients!r}")
         if not 0.0 <= float(self.byzantine_fraction) < 1.0:
             raise ValueError(f"byzantine_fraction must be in [0, 1), got {self.byzantine_fraction}")
-        for name in ("batch_size", "epochs", "hidden", "eval_every"):
+        for name in ("batch_size", "epochs", "hidden", "eval_every", "root_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -288,14 +294,17 @@ class _RuleRunner:
         self.reference: np.ndarray | None = None
         self.stateful = _stateful_signguard(rule, self.kwargs, rng)
         self.uses_reference = self.stateful is None and _accepts(self.fn, "reference")
+        self.root_gradient: Callable[[np.ndarray], np.ndarray] | None = None
 
-    def __call__(self, G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, G: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.stateful is not None:  # SignGuard's own wrapper keeps the reference and the rng
             out = self.stateful(G, return_info=True)
         else:
             kwargs = dict(self.kwargs)
             if self.uses_reference:
                 kwargs["reference"] = self.reference
+            if self.root_gradient is not None and theta is not None:
+                kwargs["root_gradient"] = self.root_gradient(theta)
             out = call_with_supported(self.fn, G, f=self.f, rng=self.rng, return_info=True, **kwargs)
         if isinstance(out, tuple) and len(out) == 2:
             agg, info = out
@@ -393,8 +402,8 @@ def run_federated(
     t0 = time.perf_counter()
 
     ss = np.random.SeedSequence(int(cfg.seed))
-    rng_part, rng_byz, rng_init, rng_batch, rng_attack, rng_rule, rng_tv = (
-        np.random.default_rng(s) for s in ss.spawn(7)
+    rng_part, rng_byz, rng_init, rng_batch, rng_attack, rng_rule, rng_tv, rng_root = (
+        np.random.default_rng(s) for s in ss.spawn(8)
     )
 
     n = int(cfg.n_clients)
@@ -409,6 +418,10 @@ def run_federated(
     velocity = np.zeros_like(theta)
     rule = _RuleRunner(cfg.rule, cfg.rule_kwargs, f if cfg.rule_knows_f else 0, rng_rule)
     batcher = _Batcher(parts, cfg.batch_size, rng_batch)
+    if _accepts(rule.fn, "root_gradient"):  # FLTrust: the server's own clean gradient
+        root = rng_root.choice(data.y_train.size, size=min(int(cfg.root_size), data.y_train.size), replace=False)
+        X_root, y_root = data.X_train[root][None], data.y_train[root][None]
+        rule.root_gradient = lambda th: model.client_gradients(th, X_root, y_root)[0][0]
 
     if cfg.attack == "time_varying":
         attack_names = [str(a) for a in cfg.time_varying_pool]
@@ -451,7 +464,7 @@ def run_federated(
                 sent = _call_attack(attack, G, byzantine, cfg.attack_kwargs, rng_attack)
             else:
                 sent = G
-            agg, kept = rule(sent)
+            agg, kept = rule(sent, theta)
             if f:
                 honest_kept[t] = kept[~byzantine].mean()
                 malicious_kept[t] = kept[byzantine].mean()
