@@ -23,6 +23,7 @@ from ._array import to_numpy
 from ._registry import register_rule
 from ._validation import check_int, prepare
 from .kernels import _field
+from .kernels._distance import blas_single_thread
 
 __all__ = ["caf", "mda", "monna", "smea"]
 
@@ -243,6 +244,37 @@ def _top_eigenpair(M: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndar
     return float(lam[0]), vec[:, 0]
 
 
+def _caf_filter(D2: np.ndarray, m: int, fe: int) -> tuple[float, np.ndarray, list]:
+    """CAF's filtering loop on the n x n squared distances (see :func:`caf`)."""
+    c = np.ones(m)
+    best, best_c = np.inf, c.copy()
+    eigenvalues: list = []
+    u = None
+    first = True
+    while first or c.sum() > m - 2 * fe:
+        first = False
+        total = c.sum()
+        Kc = _field.centered_gram_from_sq_distances(D2, c)
+        sq = np.sqrt(c)
+        M = sq[:, None] * Kc * sq[None, :] / total
+        lam, u = _top_eigenpair(M, u)
+        lam = max(lam, 0.0)
+        eigenvalues.append(lam)
+        if lam < best:
+            best, best_c = lam, c.copy()
+        a = sq * u
+        norm2 = float(a @ Kc @ a)
+        if lam <= 0.0 or norm2 <= 0.0:
+            break
+        tau = (Kc @ a) ** 2 / norm2
+        tmax = float(np.max(tau[c > 0]))
+        if tmax <= 0.0:
+            break
+        c = np.clip(c * (1.0 - tau / tmax), 0.0, None)
+        c[(c > 0) & (tau >= tmax)] = 0.0
+    return best, best_c, eigenvalues
+
+
 def caf(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = False) -> Any:
     r"""Covariance-bound agnostic filter (CAF; Allouah, Guerraoui, Stephan, ICML 2025).
 
@@ -289,32 +321,8 @@ def caf(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
     m, fe = p.m, p.f_eff
     D2 = _field.sq_distances(p.G, p.rows)
-    c = np.ones(m)
-    best, best_c = np.inf, c.copy()
-    eigenvalues = []
-    u = None
-    first = True
-    while first or c.sum() > m - 2 * fe:
-        first = False
-        total = c.sum()
-        Kc = _field.centered_gram_from_sq_distances(D2, c)
-        sq = np.sqrt(c)
-        M = sq[:, None] * Kc * sq[None, :] / total
-        lam, u = _top_eigenpair(M, u)
-        lam = max(lam, 0.0)
-        eigenvalues.append(lam)
-        if lam < best:
-            best, best_c = lam, c.copy()
-        a = sq * u
-        norm2 = float(a @ Kc @ a)
-        if lam <= 0.0 or norm2 <= 0.0:
-            break
-        tau = (Kc @ a) ** 2 / norm2
-        tmax = float(np.max(tau[c > 0]))
-        if tmax <= 0.0:
-            break
-        c = np.clip(c * (1.0 - tau / tmax), 0.0, None)
-        c[(c > 0) & (tau >= tmax)] = 0.0
+    with blas_single_thread():  # n x n work only: BLAS threads add contention, not speed
+        best, best_c, eigenvalues = _caf_filter(D2, m, fe)
     out = kernels.weighted_column_sum(p.G, p.rows, best_c / best_c.sum())
     info = None
     if return_info:
