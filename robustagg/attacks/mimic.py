@@ -10,6 +10,7 @@ import numpy as np
 from .._registry import register_attack
 from .._validation import check_int
 from ..kernels import _field
+from ..kernels._distance import blas_single_thread
 from ._common import prepare_attack
 
 __all__ = ["mimic", "mimic_target"]
@@ -29,7 +30,8 @@ def _heuristic_target(a) -> int:
         return int(benign[0])
     # Gram matrix of the centred benign rows from their pairwise distances (shared kernel)
     K = _field.centered_gram_from_sq_distances(_field.sq_distances(a.G, benign))
-    lam, U = np.linalg.eigh(K)
+    with blas_single_thread():  # an n x n problem: BLAS threads add contention, not speed
+        lam, U = np.linalg.eigh(K)
     u = U[:, -1]
     if lam[-1] <= 0:  # every benign row is the same: any of them, the first
         return int(benign[0])
