@@ -674,8 +674,6 @@ def measure_compile(
                 entry[dt] = {
                     "compile_s": c["overhead_s"],
                     "cache_load_s": w.get("overhead_s") if "error" not in w else None,
-                    "import_cold_s": cold.get("import_s"),
-                    "import_warm_s": warm.get("import_s"),
                 }
         results[name] = entry
     return results
