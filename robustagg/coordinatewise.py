@@ -8,6 +8,7 @@ from . import kernels
 from ._registry import register_rule
 from ._validation import prepare
 from .kernels._coordinate import column_mean_checked
+from .kernels._field import column_mean_around_median
 
 __all__ = ["mean", "median", "trimmed_mean"]
 
@@ -161,7 +162,8 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
     ``argpartition``, i.e. unspecified); with f = 0 the result is the mean. Needs n > 2f.
     Rows holding NaN/±Inf are excluded first and counted against f.
 
-    Cost: one sort of n values per coordinate (columns in parallel blocks, no copy of G).
+    Cost: O(n) per coordinate, selections only (quickselect of the median, then of the
+    (n − f)-th smallest distance to it; columns in parallel blocks, no copy of G).
 
     Parameters
     ----------
@@ -182,7 +184,7 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
     """
     p = prepare("meamed", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f", nonfinite=nonfinite,
                 return_info=return_info)
-    result = kernels.column_closest_to_median_mean(p.G, p.rows, p.m - p.f_eff)
+    result = column_mean_around_median(p.G, p.rows, p.m - p.f_eff)
     return p.finish(result, return_info=return_info)
 
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._coordinate import _SEL_BLOCK, _fill_transposed, _select
+
 _BLOCK = 2048  # columns per parallel block
 _MIX_BLOCK_ELEMENTS = 1 << 21  # elements of the float64 block used by ``mix_rows``
 
 __all__ = [
     "centered_gram_from_sq_distances",
+    "column_mean_around_median",
     "group_means",
     "mix_rows",
     "sq_distances",
@@ -280,3 +283,93 @@ def first_subset_within(D, threshold, keep, max_nodes):
             forced[depth + 1] = False
             depth += 1
     return out, False
+
+
+@nb.njit(cache=True, nogil=True)
+def _tie_sum(buf, count, take, largest):
+    """Sum of the ``take`` largest (``largest``) or smallest values of ``buf[:count]``."""
+    lo = buf[0]
+    hi = buf[0]
+    for t in range(1, count):
+        lo = min(lo, buf[t])
+        hi = max(hi, buf[t])
+    if lo == hi:  # the usual case: equal values (e.g. zeros), no order needed
+        return take * lo
+    srt = np.sort(buf[:count])
+    s = 0.0
+    if largest:
+        for t in range(count - take, count):
+            s += srt[t]
+    else:
+        for t in range(take):
+            s += srt[t]
+    return s
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def column_mean_around_median(G, rows, beta):
+    """MeaMed: per column, the mean of the ``beta`` values over ``rows`` closest to the median
+    (NumPy's convention); at equal distance the smaller value first (below the median: the
+    value nearer the median first). Same result as ``column_closest_to_median_mean`` (which
+    sorts each column) by selection only, O(m) per column: quickselect of the median, then of
+    the beta-th smallest distance t; the values at distance < t are all kept and the rest is
+    filled from the values at distance exactly t in the tie order. float64 accumulation,
+    returned as G.dtype (d,)."""
+    m = rows.size
+    d = G.shape[1]
+    out = np.empty(d, dtype=G.dtype)
+    n_blocks = (d + _SEL_BLOCK - 1) // _SEL_BLOCK
+    a0 = (m - 1) // 2
+    for bidx in nb.prange(n_blocks):
+        b0 = bidx * _SEL_BLOCK
+        bw = min(_SEL_BLOCK, d - b0)
+        buf = np.empty((_SEL_BLOCK, m), dtype=np.float64)
+        _fill_transposed(G, rows, b0, bw, buf)
+        w = np.empty(m, dtype=np.float64)
+        left = np.empty(m, dtype=np.float64)
+        right = np.empty(m, dtype=np.float64)
+        for c in range(bw):
+            v = buf[c]
+            if beta == m:
+                s = 0.0
+                for i in range(m):
+                    s += v[i]
+                out[b0 + c] = s / m
+                continue
+            _select(v, 0, m - 1, a0)
+            med = v[a0]
+            if m % 2 == 0:
+                nxt = v[a0 + 1]
+                for i in range(a0 + 2, m):
+                    nxt = min(nxt, v[i])
+                med = (med + nxt) / 2.0
+            for i in range(m):
+                w[i] = abs(v[i] - med)
+            _select(w, 0, m - 1, beta - 1)
+            t = w[beta - 1]
+            s = 0.0
+            kept = 0
+            nl = 0
+            nr = 0
+            for i in range(m):
+                x = v[i]
+                dist = abs(x - med)
+                if dist < t:
+                    s += x
+                    kept += 1
+                elif dist == t:
+                    if x <= med:
+                        left[nl] = x
+                        nl += 1
+                    else:
+                        right[nr] = x
+                        nr += 1
+            r = beta - kept
+            if r <= nl:
+                s += _tie_sum(left, nl, r, True)
+            else:
+                if nl > 0:
+                    s += _tie_sum(left, nl, nl, True)
+                s += _tie_sum(right, nr, r - nl, False)
+            out[b0 + c] = s / beta
+    return out
