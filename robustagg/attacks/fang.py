@@ -75,8 +75,16 @@ def fang(grads: Any, f: Any, *, b: float = 2.0, benign_only: bool = False, rng: 
     down = mu >= 0  # push below the smallest honest value
     lo = np.where(down, np.where(g_min > 0, g_min / b, b * g_min), g_max)
     hi = np.where(down, g_min, np.where(g_max > 0, b * g_max, g_max / b))
-    u = a.rng.random((rows.size, a.d))
-    out[rows] = lo + u * (hi - lo)
+    span = hi - lo
+    # a few rows at a time (the Generator fills row-major, so the draws are the same as one
+    # (f, d) call): no (f, d) float64 temporaries
+    step = max(1, (1 << 20) // max(a.d, 1))
+    for r0 in range(0, rows.size, step):
+        chunk = rows[r0 : r0 + step]
+        u = a.rng.random((chunk.size, a.d))
+        u *= span
+        u += lo
+        out[chunk] = u
     return a.finish(out)
 
 
