@@ -15,7 +15,7 @@ targets          every rule at n=50, d=1e6, all threads: read floor, one X @ X.T
 targets_1thread  the same cell at one thread, without baselines (CPU-time ratios)
 targets_n1000    every rule at n=1000, d=1e5 (the "under 2 s" target)
 byzfl            the rules byzfl also has, at n=50, d=1e5, against byzfl (optional extra)
-attacks          every attack at n=50, d=1e6, with NumPy and byzfl baselines
+attacks          every attack at n=50, d=1e5, with NumPy and byzfl baselines
 scaling_d        every rule at n=50, d = 1e3 ... 1e6 (time against d)
 scaling_n        every rule at d=1e5, n = 10, 50, 200 (time against n; n = 1000 is targets_n1000)
 geometric_median and meamed (tens of seconds per call at d = 1e6) are left out of the sweeps.
