@@ -276,7 +276,7 @@ def geometric_median(
     starting from the (weighted) coordinate-wise mean. The smoothing
     :math:`\varepsilon = \texttt{eps} \cdot s` is relative to the data scale
     :math:`s = \max_i \lVert g_i - z_0 \rVert` (so the rule is translation and scale
-    equivariant); when every row is identical (s = 0) the mean is returned. Iterations stop when
+    equivariant); when every row is identical (s = 0) that row is returned. Iterations stop when
     the relative decrease of the objective :math:`F(z) = \sum_i w_i \lVert g_i - z\rVert` is at
     most ``tol`` (``|F_{t-1} - F_t| <= tol * F_t``) or after ``maxiter`` iterations.
 
@@ -345,7 +345,10 @@ def geometric_median(
     iterations = 0
     converged = True
     beta = w.copy()
-    if scale > 0.0:
+    if scale == 0.0:  # every row identical: return it exactly (not the rounded mean)
+        lam = np.zeros_like(w)
+        lam[int(np.argmax(w > 0))] = 1.0
+    else:
         floor = eps * scale
         converged = False
         for iterations in range(1, maxiter + 1):  # noqa: B007
