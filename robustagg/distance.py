@@ -20,6 +20,7 @@ import numpy as np
 from . import kernels
 from ._registry import register_rule
 from ._validation import check_int, check_real, prepare
+from .kernels._distance import repeated_krum
 
 __all__ = ["bulyan", "geometric_median", "krum", "multi_krum"]
 
@@ -221,18 +222,9 @@ def bulyan(
     theta = max(m - 2 * fe, 1)
     beta = max(theta - 2 * fe, 1)
     D = kernels.pairwise_sq_distances(p.G, p.rows)
-    remaining = list(range(m))
-    selected: list[int] = []
-    win_scores: list[float] = []
-    for _ in range(theta):
-        r = len(remaining)
-        idx = np.asarray(remaining, dtype=np.int64)
-        k = _neighbours(r, fe)
-        scores = kernels.krum_scores(np.ascontiguousarray(D[np.ix_(idx, idx)]), k)
-        best = int(np.argmin(scores))
-        selected.append(remaining.pop(best))
-        win_scores.append(float(scores[best]))
-    sel = np.sort(np.asarray(selected, dtype=np.int64))
+    # theta Krum steps on the remaining rows; each row of D sorted once (bit-identical scores)
+    selected, win_scores = repeated_krum(D, theta, fe)
+    sel = np.sort(selected)
     result = kernels.column_closest_to_median_mean(p.G, p.rows[sel], beta)
     info = None
     if return_info:
@@ -240,8 +232,8 @@ def bulyan(
         kept[sel] = True
         info = p.diagnostics(
             kept,
-            selected=p.rows[np.asarray(selected, dtype=np.int64)].copy(),
-            selection_scores=np.asarray(win_scores),
+            selected=p.rows[selected].copy(),
+            selection_scores=win_scores,
             theta=theta,
             beta=beta,
         )

@@ -258,3 +258,57 @@ def krum_scores(D, k):
             s += v[t]
         out[i] = s
     return out
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def repeated_krum(D, theta, f):
+    """Bulyan's selection: ``theta`` times, score every remaining row by the sum of its
+    ``k = min(max(r - f - 2, 1), r - 1)`` smallest squared distances to the other remaining rows
+    (r of them remaining), and move the lowest score (ties: lowest index) to the selected set.
+
+    Each row of D is sorted once; a score is then the sum of the first k entries of the sorted
+    row whose rows are still remaining, in ascending order -- the same values summed in the same
+    order as sorting the remaining sub-matrix afresh (``krum_scores``), so bit-identical scores,
+    at O(m) per row and step instead of O(r log r) plus a copy. Returns (selected indices in
+    selection order, int64 (theta,); winning scores, float64 (theta,))."""
+    m = D.shape[0]
+    order = np.empty((m, max(m - 1, 1)), dtype=np.int32)  # 4 m^2 bytes of extra memory
+    for i in nb.prange(m):
+        idx = np.argsort(D[i])
+        p = 0
+        for t in range(m):
+            j = idx[t]
+            if j != i and p < m - 1:
+                order[i, p] = j
+                p += 1
+    alive = np.ones(m, dtype=np.bool_)
+    scores = np.empty(m, dtype=np.float64)
+    selected = np.empty(theta, dtype=np.int64)
+    won = np.empty(theta, dtype=np.float64)
+    for step in range(theta):
+        r = m - step
+        if r <= 1:
+            k = 0
+        else:
+            k = min(max(r - f - 2, 1), r - 1)
+        for i in nb.prange(m):
+            if not alive[i]:
+                continue
+            s = 0.0
+            c = 0
+            p = 0
+            while c < k:
+                j = order[i, p]
+                if alive[j]:
+                    s += D[i, j]
+                    c += 1
+                p += 1
+            scores[i] = s
+        best = -1
+        for i in range(m):
+            if alive[i] and (best < 0 or scores[i] < scores[best]):
+                best = i
+        selected[step] = best
+        won[step] = scores[best]
+        alive[best] = False
+    return selected, won
