@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ._registry import ATTACKS, RULES, call_with_supported
+from ._registry import ATTACKS, RULES, call_with_supported, get_rule
 
 __all__ = ["robustness_matrix", "synthetic_gradients", "to_markdown"]
 
@@ -144,8 +144,12 @@ def robustness_matrix(
     rules = sorted(RULES) if rules is None else list(rules)
     attacks = sorted(ATTACKS) if attacks is None else list(attacks)
     for r in rules:
-        if r not in RULES:
-            raise ValueError(f"matrix: unknown rule {r!r}; registered: {', '.join(sorted(RULES))}")
+        if r not in RULES and "+" not in r:
+            raise ValueError(
+                f"matrix: unknown rule {r!r}; registered: {', '.join(sorted(RULES))} "
+                "(or a composition such as 'nnm+krum')"
+            )
+        get_rule(r)  # a composition with an unknown step fails here, before any work
     for a in attacks:
         if a not in ATTACKS and a != NO_ATTACK:
             raise ValueError(f"matrix: unknown attack {a!r}; registered: {', '.join(sorted(ATTACKS))}")
@@ -155,7 +159,7 @@ def robustness_matrix(
     data = [synthetic_gradients(n, d, spread=spread, seed=s, dtype=dtype) for s in range(seeds)]
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     for rule in rules:
-        rule_fn = RULES[rule]
+        rule_fn = get_rule(rule)
         for attack in columns:
             attack_fn = None if attack == NO_ATTACK else ATTACKS[attack]
             devs, kb, kh, error = [], [], [], None

@@ -115,3 +115,13 @@ def test_cli_errors_are_clean(capsys, tmp_path):
     with pytest.raises(ValueError, match="markers"):
         (tmp_path / "p.md").write_text("no markers", encoding="utf-8")
         update_docs(tmp_path / "p.md", "table", "cmd")
+
+
+def test_matrix_accepts_compositions_by_name():
+    from robustagg.robustness import robustness_matrix
+
+    result = robustness_matrix(rules=["nnm+krum"], attacks=["sign_flip"], n=9, f=2, d=20, seeds=1)
+    cell = result["cells"][("nnm+krum", "sign_flip")]
+    assert cell["error"] is None and cell["deviation"] is not None  # computed through pipeline("nnm", "krum")
+    with pytest.raises(ValueError, match="nope"):
+        robustness_matrix(rules=["nnm+nope"], attacks=["sign_flip"], n=9, f=2, d=20, seeds=1)
