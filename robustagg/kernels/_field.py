@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._coordinate import _NET_BLOCK, _NET_MAX_ROWS, _SEL_BLOCK, _fill_transposed, _network, _select
+from ._coordinate import _NET_MAX_ROWS, _SEL_BLOCK, _fill_transposed, _select, column_closest_to_median_mean
 
 _BLOCK = 2048  # columns per parallel block
 _MIX_BLOCK_ELEMENTS = 1 << 21  # elements of the float64 block used by ``mix_rows``
@@ -309,62 +309,14 @@ def _tie_sum(buf, count, take, largest):
 def column_mean_around_median(G, rows, beta):
     """MeaMed: per column, the mean of the ``beta`` values over ``rows`` closest to the median
     (NumPy's convention); at equal distance the smaller value first (below the median: the
-    value nearer the median first). The result of ``column_closest_to_median_mean`` (which
-    sorts each column with a scalar sort), computed faster: up to ``_NET_MAX_ROWS`` rows, the
-    shared sorting network sorts blocks of columns at once (SIMD across columns), then the
-    same walk outwards from the median (bit-identical); above, selection only (O(m) per
-    column, equal up to the float64 summation order). float64 accumulation, G.dtype (d,)."""
+    value nearer the median first). Up to ``_NET_MAX_ROWS`` rows this is Bulyan's shared
+    second-stage kernel ``column_closest_to_median_mean`` (sorting network across columns, then
+    the walk outwards from the median); above, selection only (O(m) per column instead of a
+    sort, equal up to the float64 summation order). float64 accumulation, G.dtype (d,)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
-    m = rows.size
-    beta = int(beta)
-    if m <= _NET_MAX_ROWS:
-        pa, pb = _network(m, 0, m - 1)
-        return _mean_around_median_network(G, rows, pa, pb, beta)
-    return _mean_around_median_select(G, rows, beta)
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def _mean_around_median_network(G, rows, pa, pb, beta):
-    """Blocks of columns copied row-wise, sorted by the comparator network (pa, pb) applied to
-    whole buffer rows, then per column the walk of ``column_closest_to_median_mean``."""
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty(d, dtype=G.dtype)
-    n_blocks = (d + _NET_BLOCK - 1) // _NET_BLOCK
-    a0 = (m - 1) // 2
-    for bidx in nb.prange(n_blocks):
-        j0 = bidx * _NET_BLOCK
-        bw = min(_NET_BLOCK, d - j0)
-        buf = np.zeros((m, _NET_BLOCK), dtype=G.dtype)
-        for r in range(m):
-            i = rows[r]
-            for c in range(bw):
-                buf[r, c] = G[i, j0 + c]
-        for t in range(pa.size):
-            a = pa[t]
-            b = pb[t]
-            for c in range(_NET_BLOCK):
-                x = buf[a, c]
-                y = buf[b, c]
-                buf[a, c] = np.minimum(x, y)
-                buf[b, c] = np.maximum(x, y)
-        for c in range(bw):
-            if m % 2 == 1:
-                med = np.float64(buf[a0, c])
-            else:
-                med = (np.float64(buf[a0, c]) + np.float64(buf[a0 + 1, c])) / 2.0
-            a = a0
-            b = a0 + 1
-            s = 0.0
-            for _ in range(beta):
-                if b >= m or (a >= 0 and med - np.float64(buf[a, c]) <= np.float64(buf[b, c]) - med):
-                    s += buf[a, c]
-                    a -= 1
-                else:
-                    s += buf[b, c]
-                    b += 1
-            out[j0 + c] = s / beta
-    return out
+    if rows.size <= _NET_MAX_ROWS:
+        return column_closest_to_median_mean(G, rows, int(beta))
+    return _mean_around_median_select(G, rows, int(beta))
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
