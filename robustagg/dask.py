@@ -436,8 +436,7 @@ def signguard(
     info : Diagnostics
         Only with ``return_info=True``: the same fields as :func:`robustagg.signguard`.
     """
-    from . import clustering as _clustering
-    from .signguard import _AGGREGATORS, _sample_coordinates
+    from .signguard import _AGGREGATORS, _decide, _sample_coordinates
 
     X = _as_column_blocks(X, "signguard")
     n, d = X.shape
@@ -506,37 +505,12 @@ def signguard(
         out = da.zeros(d, chunks=X.chunks[1], dtype=X.dtype)
         return (out, info) if return_info else out
 
-    if norm_filter:
-        ratio = norms / M
-        S1 = (ratio >= lower) & (ratio <= upper)
-    else:
-        S1 = np.ones(m, dtype=bool)
-    features = labels = bandwidth = None
-    if sign_clustering:
-        features = counts.astype(np.float64) / coords.size
-        if feature_scaling == "max":
-            col_max = features.max(axis=0)
-            features = features / np.where(col_max > 0, col_max, 1.0)
-        if clustering == "meanshift":
-            bandwidth = _clustering.estimate_bandwidth(features, 0.5)
-            labels = _clustering.mean_shift(features, bandwidth)
-        else:
-            labels = _clustering.kmeans(features, 2, rng=gen)
-        S2 = _clustering.largest_cluster(labels)
-    else:
-        S2 = np.ones(m, dtype=bool)
-    S = S1 & S2
-    fallback = not bool(S.any())
-    if fallback:
-        S = S1
+    S1, S2, S, fallback, features, labels, bandwidth, weights = _decide(
+        norms, M, counts, coords.size, None, lower=lower, upper=upper, norm_filter=norm_filter,
+        sign_clustering=sign_clustering, clipping=clipping, feature_scaling=feature_scaling,
+        clustering=clustering, gen=gen,
+    )  # fmt: skip
     kept_rows = rows[S]
-    if clipping:
-        kept_norms = norms[S]
-        weights = np.minimum(
-            1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0)
-        )
-    else:
-        weights = np.ones(kept_rows.size)
     out = X.map_blocks(
         _block_signguard_average, aggregator, kept_rows, weights.astype(np.float64), opts,
         drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype),

@@ -151,6 +151,67 @@ def _final_average(
     return out
 
 
+def _decide(
+    norms: np.ndarray,
+    M: float,
+    counts: np.ndarray,
+    k: int,
+    extra: np.ndarray | None,
+    *,
+    lower: float,
+    upper: float,
+    norm_filter: bool,
+    sign_clustering: bool,
+    clipping: bool,
+    feature_scaling: str,
+    clustering: str,
+    gen: np.random.Generator,
+):
+    """SignGuard's decision from the per-row norms (median ``M > 0``) and the sign counts on
+    ``k`` sampled coordinates, plus an optional extra feature column (Sim/Dist): shared by the
+    NumPy rule and its Dask twin, which compute norms and counts in their own passes.
+
+    Returns ``S1, S2, S, fallback, features, labels, bandwidth, weights`` (masks over the rows,
+    the clipping weights of the kept rows ``S``).
+    """
+    m = norms.size
+    if norm_filter:
+        ratio = norms / M
+        S1 = (ratio >= lower) & (ratio <= upper)
+    else:
+        S1 = np.ones(m, dtype=bool)
+
+    features = labels = bandwidth = None
+    if sign_clustering:
+        features = counts.astype(np.float64) / k
+        if feature_scaling == "max":
+            col_max = features.max(axis=0)
+            features = features / np.where(col_max > 0, col_max, 1.0)
+        if extra is not None:
+            features = np.column_stack([features, extra])
+        if clustering == "meanshift":
+            bandwidth = _estimate_bandwidth(features, 0.5)
+            labels = mean_shift(features, bandwidth)
+        else:
+            labels = kmeans(features, 2, rng=gen)
+        S2 = largest_cluster(labels)
+    else:
+        S2 = np.ones(m, dtype=bool)
+
+    S = S1 & S2
+    fallback = not bool(S.any())
+    if fallback:
+        S = S1
+    if clipping:
+        kept_norms = norms[S]
+        weights = np.minimum(
+            1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0)
+        )
+    else:
+        weights = np.ones(int(S.sum()))
+    return S1, S2, S, fallback, features, labels, bandwidth, weights
+
+
 def _run(
     rule: str,
     grads: Any,
@@ -226,42 +287,15 @@ def _run(
         )
         return p, np.zeros(p.d, dtype=G.dtype), info
 
-    if norm_filter:
-        ratio = norms / M
-        S1 = (ratio >= lower) & (ratio <= upper)
-    else:
-        S1 = np.ones(m, dtype=bool)
-
-    features = labels = bandwidth = raw_similarity = None
-    if sign_clustering:
-        features = counts.astype(np.float64) / coords.size
-        if feature_scaling == "max":
-            col_max = features.max(axis=0)
-            features = features / np.where(col_max > 0, col_max, 1.0)
-        if similarity is not None:
-            raw_similarity, extra = _similarity_feature(rule, similarity, G, rows, norms, reference)
-            features = np.column_stack([features, extra])
-        if clustering == "meanshift":
-            bandwidth = _estimate_bandwidth(features, 0.5)
-            labels = mean_shift(features, bandwidth)
-        else:
-            labels = kmeans(features, 2, rng=gen)
-        S2 = largest_cluster(labels)
-    else:
-        S2 = np.ones(m, dtype=bool)
-
-    S = S1 & S2
-    fallback = not bool(S.any())
-    if fallback:
-        S = S1
+    raw_similarity = extra = None
+    if sign_clustering and similarity is not None:
+        raw_similarity, extra = _similarity_feature(rule, similarity, G, rows, norms, reference)
+    S1, S2, S, fallback, features, labels, bandwidth, weights = _decide(
+        norms, M, counts, coords.size, extra, lower=lower, upper=upper, norm_filter=norm_filter,
+        sign_clustering=sign_clustering, clipping=clipping, feature_scaling=feature_scaling,
+        clustering=clustering, gen=gen,
+    )  # fmt: skip
     kept_rows = rows[S]
-    if clipping:
-        kept_norms = norms[S]
-        weights = np.minimum(
-            1.0, np.divide(M, kept_norms, out=np.full(kept_norms.shape, np.inf), where=kept_norms > 0)
-        )
-    else:
-        weights = np.ones(kept_rows.size)
     result = _final_average(rule, aggregator, G, kept_rows, weights, aggregator_options)
 
     all_weights = np.zeros(m)
