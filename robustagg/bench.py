@@ -177,7 +177,7 @@ def _floor_kernels() -> dict[str, Callable[[np.ndarray], Any]]:
     @nb.njit(cache=True, parallel=True, nogil=True)
     def numba_row_sum(G):  # pragma: no cover - compiled
         # one pass, rows split across threads, 16 independent accumulators per row so that the
-        # additions need no reassociation (no fastmath) and still fill the SIMD lanes
+        # additions need no reassociation (no fast-math flags) and still fill the SIMD lanes
         n, d = G.shape
         out = np.zeros(n)
         m = d - d % 16

@@ -1,6 +1,6 @@
 """Private Numba kernels. They take and return NumPy arrays only and know nothing about
 validation, array libraries or diagnostics. Every kernel is ``cache=True`` and none uses
-``fastmath`` (Byzantine input carries NaN/Inf).
+fast-math flags (Byzantine input carries NaN/Inf).
 
 Convention: a kernel that aggregates takes ``(G, rows)`` where ``rows`` is an int64 array of
 the row indices to use (the finite rows), so that excluding a Byzantine row never copies G.

@@ -6,7 +6,7 @@ mean around the median are the shared kernels of ``robustagg.kernels`` (not dupl
 
 Conventions as in the rest of ``robustagg.kernels``: NumPy in, NumPy out, ``(G, rows)`` with
 ``rows`` the int64 indices of the rows to use (so that excluding a row never copies G),
-float64 accumulation, ``cache=True``, never ``fastmath``. Nothing here knows about
+float64 accumulation, ``cache=True``, no fast-math flags. Nothing here knows about
 validation, array libraries or diagnostics.
 """
 

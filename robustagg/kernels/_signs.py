@@ -15,7 +15,7 @@ import numpy as np
 _BLOCK = 4096  # columns per block
 
 
-_LANES = 8  # independent partial sums: lets LLVM vectorise the sum of squares without fastmath
+_LANES = 8  # independent partial sums: lets LLVM vectorise the sum of squares without fast-math flags
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
