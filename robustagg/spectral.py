@@ -72,23 +72,33 @@ def dnc(
     """
     rule = "dnc"
     c = check_real(c, rule=rule, name="c", low=0.0)
-    p = prepare(
-        rule, grads, f=f, min_n=lambda f: math.floor(c * f) + 1, bound=f"n > floor(c*f) with c = {c}",
+    # no separate non-finite scan: one pass over G both proves the rows finite and gathers the
+    # sampled columns of every round (the coordinates depend on d only, so they are drawn first);
+    # only when a row is not finite is the input prepared again with the policy's scan
+    prep = dict(
+        f=f, min_n=lambda f: math.floor(c * f) + 1, bound=f"n > floor(c*f) with c = {c}",
         nonfinite=nonfinite, return_info=return_info,
     )
+    p = prepare(rule, grads, scan_nonfinite=False, **prep)
     niters = check_int(niters, rule=rule, name="niters", low=1)
     b = check_int(b, rule=rule, name="b", low=1)
     gen = check_rng(rng, rule=rule)
+    bs = min(b, p.d)
+    coords = np.empty((niters, bs), dtype=np.int64)
+    for t in range(niters):
+        coords[t] = np.sort(gen.choice(p.d, size=bs, replace=False))
+    bad, subs = kernels.nonfinite_rows_and_gather(p.G, coords)
+    if bad.any():
+        p = prepare(rule, grads, **prep)
+        subs = subs[:, p.rows]
     m = p.m
     n_removed = min(math.floor(c * p.f_eff), m - 1)
     n_keep = m - n_removed
-    bs = min(b, p.d)
     counts = np.zeros(m, dtype=np.int64)
     all_scores = np.empty((niters, m), dtype=np.float64)
     kept_rounds = np.zeros((niters, m), dtype=bool)
-    rows_grid = p.rows[:, None]
     with blas_single_thread():  # small (m, b) products: BLAS threads only add contention
-        _rounds(p, gen, niters, bs, n_keep, rows_grid, counts, all_scores, kept_rounds)
+        _rounds(subs, n_keep, counts, all_scores, kept_rounds)
     best = int(counts.max())
     final = counts == best
     fallback = best < niters
@@ -105,11 +115,11 @@ def dnc(
     return p.finish(result, info, return_info=return_info)
 
 
-def _rounds(p, gen, niters, bs, n_keep, rows_grid, counts, all_scores, kept_rounds):
-    """The DnC rounds: sample, centre, top singular direction, score, keep the lowest."""
-    for t in range(niters):
-        coords = np.sort(gen.choice(p.d, size=bs, replace=False))
-        sub = p.G[rows_grid, coords[None, :]].astype(np.float64)
+def _rounds(subs, n_keep, counts, all_scores, kept_rounds):
+    """The DnC rounds on the sampled sub-matrices: centre, top singular direction, score, keep
+    the lowest."""
+    for t in range(subs.shape[0]):
+        sub = subs[t].astype(np.float64)
         sub -= sub.mean(axis=0)
         # top right singular vector v of the centred sub-matrix X through the small (m, m) Gram
         # matrix X X^T = U diag(lambda) U^T: X v = sigma_1 u_1, so s_i = lambda_1 u_1i^2

@@ -168,3 +168,51 @@ def clip_rows(G, rows, threshold):
         for j in range(d):
             out[r, j] = np.float64(G[i, j]) * s
     return out
+
+
+
+_GATHER_BLOCK = 8192  # columns per block in the fused scan-and-gather pass
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def nonfinite_rows_and_gather(G, coords):
+    """One streaming pass over G: the non-finite mask of ``nonfinite_rows`` and the sampled
+    columns ``G[:, coords[t]]`` of every round t.
+
+    ``coords`` is (T, b) int64, each row sorted ascending (DnC's T rounds of b sampled
+    coordinates). Returns (bool (n,), G.dtype (T, n, b)). Each row is read once, block by block;
+    a block's sampled values are gathered while it is in cache, so the sampling costs no extra
+    pass (T separate gathers would touch most cache lines of G again).
+    """
+    n, d = G.shape
+    T, b = coords.shape
+    bad = np.zeros(n, dtype=np.bool_)
+    out = np.empty((T, n, b), dtype=G.dtype)
+    for i in nb.prange(n):
+        row = G[i]
+        ptr = np.zeros(T, dtype=np.int64)
+        acc = np.zeros(_NF_LANES, dtype=G.dtype)
+        for j0 in range(0, d, _GATHER_BLOCK):
+            j1 = min(d, j0 + _GATHER_BLOCK)
+            if not bad[i]:
+                m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
+                for c in range(j0, m, _NF_LANES):
+                    seg = row[c : c + _NF_LANES]
+                    for k in range(_NF_LANES):
+                        x = seg[k]
+                        acc[k] += x - x
+                s = 0.0
+                for k in range(_NF_LANES):
+                    s += acc[k]
+                for j in range(m, j1):
+                    x = row[j]
+                    s += x - x
+                if not (s == 0.0):
+                    bad[i] = True
+            for t in range(T):
+                p = ptr[t]
+                while p < b and coords[t, p] < j1:
+                    out[t, i, p] = row[coords[t, p]]
+                    p += 1
+                ptr[t] = p
+    return bad, out

@@ -1,0 +1,52 @@
+"""The fused scan-and-gather kernel of DnC against NumPy."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robustagg import kernels
+
+
+@settings(max_examples=40)
+@given(
+    n=st.integers(1, 6),
+    d=st.integers(1, 20_000),
+    T=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_nonfinite_rows_and_gather_matches_numpy(n, d, T, seed, dtype):
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((n, d)).astype(dtype)
+    for i in range(n):  # some rows get a NaN or an Inf somewhere (often outside the samples)
+        if rng.random() < 0.4:
+            G[i, rng.integers(d)] = rng.choice([np.nan, np.inf, -np.inf])
+    b = int(rng.integers(1, d + 1))
+    coords = np.stack([np.sort(rng.choice(d, size=b, replace=False)) for _ in range(T)])
+    bad, subs = kernels.nonfinite_rows_and_gather(G, coords)
+    np.testing.assert_array_equal(bad, ~np.isfinite(G).all(axis=1))
+    assert subs.dtype == G.dtype and subs.shape == (T, n, b)
+    for t in range(T):
+        np.testing.assert_array_equal(subs[t], G[:, coords[t]])
+
+
+@pytest.mark.parametrize("where", ["sampled", "unsampled"])
+def test_dnc_excludes_a_nan_row_wherever_the_nan_is(where):
+    """A NaN outside every sampled coordinate must still exclude the row (and count against f)."""
+    import robustagg
+
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((12, 300))
+    _, info = robustagg.dnc(G, 2, b=20, rng=1, return_info=True)
+    coords = set()
+    gen = np.random.default_rng(1)
+    for _ in range(5):
+        coords |= set(np.sort(gen.choice(300, size=20, replace=False)).tolist())
+    j = min(coords) if where == "sampled" else min(set(range(300)) - coords)
+    H = G.copy()
+    H[3, j] = np.nan
+    out, info = robustagg.dnc(H, 2, b=20, rng=1, return_info=True)
+    assert info.nonfinite[3] and not info.kept[3]
+    ref = robustagg.dnc(np.delete(G, 3, axis=0), 1, b=20, rng=1)
+    np.testing.assert_array_equal(out, ref)
