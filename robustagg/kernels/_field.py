@@ -19,6 +19,7 @@ from ._coordinate import _NET_MAX_ROWS, _SEL_BLOCK, _fill_transposed, _select, c
 
 _BLOCK = 2048  # columns per parallel block
 _MIX_BLOCK_ELEMENTS = 1 << 21  # elements of the float64 block used by ``mix_rows``
+_MIX_K32 = 256  # rows per float32 SGEMM partial sum in ``mix_rows``
 
 __all__ = [
     "centered_gram_from_sq_distances",
@@ -63,19 +64,35 @@ def group_means(G, members, offsets):
 def mix_rows(G, rows, W):
     """``W @ G[rows]`` as a new (W.shape[0], d) matrix of G's dtype, accumulated in float64.
 
-    Dense mixing (NNM): blocks of columns are lifted to float64 and multiplied by BLAS, so the
-    peak extra memory is one (len(rows), block) float64 block besides the output.
+    Dense mixing (NNM), blocks of columns at a time. float64 input: DGEMM on the block.
+    float32 input: SGEMM over at most ``_MIX_K32`` rows at a time (float32 partial sums of that
+    length), the partial products added in float64 -- about twice DGEMM's speed, with no float64
+    copy of the block, and the same accumulation scheme as the Gram of ``pairwise_sq_distances``.
+    Peak extra memory: one (W.shape[0], block) float64 accumulator besides the output.
     """
     W = np.ascontiguousarray(W, dtype=np.float64)
     m = rows.size
     d = G.shape[1]
-    out = np.empty((W.shape[0], d), dtype=G.dtype)
+    M = W.shape[0]
+    out = np.empty((M, d), dtype=G.dtype)
     all_rows = m == G.shape[0] and np.array_equal(rows, np.arange(m))
-    width = max(256, _MIX_BLOCK_ELEMENTS // max(m, 1))
+    width = max(256, _MIX_BLOCK_ELEMENTS // max(m, M, 1))
+    single = G.dtype == np.float32
+    if single:
+        W32 = W.astype(np.float32)
+        acc = np.empty((M, min(width, d)), dtype=np.float64)
     for j0 in range(0, d, width):
         j1 = min(d, j0 + width)
         block = G[:, j0:j1] if all_rows else G[rows, j0:j1]
-        out[:, j0:j1] = W @ block.astype(np.float64)
+        if not single:
+            out[:, j0:j1] = W @ block.astype(np.float64, copy=False)
+            continue
+        a = acc[:, : j1 - j0]
+        a[...] = 0.0
+        for r0 in range(0, m, _MIX_K32):
+            r1 = min(m, r0 + _MIX_K32)
+            a += W32[:, r0:r1] @ block[r0:r1]
+        out[:, j0:j1] = a
     return out
 
 
