@@ -26,13 +26,22 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 
-_BLOCK32 = 2048  # columns per centred block, float32 input (float32 SGEMM accumulation length)
-_BLOCK64 = 4096  # columns per centred block, float64 input
+_BLOCK32 = 4096  # columns per block, float32 input (float32 SGEMM accumulation length)
+_BLOCK64 = 4096  # columns per block, float64 input
+_BUF_BYTES = 2 << 20  # a centred block's buffer holds at most this (narrower blocks for large m)
+_MIN_BLOCK = 256
+_PROBE_BLOCKS = 4  # the shift is chosen on this many blocks of columns spread over d
+_PROBE_WIDTH = 1024
+_DUP32 = 1e-3  # candidate exact duplicates: Gram distance D_ij <= dup * (N_i + N_j)
+_DUP64 = 1e-9
+_EQ_STEP = 512  # values compared between two exits in the equality test
+_EQ_CHUNKS = 64
 _CHUNK_COLS = 32768  # target columns per chunk (unit of parallel work)
 _MAX_CHUNKS = 256
 _RTOL32 = 1e-1  # recompute pairs with D_ij <= rtol * (N_i + N_j)
@@ -79,53 +88,137 @@ def blas_single_thread():
 
 @nb.njit(cache=True, nogil=True)
 def _centre_block(G, rows, ref, j0, bw, buf):
-    """buf[r, :bw] = G[rows[r], j0:j0+bw] - G[ref, j0:j0+bw] (difference taken in float64)."""
+    """buf[r, :bw] = G[rows[r], j0:j0+bw] - G[ref, j0:j0+bw] (difference taken in float64, then
+    stored in buf's precision); ``ref < 0``: no shift (a plain gather). Row slices, so the inner
+    loop is a unit-stride loop LLVM vectorises."""
     m = rows.size
+    if ref < 0:
+        for r in range(m):
+            a = G[rows[r], j0 : j0 + bw]
+            o = buf[r]
+            for k in range(bw):
+                o[k] = a[k]
+        return
+    b = G[ref, j0 : j0 + bw]
     for r in range(m):
-        i = rows[r]
+        a = G[rows[r], j0 : j0 + bw]
+        o = buf[r]
         for k in range(bw):
-            buf[r, k] = np.float64(G[i, j0 + k]) - np.float64(G[ref, j0 + k])
+            o[k] = np.float64(a[k]) - np.float64(b[k])
 
 
-def _chunk_gram(G, rows, ref, j0, j1, block, work_dtype):
+def _block_width(m: int, work) -> int:
+    """Columns per centred block: ``_BLOCK32``/``_BLOCK64``, narrowed for many rows so that the
+    (m, block) buffer stays within ``_BUF_BYTES`` (depends on m and the dtype only)."""
+    full = _BLOCK32 if work == np.float32 else _BLOCK64
+    fit = _BUF_BYTES // (max(m, 1) * np.dtype(work).itemsize)
+    return int(max(_MIN_BLOCK, min(full, (fit // 64) * 64)))
+
+
+def _contiguous_rows(G: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether G[rows] is the unit-column-stride view G[rows[0]:rows[0]+m] (BLAS can read it in
+    place)."""
+    m = rows.size
+    return (
+        m > 0
+        and G.strides[1] == G.itemsize
+        and int(rows[-1]) - int(rows[0]) == m - 1
+        and bool(np.all(np.diff(rows) == 1))
+    )
+
+
+def _chunk_gram(G, rows, ref, j0, j1, work, view):
+    """Columns j0:j1 of the Gram of the rows shifted by G[ref] (ref < 0: unshifted), float64
+    (m, m). ``view``: the rows are a contiguous range and ref < 0, so BLAS reads G in place."""
     m = rows.size
     acc = np.zeros((m, m), dtype=np.float64)
-    buf = np.empty((m, block), dtype=work_dtype)
+    tmp = np.empty((m, m), dtype=work)
+    if view:
+        r0 = int(rows[0])
+        block = _BLOCK32 if work == np.float32 else _BLOCK64
+        for b0 in range(j0, j1, block):
+            v = G[r0 : r0 + m, b0 : min(j1, b0 + block)]
+            np.matmul(v, v.T, out=tmp)  # v and v.T share memory: syrk, half the flops of gemm
+            acc += tmp
+        return acc
+    block = _block_width(m, work)
+    buf = np.empty((m, block), dtype=work)
     for b0 in range(j0, j1, block):
         bw = min(block, j1 - b0)
-        b = buf if bw == block else np.empty((m, bw), dtype=work_dtype)
+        b = buf if bw == block else buf[:, :bw]
         _centre_block(G, rows, ref, b0, bw, b)
-        acc += b @ b.T
+        np.matmul(b, b.T, out=tmp)
+        acc += tmp
     return acc
 
 
-def centred_gram(G: np.ndarray, rows: np.ndarray, ref: int | None = None, threads: int | None = None) -> np.ndarray:
-    """Gram matrix of the rows ``rows`` of G shifted by the reference row ``G[ref]`` (default
-    ``rows[0]``): ``C_ij = <g_i - g_ref, g_j - g_ref>``, (m, m) float64, exactly symmetric.
-    Blocks in G's precision, accumulation across blocks in float64."""
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    d = G.shape[1]
-    ref = int(rows[0]) if ref is None else int(ref)
-    work = np.float32 if G.dtype == np.float32 else np.float64
-    block = _BLOCK32 if work == np.float32 else _BLOCK64
+def _chunk_bounds(d: int) -> list[int]:
     n_chunks = int(min(_MAX_CHUNKS, max(1, -(-d // _CHUNK_COLS))))
-    bounds = [(d * c) // n_chunks for c in range(n_chunks + 1)]
+    return [(d * c) // n_chunks for c in range(n_chunks + 1)]
+
+
+@nb.njit(cache=True, nogil=True)
+def _symmetrise(C):
+    """Copy the upper triangle onto the lower one, in place."""
+    m = C.shape[0]
+    for i in range(m):
+        for j in range(i):
+            C[i, j] = C[j, i]
+    return C
+
+
+def _gram(G, rows, ref, threads=None, work=None):
+    """Sum over the column chunks (fixed by d, added in chunk order: the same bits whatever the
+    thread count) of ``_chunk_gram``. Chunks run on the pool with BLAS on one thread each; at
+    most ``2 * threads`` partials are alive at a time (the (m, m) float64 partials are the
+    memory of this stage). ``work``: the blocks' precision (default: G's)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    bounds = _chunk_bounds(G.shape[1])
+    n_chunks = len(bounds) - 1
+    if work is None:
+        work = np.float32 if G.dtype == np.float32 else np.float64
+    view = ref < 0 and work == G.dtype and _contiguous_rows(G, rows)
     if threads is None:
         threads = nb.get_num_threads()
     threads = max(1, min(threads, n_chunks))
 
     def task(c):
-        return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], block, work)
+        return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], work, view)
 
+    out = None
     with blas_single_thread():
         if threads == 1:
-            parts = [task(c) for c in range(n_chunks)]
+            for c in range(n_chunks):
+                part = task(c)
+                if out is None:
+                    out = part
+                else:
+                    out += part
         else:
-            parts = list(_executor(threads).map(task, range(n_chunks)))
-    out = parts[0]
-    for p in parts[1:]:
-        out += p
-    return np.triu(out) + np.triu(out, 1).T
+            ex = _executor(threads)
+            window = 2 * threads
+            pending = deque(ex.submit(task, c) for c in range(min(window, n_chunks)))
+            nxt = len(pending)
+            while pending:
+                part = pending.popleft().result()
+                if nxt < n_chunks:
+                    pending.append(ex.submit(task, nxt))
+                    nxt += 1
+                if out is None:
+                    out = part
+                else:
+                    out += part
+                del part
+    return _symmetrise(out)
+
+
+def centred_gram(G: np.ndarray, rows: np.ndarray, ref: int | None = None, threads: int | None = None) -> np.ndarray:
+    """Gram matrix of the rows ``rows`` of G shifted by the reference row ``G[ref]`` (default
+    ``rows[0]``; a negative ``ref``: no shift): ``C_ij = <g_i - g_ref, g_j - g_ref>``, (m, m)
+    float64, exactly symmetric. Blocks in G's precision, accumulation across blocks in float64."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    ref = int(rows[0]) if ref is None else int(ref)
+    return _gram(G, rows, ref, threads)
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -207,13 +300,171 @@ def _fill_pairs(D, pi, pj, exact):
     return D
 
 
-def _median_ratio(C, D):
-    """Median over pairs i > j of D_ij / (N_i + N_j): small when the reference row is far from
-    all the others."""
-    N = np.diag(C)
-    il, jl = np.tril_indices(C.shape[0], -1)
-    den = N[il] + N[jl]
-    return float(np.median(np.where(den > 0, D[il, jl] / np.where(den > 0, den, 1.0), 1.0)))
+@nb.njit(cache=True, nogil=True)
+def _count_flags(D, s, rtol, cls):
+    """Pairs i > j of distinct classes with D_ij <= rtol * (s_i + s_j) (D's lower triangle):
+    the pairs a shift whose squared distances to the rows are ``s`` would flag."""
+    m = D.shape[0]
+    n = 0
+    for i in range(m):
+        for j in range(i):
+            if cls[i] != cls[j] and D[i, j] <= rtol * (s[i] + s[j]):
+                n += 1
+    return n
+
+
+@nb.njit(cache=True, nogil=True)
+def _candidate_roots(D, C, pi, pj, dup):
+    """Union-find over the flagged pairs whose Gram distance is at rounding level,
+    ``D_ij <= dup * (C_ii + C_jj)`` (candidate exact duplicates): the root (smallest index) of
+    each row's candidate class."""
+    m = C.shape[0]
+    parent = np.arange(m)
+    for p in range(pi.size):
+        i = pi[p]
+        j = pj[p]
+        if D[i, j] <= dup * (C[i, i] + C[j, j]):
+            while parent[i] != i:
+                i = parent[i]
+            while parent[j] != j:
+                j = parent[j]
+            if i < j:
+                parent[j] = i
+            elif j < i:
+                parent[i] = j
+    root = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        r = i
+        while parent[r] != r:
+            r = parent[r]
+        root[i] = r
+    return root
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _rows_equal(G, a, b):
+    """``eq[p] = all(G[a[p]] == G[b[p]])``: column chunks in parallel, each stopping at its first
+    block of _EQ_STEP values holding a difference (branch-free, vectorised count inside)."""
+    P = a.size
+    d = G.shape[1]
+    nc = min(_EQ_CHUNKS, max(1, (d + _EQ_STEP - 1) // _EQ_STEP))
+    diff = np.zeros((nc, P), dtype=np.bool_)
+    for c in nb.prange(nc):
+        j0 = (d * c) // nc
+        j1 = (d * (c + 1)) // nc
+        for p in range(P):
+            k = j0
+            while k < j1:
+                k1 = min(j1, k + _EQ_STEP)
+                x = G[a[p], k:k1]
+                y = G[b[p], k:k1]
+                cnt = 0
+                for t in range(k1 - k):
+                    cnt += x[t] != y[t]
+                if cnt != 0:
+                    diff[c, p] = True
+                    break
+                k = k1
+    eq = np.ones(P, dtype=np.bool_)
+    for c in range(nc):
+        for p in range(P):
+            if diff[c, p]:
+                eq[p] = False
+    return eq
+
+
+def _equal_classes(G, rows, D, C, pi, pj, dup):
+    """Class representative (position) of each row: rows proven exactly equal share the
+    smallest position of their candidate class; every other row is its own class. Candidates
+    come from the Gram (rounding-level distances); each member is then compared value by value
+    with its root (f identical rows cost f - 1 row comparisons; a non-equal candidate usually
+    stops at the first block)."""
+    m = rows.size
+    cls = np.arange(m, dtype=np.int64)
+    if pi.size == 0:
+        return cls
+    root = _candidate_roots(D, C, pi, pj, dup)
+    members = np.flatnonzero(root != cls)
+    if members.size:
+        eq = _rows_equal(G, rows[members], rows[root[members]])
+        cls[members[eq]] = root[members[eq]]
+    return cls
+
+
+def _probe_shift(G, rows, rtol):
+    """Decide the shift from a sample of columns (``_PROBE_BLOCKS`` blocks spread over d):
+    -1 (no shift: BLAS reads G in place, no copy) unless shifting by the central row would
+    flag more than m fewer pairs for direct recomputation; then that row's position."""
+    m = rows.size
+    d = G.shape[1]
+    r0 = int(rows[0])
+    w = min(d, _PROBE_WIDTH)
+    starts = sorted({((d - w) * k) // max(_PROBE_BLOCKS - 1, 1) for k in range(_PROBE_BLOCKS)})
+    P = np.zeros((m, m), dtype=np.float64)
+    for s in starts:
+        v = G[r0 : r0 + m, s : s + w]
+        P += v @ v.T
+    if not np.all(np.isfinite(np.diag(P))):
+        return -1
+    D, _, _ = _distances_from_gram(P, rtol)
+    cls = np.arange(m, dtype=np.int64)
+    flagged = _count_flags(D, np.diag(P).copy(), rtol, cls)
+    c, pred = _central(D, rtol, cls)
+    return c if flagged - pred > m else -1
+
+
+def _central(D, rtol, cls):
+    """The central row (smallest median distance to the others; D's lower triangle given) and
+    the number of pairs a shift by it would flag."""
+    Df = D + D.T
+    c = int(np.argmin(np.median(Df, axis=1)))
+    return c, _count_flags(D, np.ascontiguousarray(Df[:, c]), rtol, cls)
+
+
+def _pairwise(G, rows, check_finite):
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    m = rows.size
+    rtol = _RTOL32 if G.dtype == np.float32 else _RTOL64
+    dup = _DUP32 if G.dtype == np.float32 else _DUP64
+    # the shift: none (BLAS on G in place) when the rows are a contiguous range of G and the
+    # probe does not predict many more flagged pairs than with a central row; else a row
+    ref = int(rows[0])
+    if _contiguous_rows(G, rows):
+        c = _probe_shift(G, rows, rtol) if m > 2 else -1
+        ref = -1 if c < 0 else int(rows[c])
+    C = _gram(G, rows, ref)
+    if not np.all(np.isfinite(np.diag(C))):
+        if check_finite:
+            return None  # a NaN/Inf row (or a float32 overflow): the caller scans the rows
+        # finite rows whose float32 block Gram overflowed: blocks in float64
+        ref = int(rows[0])
+        C = _gram(G, rows, ref, work=np.float64)
+    D, pi, pj = _distances_from_gram(C, rtol)
+    cls = _equal_classes(G, rows, D, C, pi, pj, dup)
+    if pi.size > m and m > 2:
+        # many pairs flagged: if a central row as the shift would flag more than m fewer of
+        # them (the shift is far from the rows), redo the Gram once around it rather than
+        # recomputing O(m^2) pairs directly
+        flagged = _count_flags(D, np.diag(C).copy(), rtol, cls)
+        c, pred = _central(D, rtol, cls)
+        if flagged - pred > m and int(rows[c]) != ref:
+            C = _gram(G, rows, int(rows[c]))
+            D, pi, pj = _distances_from_gram(C, rtol)
+    if pi.size:
+        ci = cls[pi]
+        cj = cls[pj]
+        apart = ci != cj
+        keys = np.maximum(ci, cj)[apart] * m + np.minimum(ci, cj)[apart]
+        uniq, inv = np.unique(keys, return_inverse=True)
+        exact = sq_distances_of_pairs(G, rows, uniq // m, uniq % m)  # one per pair of classes
+        vals = np.zeros(pi.size, dtype=np.float64)
+        vals[apart] = exact[inv]
+        D = _fill_pairs(D, pi, pj, vals)
+    else:
+        D = _fill_pairs(D, pi, pj, np.zeros(0, dtype=np.float64))
+    if np.any(cls != np.arange(m)):
+        D = D[np.ix_(cls, cls)]  # equal rows: the same distances (their class's), exact 0 within
+    return D
 
 
 def pairwise_sq_distances(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -221,22 +472,17 @@ def pairwise_sq_distances(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
     Symmetric with an exact zero diagonal; no catastrophic cancellation (see the module
     docstring for the scheme and its accuracy). ``G`` is float32 or float64, any layout; only
-    block-sized pieces are copied.
+    block-sized pieces are copied. Exactly equal rows get exactly equal rows of distances.
     """
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    m = rows.size
-    C = centred_gram(G, rows)
-    rtol = _RTOL32 if G.dtype == np.float32 else _RTOL64
-    D, pi, pj = _distances_from_gram(C, rtol)
-    if pi.size > m and m > 2 and _median_ratio(C, D) < 0.1:
-        # most pairs are close relative to their distance from the reference row (the reference
-        # is an outlier): shift by a central row instead -- the row whose median distance to
-        # the others is smallest -- rather than recomputing O(m^2) pairs directly
-        central = int(np.argmin(np.median(D + D.T, axis=1)))
-        C = centred_gram(G, rows, ref=int(rows[central]))
-        D, pi, pj = _distances_from_gram(C, rtol)
-    exact = sq_distances_of_pairs(G, rows, pi, pj)
-    return _fill_pairs(D, pi, pj, exact)
+    return _pairwise(G, rows, check_finite=False)
+
+
+def pairwise_sq_distances_checked(G: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+    """``pairwise_sq_distances``, or ``None`` when the Gram diagonal is not finite (a row holds
+    NaN/Inf, or a float32 block overflowed): the Gram pass then proves the rows finite, and a
+    rule may skip the separate non-finite scan (``prepare(scan_nonfinite=False)``) and scan
+    only when this returns None."""
+    return _pairwise(G, rows, check_finite=True)
 
 
 @nb.njit(cache=True, nogil=True)
