@@ -20,7 +20,7 @@ import numpy as np
 from . import kernels
 from ._registry import register_rule
 from ._validation import check_int, check_real, prepare
-from .kernels._distance import repeated_krum
+from .kernels._distance import pairwise_sq_distances_checked, repeated_krum
 
 __all__ = ["bulyan", "geometric_median", "krum", "multi_krum"]
 
@@ -38,13 +38,25 @@ def _check_neighbors(neighbors: Any, rule: str, n: int) -> int | None:
     return check_int(neighbors, rule=rule, name="neighbors", low=1, high=max(n - 1, 1))
 
 
-def _krum_core(p, neighbors: int | None):
-    """Distances among the finite rows, the neighbour count used and the Krum scores."""
-    D = kernels.pairwise_sq_distances(p.G, p.rows)
+def _finite_distances(p, rule: str, grads: Any, **kwargs: Any):
+    """The pairwise squared distances among the finite rows, for ``p`` prepared with
+    ``scan_nonfinite=False``: the Gram pass proves every row finite (a NaN/Inf row makes its
+    Gram diagonal non-finite), so the separate non-finite scan runs only when it cannot -- then
+    ``prepare`` runs again with the scan and the non-finite policy of SPEC §1 applies exactly as
+    usual (rows excluded and reported, or ``nonfinite="raise"`` raises). Returns (p, D)."""
+    D = pairwise_sq_distances_checked(p.G, p.rows)
+    if D is None:
+        p = prepare(rule, grads, **kwargs)
+        D = kernels.pairwise_sq_distances(p.G, p.rows)
+    return p, D
+
+
+def _krum_core(p, D, neighbors: int | None):
+    """The neighbour count used and the Krum scores, from the distances among the finite rows."""
     m = p.m
     k = _neighbours(m, p.f_eff) if neighbors is None else min(neighbors, m - 1)
     scores = kernels.krum_scores(D, k)
-    return D, k, scores
+    return k, scores
 
 
 def krum(
@@ -95,12 +107,11 @@ def krum(
     P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer. *Machine Learning with Adversaries:
     Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
     """
-    p = prepare(
-        "krum", grads, f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3",
-        nonfinite=nonfinite, return_info=return_info,
-    )
+    kw = dict(f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info)
+    p = prepare("krum", grads, scan_nonfinite=False, **kw)
     neighbors = _check_neighbors(neighbors, "krum", p.n)
-    _, k, scores = _krum_core(p, neighbors)
+    p, D = _finite_distances(p, "krum", grads, **kw)
+    k, scores = _krum_core(p, D, neighbors)
     best = int(np.argmin(scores))  # first minimum: ties go to the lowest index
     selected = int(p.rows[best])
     result = p.G[selected].copy()
@@ -150,17 +161,14 @@ def multi_krum(
     P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer. *Machine Learning with Adversaries:
     Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
     """
-    p = prepare(
-        "multi_krum", grads, f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3",
-        nonfinite=nonfinite, return_info=return_info,
-    )
+    kw = dict(f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info)
+    p = prepare("multi_krum", grads, scan_nonfinite=False, **kw)
     neighbors = _check_neighbors(neighbors, "multi_krum", p.n)
-    if m is None:
-        m_sel = p.m - p.f_eff
-    else:
-        m_sel = min(check_int(m, rule="multi_krum", name="m", low=1, high=p.n), p.m)
+    m_arg = None if m is None else check_int(m, rule="multi_krum", name="m", low=1, high=p.n)
+    p, D = _finite_distances(p, "multi_krum", grads, **kw)
+    m_sel = p.m - p.f_eff if m_arg is None else min(m_arg, p.m)
     m_sel = max(m_sel, 1)
-    _, k, scores = _krum_core(p, neighbors)
+    k, scores = _krum_core(p, D, neighbors)
     order = np.argsort(scores, kind="stable")[:m_sel]
     chosen = np.sort(order)
     result = kernels.column_mean(p.G, p.rows[chosen])
@@ -213,15 +221,13 @@ def bulyan(
     E. M. El Mhamdi, R. Guerraoui, S. Rouault. *The Hidden Vulnerability of Distributed Learning
     in Byzantium*. ICML 2018.
     """
-    p = prepare(
-        "bulyan", grads, f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3",
-        nonfinite=nonfinite, return_info=return_info,
-    )
+    kw = dict(f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info)
+    p = prepare("bulyan", grads, scan_nonfinite=False, **kw)
+    p, D = _finite_distances(p, "bulyan", grads, **kw)
     fe = p.f_eff
     m = p.m
     theta = max(m - 2 * fe, 1)
     beta = max(theta - 2 * fe, 1)
-    D = kernels.pairwise_sq_distances(p.G, p.rows)
     # theta Krum steps on the remaining rows; each row of D sorted once (bit-identical scores)
     selected, win_scores = repeated_krum(D, theta, fe)
     sel = np.sort(selected)
@@ -307,13 +313,13 @@ def geometric_median(
     IEEE Transactions on Signal Processing, 2022. E. Weiszfeld, 1937.
     """
     rule = "geometric_median"
-    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
+    kw = dict(nonfinite=nonfinite, return_info=return_info)
+    p = prepare(rule, grads, scan_nonfinite=False, **kw)
     tol = check_real(tol, rule=rule, name="tol", low=0.0, high=1.0, low_open=True, high_open=True)
     maxiter = check_int(maxiter, rule=rule, name="maxiter", low=1)
     eps = check_real(eps, rule=rule, name="eps", low=0.0, low_open=True)
-    if weights is None:
-        w = np.ones(p.m, dtype=np.float64)
-    else:
+    wa = None
+    if weights is not None:
         from ._array import to_numpy
 
         wa, _ = to_numpy(weights, rule=rule, name="weights", ndim=1)
@@ -322,14 +328,18 @@ def geometric_median(
         wa = wa.astype(np.float64)
         if not np.all(np.isfinite(wa)) or np.any(wa < 0):
             raise ValueError(f"{rule}: argument 'weights' must be finite and non-negative")
+    # One pass over G for D (which also proves the rows finite), one for the output.
+    p, D = _finite_distances(p, rule, grads, **kw)
+    if wa is None:
+        w = np.ones(p.m, dtype=np.float64)
+    else:
         w = wa[p.rows]
         if not w.sum() > 0:
             raise ValueError(f"{rule}: argument 'weights' must have a positive sum over the finite rows")
     w = w / w.sum()
     # Weiszfeld on the (m, m) matrix: every iterate is an affine combination z = sum_j lam_j g_j
     # (sum lam = 1), whose distances follow from the pairwise squared distances alone:
-    # ||g_i - z||^2 = (D lam)_i - lam^T D lam / 2. One pass over G for D, one for the output.
-    D = kernels.pairwise_sq_distances(p.G, p.rows)
+    # ||g_i - z||^2 = (D lam)_i - lam^T D lam / 2.
     lam = w
     dist = _affine_distances(D, lam)
     scale = float(dist.max())

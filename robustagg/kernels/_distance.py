@@ -2,24 +2,40 @@
 
 Scheme (no catastrophic cancellation in float32, no copy of G):
 
-1. Columns are split into chunks whose boundaries depend on d only (so the result is
-   bit-identical whatever the thread count); chunks run on a small pool of threads
-   (``numba.get_num_threads()`` of them), each with BLAS limited to one thread.
-2. Inside a chunk, blocks of columns of the selected rows are copied into a small buffer and
-   **shifted by a reference row** (difference taken in float64; a shift common to all rows leaves
-   every distance unchanged, and it removes the large common component that makes
-   ``|x|^2 + |y|^2 - 2<x, y>`` cancel). The reference is the first row; if it turns out to be an
-   outlier (more than m pairs flagged in step 4 and a median ratio D_ij / (N_i + N_j) below 0.1), the Gram is recomputed once with a central row
-   (smallest median distance) as the reference. The block's Gram matrix ``B B^T`` is computed by BLAS in
-   the input's precision (float32 input: float32 centred values, float32 SGEMM over at most
-   ``_BLOCK32`` columns; float64: DGEMM) and accumulated in float64 across blocks.
-3. ``D_ij = N_i + N_j - 2 C_ij`` (``N`` the Gram diagonal: squared distances to the reference),
+1. Columns are split into chunks whose boundaries depend on d only, and the chunks' (m, m)
+   float64 partials are added in chunk order (so the result is bit-identical whatever the
+   thread count); chunks run on a small pool of threads (``numba.get_num_threads()`` of them),
+   each with BLAS limited to one thread, at most two partials per thread alive at a time.
+2. Every row is **shifted by a common vector s** (a shift common to all rows leaves every
+   distance unchanged; what it changes is the scale ``N_i = |g_i - s|^2`` against which the
+   Gram formula cancels). Inside a chunk, blocks of columns are multiplied by BLAS in the
+   input's precision (float32 input: SGEMM/syrk over at most ``_BLOCK32`` columns; float64:
+   DGEMM) and the blocks are accumulated in float64. The shift is chosen on a probe (the Gram
+   of ``_PROBE_BLOCKS`` blocks of columns spread over d):
+
+   * ``s = 0`` when the rows are a contiguous range of G (every finite row): BLAS reads G in
+     place, no copy at all -- unless the probe predicts that shifting by a central row would
+     flag more than m fewer pairs in step 4 (the rows share a large common component);
+   * otherwise ``s`` = a row (the first one; the central row -- smallest median distance --
+     when the probe or a first pass says so): blocks of the selected rows are copied into a
+     small buffer minus the reference row (difference in float64), at most ``_BUF_BYTES``.
+
+   After the full pass, if more than m pairs are flagged and a central row would flag more
+   than m fewer, the Gram is recomputed once around that row.
+3. ``D_ij = N_i + N_j - 2 C_ij`` (``N`` the Gram diagonal: squared distances to the shift),
    clamped at 0.
 4. Pairs where cancellation is still possible, ``D_ij <= tau * (N_i + N_j)`` (near-duplicate
    rows: ``tau = 1e-1`` for float32, ``1e-6`` for float64), are recomputed exactly as a direct
-   float64 sum of squared differences. Every other pair has a relative error of at most about
-   ``eps * sqrt(block) / tau`` (~3e-5 for float32 input, ~1e-9 for float64), typically far less
-   (~1e-7 for float32 rows whose distance is comparable to their distance from the reference).
+   float64 sum of squared differences. Exact duplicates are grouped first (flagged pairs at
+   rounding level, verified value by value against their class's first row), so that equal
+   rows share their row of D and only one pair per pair of classes is summed. Every other pair
+   has a relative error of at most about ``eps * sqrt(block) / tau`` (~4e-5 for float32 input,
+   ~1e-9 for float64), typically far less (~1e-7 for float32 rows whose distance is comparable
+   to their distance from the shift).
+
+A NaN/Inf row makes its Gram diagonal non-finite whatever the shift, so
+``pairwise_sq_distances_checked`` proves the rows finite on the way (SPEC §1's scan is then
+only needed when it returns None).
 """
 
 from __future__ import annotations
@@ -129,7 +145,13 @@ def _contiguous_rows(G: np.ndarray, rows: np.ndarray) -> bool:
 
 def _chunk_gram(G, rows, ref, j0, j1, work, view):
     """Columns j0:j1 of the Gram of the rows shifted by G[ref] (ref < 0: unshifted), float64
-    (m, m). ``view``: the rows are a contiguous range and ref < 0, so BLAS reads G in place."""
+    (m, m). ``view``: the rows are a contiguous range and ref < 0, so BLAS reads G in place.
+    A NaN/Inf row gives NaN/Inf entries silently (the caller checks the diagonal)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _chunk_gram_body(G, rows, ref, j0, j1, work, view)
+
+
+def _chunk_gram_body(G, rows, ref, j0, j1, work, view):
     m = rows.size
     acc = np.zeros((m, m), dtype=np.float64)
     tmp = np.empty((m, m), dtype=work)
@@ -401,9 +423,10 @@ def _probe_shift(G, rows, rtol):
     w = min(d, _PROBE_WIDTH)
     starts = sorted({((d - w) * k) // max(_PROBE_BLOCKS - 1, 1) for k in range(_PROBE_BLOCKS)})
     P = np.zeros((m, m), dtype=np.float64)
-    for s in starts:
-        v = G[r0 : r0 + m, s : s + w]
-        P += v @ v.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        for s in starts:
+            v = G[r0 : r0 + m, s : s + w]
+            P += v @ v.T
     if not np.all(np.isfinite(np.diag(P))):
         return -1
     D, _, _ = _distances_from_gram(P, rtol)
