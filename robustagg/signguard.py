@@ -56,8 +56,10 @@ def _sample_coordinates(
         k = max(1, int(round(fraction * d)))
         k = min(k, d)
         if coordinates == "random":
-            idx = gen.choice(d, size=k, replace=False, shuffle=False)
-            return np.sort(idx.astype(np.int64))
+            # Floyd's algorithm: k bounded draws (step q uniform on [0, d - k + q]) instead of
+            # Generator.choice's partial shuffle of an arange(d) (~7 ms at d = 10^6) and a sort
+            draws = gen.integers(0, np.arange(d - k + 1, d + 1, dtype=np.int64))
+            return kernels.floyd_sample(d, draws)
         start = int(gen.integers(0, d - k + 1))
         return np.arange(start, start + k, dtype=np.int64)
     idx = np.asarray(coordinates)
@@ -128,7 +130,7 @@ def _final_average(
     """Average the clipped kept rows ``weights[r] * G[rows[r]]``."""
     m = rows.size
     if isinstance(aggregator, str) and aggregator == "mean":
-        out = kernels.weighted_column_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64))
+        out = kernels.weighted_row_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64))
         out *= 1.0 / m
         return out
     X = (G[rows].astype(np.float64) * weights[:, None]).astype(G.dtype)

@@ -46,10 +46,16 @@ from ._rows import (
     row_sq_distances_to,
     row_sq_norms,
 )
-from ._signs import dots_with, gram_and_sq_distances, norms_and_sign_counts
+from ._signs import (
+    dots_with,
+    floyd_sample,
+    gram_and_sq_distances,
+    norms_and_sign_counts,
+    weighted_row_sum,
+)
 
 __all__ = ["column_mean", "nonfinite_rows"]
-__all__ += ["dots_with", "gram_and_sq_distances", "norms_and_sign_counts"]
+__all__ += ["dots_with", "floyd_sample", "gram_and_sq_distances", "norms_and_sign_counts", "weighted_row_sum"]
 __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kernels
     "centred_gram",
     "clip_rows",
