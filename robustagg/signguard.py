@@ -24,6 +24,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import numba
 import numpy as np
 
 from . import kernels
@@ -76,8 +77,25 @@ def _sample_coordinates(
     return idx
 
 
+def _check_reference(rule: str, reference: Any, d: int) -> np.ndarray:
+    """The reference gradient as a contiguous float64 (d,) NumPy array (finite)."""
+    ref, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
+    if ref.shape[0] != d:
+        raise ValueError(f"{rule}: argument 'reference' must have length d = {d}, got {ref.shape[0]}")
+    if not np.isfinite(ref).all():
+        raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
+    return np.ascontiguousarray(ref, dtype=np.float64)
+
+
 def _similarity_feature(
-    rule: str, similarity: str, G: np.ndarray, rows: np.ndarray, norms: np.ndarray, reference: Any
+    rule: str,
+    similarity: str,
+    G: np.ndarray,
+    rows: np.ndarray,
+    norms: np.ndarray,
+    ref: np.ndarray | None,
+    dots: np.ndarray | None = None,
+    sq: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The raw similarity per row and the feature put on the sign features' scale.
 
@@ -85,18 +103,14 @@ def _similarity_feature(
               feature = clip(s, 0, med(s)) / (5 med(s)), all 0 when med(s) <= 0.
     distance: s_i = |g_i - ref| (or the median over j != i of |g_i - g_j|);
               feature = 0.2 * [s_i >= 1.1 med(s)].
+
+    With a reference (checked by ``_check_reference``), ``dots`` and ``sq`` are the rows' dot
+    products with it and squared distances to it (from the fused norm pass).
     """
     m = rows.size
-    if reference is not None:
-        ref, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
-        if ref.shape[0] != G.shape[1]:
-            raise ValueError(
-                f"{rule}: argument 'reference' must have length d = {G.shape[1]}, got {ref.shape[0]}"
-            )
-        if not np.isfinite(ref).all():
-            raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
-        ref = np.ascontiguousarray(ref, dtype=np.float64)
-        dots, sq = kernels.dots_with(G, rows, ref)
+    if ref is not None:
+        if dots is None or sq is None:
+            dots, sq = kernels.dots_with(G, rows, ref)
         ref_norm = float(np.sqrt(np.dot(ref, ref)))
         if similarity == "cosine":
             denom = norms * ref_norm
@@ -259,10 +273,19 @@ def _run(
         coords = _sample_coordinates(rule, p.d, coordinates, fraction, gen)
     else:
         coords = np.empty(0, dtype=np.int64)
-    norms, counts = kernels.norms_and_sign_counts(p.G, p.rows, coords)
+    ref = dots = sq = None
+    if sign_clustering and similarity is not None and reference is not None:
+        # the variants' reference: dot products and distances fused into the norm pass
+        ref = _check_reference(rule, reference, p.d)
+        group = max(1, min(4, p.rows.size // (2 * numba.get_num_threads())))
+        norms, counts, dots, sq = kernels.norms_signs_and_dots(p.G, p.rows, coords, ref, group)
+    else:
+        norms, counts = kernels.norms_and_sign_counts(p.G, p.rows, coords)
     if not np.isfinite(norms).all():
         p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
         norms, counts = norms[p.rows], counts[p.rows]
+        if ref is not None:
+            dots, sq = dots[p.rows], sq[p.rows]
     G, rows, m = p.G, p.rows, p.m
     M = float(np.median(norms))
 
@@ -291,7 +314,7 @@ def _run(
 
     raw_similarity = extra = None
     if sign_clustering and similarity is not None:
-        raw_similarity, extra = _similarity_feature(rule, similarity, G, rows, norms, reference)
+        raw_similarity, extra = _similarity_feature(rule, similarity, G, rows, norms, ref, dots, sq)
     S1, S2, S, fallback, features, labels, bandwidth, weights = _decide(
         norms, M, counts, coords.size, extra, lower=lower, upper=upper, norm_filter=norm_filter,
         sign_clustering=sign_clustering, clipping=clipping, feature_scaling=feature_scaling,
