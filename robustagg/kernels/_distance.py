@@ -53,7 +53,7 @@ _BLOCK64 = 4096  # columns per block, float64 input
 _BUF_BYTES = 2 << 20  # a centred block's buffer holds at most this (narrower blocks for large m)
 _MIN_BLOCK = 256
 _PROBE_BLOCKS = 4  # the shift is chosen on this many blocks of columns spread over d
-_PROBE_WIDTH = 1024
+_PROBE_WIDTH = 512
 _DUP32 = 1e-3  # candidate exact duplicates: Gram distance D_ij <= dup * (N_i + N_j)
 _DUP64 = 1e-9
 _EQ_STEP = 512  # values compared between two exits in the equality test
@@ -191,9 +191,10 @@ def _symmetrise(C):
 
 def _gram(G, rows, ref, threads=None, work=None):
     """Sum over the column chunks (fixed by d, added in chunk order: the same bits whatever the
-    thread count) of ``_chunk_gram``. Chunks run on the pool with BLAS on one thread each; at
-    most ``2 * threads`` partials are alive at a time (the (m, m) float64 partials are the
-    memory of this stage). ``work``: the blocks' precision (default: G's)."""
+    thread count) of ``_chunk_gram``. Chunks run on the pool with BLAS on one thread each; the
+    next chunk is submitted when the oldest is added, so at most ``threads`` partials besides
+    the total are alive (the (m, m) float64 partials are the memory of this stage). ``work``:
+    the blocks' precision (default: G's)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     bounds = _chunk_bounds(G.shape[1])
     n_chunks = len(bounds) - 1
@@ -218,7 +219,7 @@ def _gram(G, rows, ref, threads=None, work=None):
                     out += part
         else:
             ex = _executor(threads)
-            window = 2 * threads
+            window = threads
             pending = deque(ex.submit(task, c) for c in range(min(window, n_chunks)))
             nxt = len(pending)
             while pending:
@@ -468,11 +469,13 @@ def _pairwise(G, rows, check_finite):
         # many pairs flagged: if a central row as the shift would flag more than m fewer of
         # them (the shift is far from the rows), redo the Gram once around it rather than
         # recomputing O(m^2) pairs directly
-        flagged = _count_flags(D, np.diag(C).copy(), rtol, cls)
-        c, pred = _central(D, rtol, cls)
-        if flagged - pred > m and int(rows[c]) != ref:
-            C = _gram(G, rows, int(rows[c]))
-            D, pi, pj = _distances_from_gram(C, rtol)
+        flagged = _count_flags(D, np.diag(C).copy(), rtol, cls)  # beyond exact duplicates
+        if flagged > m:
+            c, pred = _central(D, rtol, cls)
+            if flagged - pred > m and int(rows[c]) != ref:
+                del C
+                C = _gram(G, rows, int(rows[c]))
+                D, pi, pj = _distances_from_gram(C, rtol)
     if pi.size:
         ci = cls[pi]
         cj = cls[pj]
