@@ -40,6 +40,10 @@ _CLUSTERINGS = ("meanshift", "kmeans")
 _SCALINGS = ("none", "max")
 _COORDINATES = ("random", "window")
 _AGGREGATORS = ("mean", "trimmed_mean", "median")
+# SignGuard-Sim without a reference: up to this many m * m * d the Gram matrix is summed directly
+# in float64 (exact to rounding; ~10-20 ms at the limit); above it, through the BLAS pairwise
+# distances (Gram-bound; cosines within ~1e-7 of the direct sums for float32 input)
+_EXACT_GRAM_MAX = 1 << 24
 
 
 def _check_bool(value: Any, rule: str, name: str) -> bool:
@@ -123,7 +127,14 @@ def _similarity_feature(
         else:
             off = ~np.eye(m, dtype=bool)
             if similarity == "cosine":
-                dot, _ = kernels.gram_and_sq_distances(G, rows)
+                if m * m * G.shape[1] <= _EXACT_GRAM_MAX:
+                    dot, _ = kernels.gram_and_sq_distances(G, rows)
+                else:
+                    # the Gram through the shared BLAS distances (block-centred, float64
+                    # accumulation, near pairs recomputed directly) and the exact norms:
+                    # <g_i, g_j> = (|g_i|^2 + |g_j|^2 - |g_i - g_j|^2) / 2
+                    sq_norms = norms * norms
+                    dot = 0.5 * (sq_norms[:, None] + sq_norms[None, :] - kernels.pairwise_sq_distances(G, rows))
                 denom = np.outer(norms, norms)
                 cos = np.divide(dot, denom, out=np.zeros((m, m)), where=denom > 0)
                 raw = np.median(cos[off].reshape(m, m - 1), axis=1)

@@ -1,0 +1,167 @@
+"""SignGuard's fast paths: the fused kernels of ``robustagg.kernels._signs`` against NumPy,
+Floyd's coordinate sampling, and SignGuard-Sim's BLAS Gram path against its exact path."""
+
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+import robustagg
+from robustagg import kernels
+
+sg_module = sys.modules["robustagg.signguard"]
+
+
+def _matrix(seed, n, d, dtype):
+    rng = np.random.default_rng(seed)
+    G = (0.1 * rng.standard_normal(d) + rng.standard_normal((n, d))).astype(dtype)
+    G[: max(1, n // 5)] *= -1.0  # sign-flipped rows
+    return G, rng
+
+
+# --- kernels ----------------------------------------------------------------------------------
+@settings(max_examples=15)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(1, 12),
+    d=st.integers(1, 9000),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_fused_kernels_match_numpy(seed, n, d, dtype):
+    G, rng = _matrix(seed, n, d, dtype)
+    G[:, rng.integers(0, d, size=d // 7)] = 0.0  # zeros among the sampled coordinates
+    rows = rng.permutation(n)[: max(1, n - 1)].astype(np.int64)
+    coords = np.sort(rng.choice(d, size=max(1, d // 3), replace=False)).astype(np.int64)
+    ref = rng.standard_normal(d)
+    X = G[rows].astype(np.float64)
+    S = X[:, coords]
+    expected_counts = np.column_stack([(S > 0).sum(1), (S == 0).sum(1), (S < 0).sum(1)])
+
+    norms, counts = kernels.norms_and_sign_counts(G, rows, coords)
+    np.testing.assert_allclose(norms, np.linalg.norm(X, axis=1), rtol=1e-13)
+    np.testing.assert_array_equal(counts, expected_counts)
+
+    for group in (1, 3, 4):
+        n2, c2, dots, sq = kernels.norms_signs_and_dots(G, rows, coords, ref, group)
+        np.testing.assert_array_equal(n2, norms)  # same sums in the same order
+        np.testing.assert_array_equal(c2, counts)
+        np.testing.assert_allclose(dots, X @ ref, rtol=1e-10, atol=1e-10 * np.linalg.norm(ref) * norms.max())
+        np.testing.assert_allclose(sq, ((X - ref) ** 2).sum(axis=1), rtol=1e-12)
+
+
+@settings(max_examples=15)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(1, 11),
+    d=st.integers(1, 9000),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_weighted_row_sum_is_bit_identical_to_the_shared_kernel(seed, n, d, dtype):
+    G, rng = _matrix(seed, n, d, dtype)
+    rows = rng.permutation(n)[: rng.integers(1, n + 1)].astype(np.int64)
+    w = rng.random(rows.size)
+    w[rng.random(rows.size) < 0.3] = 0.0
+    got = kernels.weighted_row_sum(G, rows, w)
+    np.testing.assert_array_equal(got, kernels.weighted_column_sum(G, rows, w))
+    np.testing.assert_allclose(got, w @ G[rows].astype(np.float64), rtol=1e-10, atol=1e-12)
+
+
+# --- coordinate sampling ----------------------------------------------------------------------
+def _sample(d, k, seed):
+    draws = np.random.default_rng(seed).integers(0, np.arange(d - k + 1, d + 1, dtype=np.int64))
+    return kernels.floyd_sample(d, draws)
+
+
+@pytest.mark.parametrize("d,k", [(1, 1), (7, 7), (10, 3), (1000, 100), (5000, 4999)])
+def test_floyd_sample_is_a_sorted_subset_of_size_k(d, k):
+    for seed in range(5):
+        idx = _sample(d, k, seed)
+        assert idx.dtype == np.int64 and idx.size == k
+        assert np.all(np.diff(idx) > 0) and idx[0] >= 0 and idx[-1] < d
+
+
+def test_floyd_sample_draws_every_subset_equally_often():
+    # d = 6, k = 3: 20 subsets; a biased sampler (e.g. taking draws[q] without the collision
+    # rule, or a wrong range) fails the chi-square test by a wide margin
+    rng = np.random.default_rng(0)
+    counts = Counter(tuple(_sample(6, 3, int(s))) for s in rng.integers(0, 2**62, size=20000))
+    assert len(counts) == 20
+    assert stats.chisquare(list(counts.values())).pvalue > 1e-4
+    # inclusion frequency of each column at d = 50, k = 5: 1/10 each
+    hits = np.zeros(50)
+    for s in range(4000):
+        hits[_sample(50, 5, s)] += 1
+    assert stats.chisquare(hits).pvalue > 1e-4
+
+
+def test_random_coordinates_have_the_requested_size_and_follow_the_seed():
+    G = _matrix(3, 10, 2001, np.float32)[0]
+    _, a = robustagg.signguard(G, rng=5, return_info=True)
+    _, b = robustagg.signguard(G, rng=np.random.default_rng(5), return_info=True)
+    np.testing.assert_array_equal(a.coordinates, b.coordinates)
+    assert a.coordinates.size == 200 and np.unique(a.coordinates).size == 200
+
+
+# --- SignGuard-Sim: BLAS Gram path against the exact path -------------------------------------
+@settings(max_examples=8)
+@given(
+    seed=st.integers(0, 2**31),
+    n=st.integers(5, 30),
+    d=st.integers(500, 4000),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_sim_blas_gram_path_matches_the_exact_path(seed, n, d, dtype, monkeypatch_module):
+    G = _matrix(seed, n, d, dtype)[0]
+    assert n * n * d <= sg_module._EXACT_GRAM_MAX  # the default call takes the exact path
+    out_exact, exact = robustagg.signguard_sim(G, rng=seed, return_info=True)
+    with monkeypatch_module.context() as mp:
+        mp.setattr(sg_module, "_EXACT_GRAM_MAX", 0)
+        out_blas, blas = robustagg.signguard_sim(G, rng=seed, return_info=True)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(blas.similarity, exact.similarity, rtol=0, atol=tol)
+    np.testing.assert_allclose(blas.features, exact.features, rtol=0, atol=tol / (5 * np.median(exact.similarity)))
+    if exact.bandwidth > 0:
+        F = exact.features
+        D = np.sqrt(((F[:, None, :] - F[None, :, :]) ** 2).sum(axis=2))
+        assume(not np.any(np.abs(D - exact.bandwidth) <= 1e-4 * exact.bandwidth))  # no near-ties
+    np.testing.assert_array_equal(blas.labels, exact.labels)
+    np.testing.assert_array_equal(blas.kept, exact.kept)
+    np.testing.assert_allclose(out_blas, out_exact, rtol=1e-6 if dtype == np.float32 else 1e-12, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+# --- the fused reference pass: non-finite rows ------------------------------------------------
+@pytest.mark.parametrize("rule", [robustagg.signguard_sim, robustagg.signguard_dist])
+def test_reference_pass_excludes_nonfinite_rows_like_the_finite_submatrix(rule):
+    G, rng = _matrix(11, 15, 3000, np.float32)
+    ref = G[5:].astype(np.float64).mean(axis=0)
+    bad = G.copy()
+    bad[3, 17] = np.nan
+    bad[9, 2000] = np.inf
+    out, info = rule(bad, reference=ref, rng=2, return_info=True)
+    assert info.nonfinite[[3, 9]].all() and not info.kept[[3, 9]].any()
+    keep = np.setdiff1d(np.arange(15), [3, 9])
+    expected, einfo = rule(G[keep], reference=ref, coordinates=info.coordinates, return_info=True)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(info.kept[keep], einfo.kept)
+    np.testing.assert_array_equal(info.similarity[keep], einfo.similarity)
+    with pytest.raises(ValueError):
+        rule(bad, reference=ref, rng=2, nonfinite="raise")
+
+
+def test_reference_validation_messages():
+    G = _matrix(1, 6, 50, np.float64)[0]
+    with pytest.raises(ValueError, match="signguard_sim: argument 'reference' must have length d = 50"):
+        robustagg.signguard_sim(G, reference=np.zeros(49))
+    with pytest.raises(ValueError, match="signguard_dist: argument 'reference' holds NaN or Inf"):
+        robustagg.signguard_dist(G, reference=np.full(50, np.nan))
