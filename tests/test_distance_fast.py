@@ -126,6 +126,24 @@ def test_gram_bit_identical_for_any_thread_count(ref):
         np.testing.assert_array_equal(K.centred_gram(G, rows, ref=ref, threads=t), one)
 
 
+@pytest.mark.parametrize("kind", ["spread", "common"])
+def test_pairwise_bit_identical_for_any_thread_count(kind):
+    """The probe's decision and every stage after it do not depend on the thread count."""
+    import numba
+
+    G = _lie_like(12, 120_000, 4, np.float32) if kind == "spread" else _correlated(12, 120_000, np.float32)
+    rows = np.arange(12)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = K.pairwise_sq_distances(G, rows)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = K.pairwise_sq_distances(G, rows)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("where", [(0, 0), (4, 77_777), (8, 99_999)])
 def test_checked_returns_none_for_a_nonfinite_row(value, where):

@@ -203,6 +203,7 @@ def _gram(G, rows, ref, threads=None, work=None):
     view = ref < 0 and work == G.dtype and _contiguous_rows(G, rows)
     if threads is None:
         threads = nb.get_num_threads()
+    pool_size = max(1, threads)  # the pool keeps its size across calls (no thread churn)
     threads = max(1, min(threads, n_chunks))
 
     def task(c):
@@ -218,7 +219,7 @@ def _gram(G, rows, ref, threads=None, work=None):
                 else:
                     out += part
         else:
-            ex = _executor(threads)
+            ex = _executor(pool_size)
             window = threads
             pending = deque(ex.submit(task, c) for c in range(min(window, n_chunks)))
             nxt = len(pending)
@@ -423,11 +424,21 @@ def _probe_shift(G, rows, rtol):
     r0 = int(rows[0])
     w = min(d, _PROBE_WIDTH)
     starts = sorted({((d - w) * k) // max(_PROBE_BLOCKS - 1, 1) for k in range(_PROBE_BLOCKS)})
+
+    def part(s):
+        v = G[r0 : r0 + m, s : s + w]
+        with np.errstate(invalid="ignore", over="ignore"):
+            return v @ v.T
+
+    # BLAS on one thread per block, blocks added in order: the decision, like the Gram, does
+    # not depend on the thread count
+    threads = nb.get_num_threads()
+    with blas_single_thread():
+        parts = [part(s) for s in starts] if threads == 1 else list(_executor(threads).map(part, starts))
     P = np.zeros((m, m), dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        for s in starts:
-            v = G[r0 : r0 + m, s : s + w]
-            P += v @ v.T
+        for q in parts:
+            P += q
     if not np.all(np.isfinite(np.diag(P))):
         return -1
     D, _, _ = _distances_from_gram(P, rtol)
