@@ -6,6 +6,9 @@ import functools
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic, overload
 
 _BLOCK = 2048  # columns per parallel block
 
@@ -233,8 +236,106 @@ def _trimmed_mean_select(G, rows, k):
     return out
 
 
-_NET_BLOCK = 128  # columns per block in the sorting-network kernel (one SIMD lane per column)
+_NET_BLOCK = 128  # columns per block in the sorting-network kernels (SIMD lanes are columns)
 _NET_MAX_ROWS = 256  # above this many rows the per-column quickselect is used
+
+
+@intrinsic
+def _f32_key(typingctx, x):
+    """The int32 whose order is the order of the float32 ``x`` (finite values and ±Inf; -0.0
+    just below +0.0): ``bits ^ ((bits >> 31) & 0x7fffffff)``. Integer min/max compile to
+    ``vpminsd``/``vpmaxsd`` in the network, 8 columns per instruction; a float select stored
+    back in place becomes a masked store (slow on this hardware) and ``np.minimum`` carries
+    NaN checks."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        lt = ir.IntType(32)
+        b = builder.bitcast(args[0], lt)
+        m = builder.and_(builder.ashr(b, ir.Constant(lt, 31)), ir.Constant(lt, 0x7FFFFFFF))
+        return builder.xor(b, m)
+
+    return types.int32(x), codegen
+
+
+@intrinsic
+def _f32_from_key(typingctx, k):
+    """Inverse of ``_f32_key``: the float32 whose key is ``k``."""
+    if k != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        lt = ir.IntType(32)
+        b = args[0]
+        m = builder.and_(builder.ashr(b, ir.Constant(lt, 31)), ir.Constant(lt, 0x7FFFFFFF))
+        return builder.bitcast(builder.xor(b, m), ir.FloatType())
+
+    return types.float32(k), codegen
+
+
+def _to_key(x):
+    """Network value of an element: its int32 sort key for float32, itself for float64."""
+    raise NotImplementedError  # Numba only
+
+
+def _from_key(k):
+    """The element value (float) of a network value ``_to_key`` made."""
+    raise NotImplementedError  # Numba only
+
+
+def _key_buffer(G, m, w):
+    """An uninitialised (m, w) buffer of network values for G's dtype (int32 / float64)."""
+    raise NotImplementedError  # Numba only
+
+
+def _cx_rows(ra, rb):
+    """Compare-exchange two buffer rows lane by lane: ra <- min, rb <- max."""
+    raise NotImplementedError  # Numba only
+
+
+@overload(_to_key, inline="always")
+def _to_key_impl(x):
+    if x == types.float32:
+        return lambda x: _f32_key(x)
+    return lambda x: x
+
+
+@overload(_from_key, inline="always")
+def _from_key_impl(k):
+    if k == types.int32:
+        return lambda k: _f32_from_key(k)
+    return lambda k: k
+
+
+@overload(_key_buffer)
+def _key_buffer_impl(G, m, w):
+    if G.dtype == types.float32:
+        return lambda G, m, w: np.empty((m, w), dtype=np.int32)
+    return lambda G, m, w: np.empty((m, w), dtype=np.float64)
+
+
+@overload(_cx_rows, inline="always")
+def _cx_rows_impl(ra, rb):
+    if isinstance(ra.dtype, types.Integer):
+
+        def impl(ra, rb):
+            for c in range(ra.size):
+                x = ra[c]
+                y = rb[c]
+                ra[c] = min(x, y)
+                rb[c] = max(x, y)
+
+        return impl
+
+    def impl(ra, rb):  # float64 (no packed 64-bit integer min/max in AVX2)
+        for c in range(ra.size):
+            x = ra[c]
+            y = rb[c]
+            ra[c] = np.minimum(x, y)
+            rb[c] = np.maximum(x, y)
+
+    return impl
 
 
 @functools.lru_cache(maxsize=256)
@@ -266,39 +367,61 @@ def _network(m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     return pa, pb
 
 
+@nb.njit(cache=True, nogil=True)
+def _network_block(G, rows, pa, pb, j0, bw, buf):
+    """Load columns j0 .. j0+bw-1 of the rows into ``buf`` (m, W) as network values (int32
+    sort keys for float32; lanes >= bw zero) and apply the comparator network (pa, pb) to whole buffer rows: afterwards the
+    positions the network was pruned for hold, per lane, the keys of those ranks."""
+    m = rows.size
+    W = buf.shape[1]
+    for r in range(m):
+        src = G[rows[r], j0:j0 + bw]
+        dst = buf[r]
+        for c in range(bw):
+            dst[c] = _to_key(src[c])
+        for c in range(bw, W):
+            dst[c] = 0
+    for t in range(pa.size):
+        _cx_rows(buf[pa[t]], buf[pb[t]])
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
-def _ranks_mean_network(G, rows, pa, pb, lo, hi):
-    """Per column, the mean of the values of ranks lo..hi among ``rows``: a block of columns is
-    copied row-wise into a small buffer and the comparator network (pa, pb) is applied to whole
-    buffer rows, so that each compare-exchange runs over many columns at once (SIMD)."""
+def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
+    """Per column, the mean of the values of ranks lo..hi among ``rows`` (float64 sum in rank
+    order, so bit-identical under any row permutation). Blocks of ``_NET_BLOCK`` columns are
+    loaded as integer sort keys into a small (m, W) buffer that stays in L1 and the comparator
+    network (pa, pb) runs on whole buffer rows: each compare-exchange is a few ``vpminsd``/
+    ``vpmaxsd`` over W columns. One buffer per parallel chunk of blocks (``n_chunks``, a few
+    per thread)."""
     m = rows.size
     d = G.shape[1]
     out = np.empty(d, dtype=G.dtype)
-    n_blocks = (d + _NET_BLOCK - 1) // _NET_BLOCK
+    W = _NET_BLOCK
+    n_blocks = (d + W - 1) // W
+    n_chunks = max(1, min(n_blocks, n_chunks))
     count = hi - lo + 1
-    for bidx in nb.prange(n_blocks):
-        j0 = bidx * _NET_BLOCK
-        bw = min(_NET_BLOCK, d - j0)
-        buf = np.zeros((m, _NET_BLOCK), dtype=G.dtype)
-        for r in range(m):
-            i = rows[r]
+    for ch in nb.prange(n_chunks):
+        buf = _key_buffer(G, m, W)
+        acc = np.empty(W, dtype=np.float64)
+        for bidx in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
+            j0 = bidx * W
+            bw = min(W, d - j0)
+            _network_block(G, rows, pa, pb, j0, bw, buf)
+            for c in range(W):
+                acc[c] = 0.0
+            for t in range(lo, hi + 1):
+                rt = buf[t]
+                for c in range(W):
+                    acc[c] += _from_key(rt[c])
             for c in range(bw):
-                buf[r, c] = G[i, j0 + c]
-        for t in range(pa.size):
-            a = pa[t]
-            b = pb[t]
-            for c in range(_NET_BLOCK):
-                x = buf[a, c]
-                y = buf[b, c]
-                buf[a, c] = np.minimum(x, y)
-                buf[b, c] = np.maximum(x, y)
-        acc = np.zeros(_NET_BLOCK, dtype=np.float64)
-        for t in range(lo, hi + 1):
-            for c in range(_NET_BLOCK):
-                acc[c] += buf[t, c]
-        for c in range(bw):
-            out[j0 + c] = acc[c] / count
+                out[j0 + c] = acc[c] / count
     return out
+
+
+def _n_chunks() -> int:
+    """Parallel chunks of column blocks: a few per Numba thread (load balance), each with its
+    own small buffer."""
+    return 8 * nb.get_num_threads()
 
 
 def column_trimmed_mean(G: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -315,7 +438,7 @@ def column_trimmed_mean(G: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
         return column_mean(G, rows)
     if m <= _NET_MAX_ROWS:
         pa, pb = _network(m, k, m - k - 1)
-        return _ranks_mean_network(G, rows, pa, pb, k, m - k - 1)
+        return _ranks_mean_network(G, rows, pa, pb, k, m - k - 1, _n_chunks())
     return _trimmed_mean_select(G, rows, k)
 
 
