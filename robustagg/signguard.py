@@ -108,12 +108,12 @@ def _similarity_feature(
     distance: s_i = |g_i - ref| (or the median over j != i of |g_i - g_j|);
               feature = 0.2 * [s_i >= 1.1 med(s)].
 
-    With a reference (checked by ``_check_reference``), ``dots`` and ``sq`` are the rows' dot
-    products with it and squared distances to it (from the fused norm pass).
+    With a reference (checked by ``_check_reference``), ``dots`` (cosine) or ``sq`` (distance)
+    are the rows' dot products with it or squared distances to it from the fused norm pass.
     """
     m = rows.size
     if ref is not None:
-        if dots is None or sq is None:
+        if (dots if similarity == "cosine" else sq) is None:
             dots, sq = kernels.dots_with(G, rows, ref)
         ref_norm = float(np.sqrt(np.dot(ref, ref)))
         if similarity == "cosine":
@@ -289,14 +289,17 @@ def _run(
         # the variants' reference: dot products and distances fused into the norm pass
         ref = _check_reference(rule, reference, p.d)
         group = max(1, min(4, p.rows.size // (2 * numba.get_num_threads())))
-        norms, counts, dots, sq = kernels.norms_signs_and_dots(p.G, p.rows, coords, ref, group)
+        distance = similarity == "distance"
+        norms, counts, sims = kernels.norms_signs_and_similarity(p.G, p.rows, coords, ref, distance, group)
+        dots, sq = (None, sims) if distance else (sims, None)
     else:
         norms, counts = kernels.norms_and_sign_counts(p.G, p.rows, coords)
     if not np.isfinite(norms).all():
         p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
         norms, counts = norms[p.rows], counts[p.rows]
         if ref is not None:
-            dots, sq = dots[p.rows], sq[p.rows]
+            sims = sims[p.rows]
+            dots, sq = (None, sims) if distance else (sims, None)
     G, rows, m = p.G, p.rows, p.m
     M = float(np.median(norms))
 

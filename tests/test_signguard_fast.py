@@ -46,9 +46,11 @@ def test_fused_kernels_match_numpy(seed, n, d, dtype):
     np.testing.assert_array_equal(counts, expected_counts)
 
     for group in (1, 3, 4):
-        n2, c2, dots, sq = kernels.norms_signs_and_dots(G, rows, coords, ref, group)
-        np.testing.assert_array_equal(n2, norms)  # same sums in the same order
-        np.testing.assert_array_equal(c2, counts)
+        n2, c2, dots = kernels.norms_signs_and_similarity(G, rows, coords, ref, False, group)
+        n3, c3, sq = kernels.norms_signs_and_similarity(G, rows, coords, ref, True, group)
+        for nn, cc in ((n2, c2), (n3, c3)):
+            np.testing.assert_array_equal(nn, norms)  # same sums in the same order
+            np.testing.assert_array_equal(cc, counts)
         np.testing.assert_allclose(dots, X @ ref, rtol=1e-10, atol=1e-10 * np.linalg.norm(ref) * norms.max())
         np.testing.assert_allclose(sq, ((X - ref) ** 2).sum(axis=1), rtol=1e-12)
 

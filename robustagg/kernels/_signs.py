@@ -121,46 +121,53 @@ def norms_and_sign_counts(G, rows, coords):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _sums3_lanes(G, i, ref, j0, j1, part):
-    """Add the squares, the products with ``ref`` and the squared differences of
-    ``G[i, j0:j1]`` to ``part[0:L]``, ``part[L:2L]``, ``part[2L:3L]`` (L = _LANES); the columns
-    past the last full group of lanes are returned as three scalar sums. ``part`` is one
-    array with disjoint constant offsets, which LLVM vectorises (three arrays stayed scalar)."""
+def _sums2_lanes(G, i, ref, j0, j1, part, distance):
+    """Add the squares of ``G[i, j0:j1]`` to ``part[0:L]`` (L = _LANES) and, to ``part[L:2L]``,
+    their products with ``ref`` or (``distance``) their squared differences from it; the
+    columns past the last full group of lanes are returned as two scalar sums. ``part`` is
+    one array with disjoint constant offsets, which LLVM vectorises (separate arrays stayed
+    scalar)."""
     j = j0
-    while j + _LANES <= j1:
-        for t in range(_LANES):
-            v = np.float64(G[i, j + t])
-            w = ref[j + t]
-            part[t] += v * v
-            part[_LANES + t] += v * w
-            diff = v - w
-            part[2 * _LANES + t] += diff * diff
-        j += _LANES
+    if distance:
+        while j + _LANES <= j1:
+            for t in range(_LANES):
+                v = np.float64(G[i, j + t])
+                part[t] += v * v
+                diff = v - ref[j + t]
+                part[_LANES + t] += diff * diff
+            j += _LANES
+    else:
+        while j + _LANES <= j1:
+            for t in range(_LANES):
+                v = np.float64(G[i, j + t])
+                part[t] += v * v
+                part[_LANES + t] += v * ref[j + t]
+            j += _LANES
     tn = 0.0
     ta = 0.0
-    ts = 0.0
     while j < j1:
         v = np.float64(G[i, j])
-        w = ref[j]
         tn += v * v
-        ta += v * w
-        diff = v - w
-        ts += diff * diff
+        if distance:
+            diff = v - ref[j]
+            ta += diff * diff
+        else:
+            ta += v * ref[j]
         j += 1
-    return tn, ta, ts
+    return tn, ta
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
-def norms_signs_and_dots(G, rows, coords, ref, group):
-    """``norms_and_sign_counts`` fused with ``dots_with``: one pass over G for SignGuard-Sim /
-    -Dist with a reference ``ref`` (float64, (d,)).
+def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
+    """``norms_and_sign_counts`` fused with the similarity to a reference ``ref`` (float64,
+    (d,)): one pass over G for SignGuard-Sim / -Dist with a reference.
 
-    Returns ``norms``, ``counts`` (as ``norms_and_sign_counts``), ``dots`` (``<g_r, ref>``)
-    and ``sq`` (``|g_r - ref|^2``, summed directly: no cancellation), float64 sums in
-    ``_LANES`` interleaved partial sums per row. Parallel over groups of ``group`` rows that
-    walk the column blocks together, so that each block of the float64 reference is read
-    from memory once per group and from cache by the group's other rows; each row's sums are
-    added in the same order whatever ``group`` and the thread count.
+    Returns ``norms``, ``counts`` (as ``norms_and_sign_counts``: the same values) and ``sims``:
+    ``<g_r, ref>``, or with ``distance`` ``|g_r - ref|^2`` (summed directly: no cancellation),
+    float64 sums in ``_LANES`` interleaved partial sums per row. Parallel over groups of
+    ``group`` rows that walk the column blocks together, so that each block of the float64
+    reference is read from memory once per group and from cache by the group's other rows;
+    each row's sums are added in the same order whatever ``group`` and the thread count.
     """
     m = rows.size
     d = G.shape[1]
@@ -168,26 +175,24 @@ def norms_signs_and_dots(G, rows, coords, ref, group):
     starts = _block_starts(coords, d)
     n_blocks = starts.size - 1
     norms = np.empty(m, dtype=np.float64)
-    dots = np.empty(m, dtype=np.float64)
-    sq = np.empty(m, dtype=np.float64)
+    sims = np.empty(m, dtype=np.float64)
     counts = np.zeros((m, 3), dtype=np.int64)
     group = max(1, group)
     n_groups = (m + group - 1) // group
     for g in nb.prange(n_groups):
         r0 = g * group
         r1 = min(m, r0 + group)
-        part = np.zeros((r1 - r0, 3 * _LANES), dtype=np.float64)
-        tails = np.zeros((r1 - r0, 3), dtype=np.float64)
+        part = np.zeros((r1 - r0, 2 * _LANES), dtype=np.float64)
+        tails = np.zeros((r1 - r0, 2), dtype=np.float64)
         sgn = np.zeros((r1 - r0, 2), dtype=np.int64)
         for b in range(n_blocks):
             j0 = b * _BLOCK
             j1 = min(d, j0 + _BLOCK)
             for r in range(r0, r1):
                 i = rows[r]
-                tn, ta, ts = _sums3_lanes(G, i, ref, j0, j1, part[r - r0])
+                tn, ta = _sums2_lanes(G, i, ref, j0, j1, part[r - r0], distance)
                 tails[r - r0, 0] += tn
                 tails[r - r0, 1] += ta
-                tails[r - r0, 2] += ts
                 pos = 0
                 neg = 0
                 for c in range(starts[b], starts[b + 1]):
@@ -199,20 +204,17 @@ def norms_signs_and_dots(G, rows, coords, ref, group):
         for r in range(r0, r1):
             an = 0.0
             aa = 0.0
-            as_ = 0.0
             for t in range(_LANES):
                 an += part[r - r0, t]
                 aa += part[r - r0, _LANES + t]
-                as_ += part[r - r0, 2 * _LANES + t]
             norms[r] = np.sqrt(an + tails[r - r0, 0])
-            dots[r] = aa + tails[r - r0, 1]
-            sq[r] = as_ + tails[r - r0, 2]
+            sims[r] = aa + tails[r - r0, 1]
             pos = sgn[r - r0, 0]
             neg = sgn[r - r0, 1]
             counts[r, 0] = pos
             counts[r, 1] = k - pos - neg
             counts[r, 2] = neg
-    return norms, counts, dots, sq
+    return norms, counts, sims
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
