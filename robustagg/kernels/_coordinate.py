@@ -447,72 +447,92 @@ def column_median(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return column_trimmed_mean(G, rows, (np.asarray(rows).size - 1) // 2)
 
 
+def _closest_window(m: int, beta: int) -> tuple[int, int]:
+    """The range of window starts ``s_min .. s_max`` of the beta values closest to the median
+    among m sorted values (the window always holds the median's side neighbours)."""
+    a0 = (m - 1) // 2
+    return max(0, a0 + 1 - beta), min(a0 + 1, m - beta)
+
+
 def column_closest_to_median_mean(G: np.ndarray, rows: np.ndarray, beta: int) -> np.ndarray:
     """Bulyan's second stage. Per column: the median of the values over ``rows`` (NumPy's
     convention), then the mean of the ``beta`` values closest to it; at equal distance the
     smaller value is taken first. float64 accumulation, returned as G.dtype (d,).
 
-    Up to ``_NET_MAX_ROWS`` rows: blocks of columns are sorted by the shared sorting network
-    (SIMD across columns); the beta values closest to the median are then a contiguous window of
-    each sorted column, found by the walk outwards from the median. Above: a per-column sort.
-    Both give bit-identical results (same values, same summation order)."""
+    The beta values closest to the median are a window ``[s, s + beta)`` of the sorted column,
+    ``s`` in ``s_min .. s_max`` (:func:`_closest_window`); the window's values are summed in
+    rank order. Up to ``_NET_MAX_ROWS`` rows: blocks of columns go through the shared sorting
+    network pruned to the ranks ``s_min .. s_max + beta - 1`` (SIMD across columns) and ``s``
+    is found without branches (see ``_closest_to_median_network``). Above: a per-column sort
+    and the walk outwards from the median. Both give bit-identical results (same values, same
+    summation order)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
     beta = int(beta)
     if m <= _NET_MAX_ROWS:
-        pa, pb = _network(m, 0, m - 1)
-        return _closest_to_median_network(G, rows, pa, pb, beta)
+        s_min, s_max = _closest_window(m, beta)
+        pa, pb = _network(m, s_min, s_max + beta - 1)
+        return _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, _n_chunks())
     return _closest_to_median_sort(G, rows, beta)
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
-def _closest_to_median_network(G, rows, pa, pb, beta):
-    """Blocks of columns copied row-wise and sorted by the comparator network (pa, pb) applied
-    to whole buffer rows (each compare-exchange over many columns at once), then per column
-    the walk of ``_closest_to_median_sort`` (float64 median and distances, same order)."""
+def _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, n_chunks):
+    """Blocks of columns through the comparator network (pa, pb) as in ``_ranks_mean_network``
+    (ranks ``s_min .. s_max + beta - 1`` in place), then, lane-parallel: the median ``med``
+    (float64), the window start ``s = s_min + #{i in [s_min, s_max): v[i+beta] - med <
+    med - v[i]}`` -- value i (left of the median) gives way to value i + beta (right of it) only
+    if that one is strictly closer; the condition holds for a prefix of i, so this is where
+    the walk outwards from the median (ties to the smaller value) stops -- and the sum of
+    ``v[s .. s+beta-1]`` in rank order."""
     m = rows.size
     d = G.shape[1]
     out = np.empty(d, dtype=G.dtype)
-    n_blocks = (d + _NET_BLOCK - 1) // _NET_BLOCK
+    W = _NET_BLOCK
+    n_blocks = (d + W - 1) // W
+    n_chunks = max(1, min(n_blocks, n_chunks))
     a0 = (m - 1) // 2
-    for bidx in nb.prange(n_blocks):
-        j0 = bidx * _NET_BLOCK
-        bw = min(_NET_BLOCK, d - j0)
-        buf = np.zeros((m, _NET_BLOCK), dtype=G.dtype)
-        for r in range(m):
-            i = rows[r]
-            for c in range(bw):
-                buf[r, c] = G[i, j0 + c]
-        for t in range(pa.size):
-            a = pa[t]
-            b = pb[t]
-            for c in range(_NET_BLOCK):
-                x = buf[a, c]
-                y = buf[b, c]
-                buf[a, c] = np.minimum(x, y)
-                buf[b, c] = np.maximum(x, y)
-        for c in range(bw):
+    hi = s_max + beta - 1
+    for ch in nb.prange(n_chunks):
+        buf = _key_buffer(G, m, W)
+        med = np.empty(W, dtype=np.float64)
+        start = np.empty(W, dtype=np.int64)
+        acc = np.empty(W, dtype=np.float64)
+        for bidx in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
+            j0 = bidx * W
+            bw = min(W, d - j0)
+            _network_block(G, rows, pa, pb, j0, bw, buf)
+            r0 = buf[a0]
             if m % 2 == 1:
-                med = np.float64(buf[a0, c])
+                for c in range(W):
+                    med[c] = _from_key(r0[c])
             else:
-                med = (np.float64(buf[a0, c]) + np.float64(buf[a0 + 1, c])) / 2.0
-            a = a0
-            b = a0 + 1
-            s = 0.0
-            for _ in range(beta):
-                if b >= m or (a >= 0 and med - np.float64(buf[a, c]) <= np.float64(buf[b, c]) - med):
-                    s += np.float64(buf[a, c])
-                    a -= 1
-                else:
-                    s += np.float64(buf[b, c])
-                    b += 1
-            out[j0 + c] = s / beta
+                r1 = buf[a0 + 1]
+                for c in range(W):
+                    med[c] = (np.float64(_from_key(r0[c])) + np.float64(_from_key(r1[c]))) / 2.0
+            for c in range(W):
+                start[c] = s_min
+                acc[c] = 0.0
+            for i in range(s_min, s_max):
+                ri = buf[i]
+                rj = buf[i + beta]
+                for c in range(W):
+                    if np.float64(_from_key(rj[c])) - med[c] < med[c] - np.float64(_from_key(ri[c])):
+                        start[c] += 1
+            for t in range(s_min, hi + 1):
+                rt = buf[t]
+                for c in range(W):
+                    if start[c] <= t and t < start[c] + beta:
+                        acc[c] += _from_key(rt[c])
+            for c in range(bw):
+                out[j0 + c] = acc[c] / beta
     return out
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
 def _closest_to_median_sort(G, rows, beta):
-    """``column_closest_to_median_mean`` with a scalar sort of each column (any m)."""
+    """``column_closest_to_median_mean`` with a scalar sort of each column (any m): the walk
+    outwards from the median finds the window, whose values are then summed in rank order."""
     m = rows.size
     d = G.shape[1]
     out = np.empty(d, dtype=G.dtype)
@@ -535,13 +555,13 @@ def _closest_to_median_sort(G, rows, beta):
                 med = (v[a0] + v[a0 + 1]) / 2.0
             a = a0
             b = a0 + 1
-            s = 0.0
             for _ in range(beta):
                 if b >= m or (a >= 0 and med - v[a] <= v[b] - med):
-                    s += v[a]
                     a -= 1
                 else:
-                    s += v[b]
                     b += 1
+            s = 0.0
+            for t in range(a + 1, b):  # the window, in rank order
+                s += v[t]
             out[b0 + c] = s / beta
     return out
