@@ -134,7 +134,9 @@ def _similarity_feature(
                     # accumulation, near pairs recomputed directly) and the exact norms:
                     # <g_i, g_j> = (|g_i|^2 + |g_j|^2 - |g_i - g_j|^2) / 2
                     sq_norms = norms * norms
-                    dot = 0.5 * (sq_norms[:, None] + sq_norms[None, :] - kernels.pairwise_sq_distances(G, rows))
+                    dot = 0.5 * (
+                        sq_norms[:, None] + sq_norms[None, :] - kernels.pairwise_sq_distances(G, rows)
+                    )
                 denom = np.outer(norms, norms)
                 cos = np.divide(dot, denom, out=np.zeros((m, m)), where=denom > 0)
                 raw = np.median(cos[off].reshape(m, m - 1), axis=1)

@@ -125,7 +125,9 @@ def test_sim_blas_gram_path_matches_the_exact_path(seed, n, d, dtype, monkeypatc
         out_blas, blas = robustagg.signguard_sim(G, rng=seed, return_info=True)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(blas.similarity, exact.similarity, rtol=0, atol=tol)
-    np.testing.assert_allclose(blas.features, exact.features, rtol=0, atol=tol / (5 * np.median(exact.similarity)))
+    np.testing.assert_allclose(
+        blas.features, exact.features, rtol=0, atol=tol / (5 * np.median(exact.similarity))
+    )
     if exact.bandwidth > 0:
         F = exact.features
         D = np.sqrt(((F[:, None, :] - F[None, :, :]) ** 2).sum(axis=2))

@@ -1,10 +1,11 @@
-"""SignGuard's kernels: row norms fused with sign counts on sampled coordinates, and the
-similarities to a reference gradient / the raw Gram matrix (SignGuard-Sim).
+"""SignGuard's kernels: row norms fused with sign counts on sampled coordinates (and with the
+similarity to a reference gradient), Floyd's coordinate sampling, the clipped mean's weighted
+row sum, and the exact Gram matrix for SignGuard-Sim on small inputs.
 
-One pass over G computes every row's L2 norm (accumulated in float64) and, while each block
-of columns is in cache, counts the positive / zero / negative entries at the sampled
-coordinates that fall in that block. The second pass (the clipped mean of the kept rows) is
-the shared ``weighted_column_sum``.
+One pass over G computes every row's L2 norm (float64, 64 interleaved partial sums that LLVM
+vectorises without fast-math flags) and, while each block of columns is in L1, counts the
+positive / zero / negative entries at the sampled coordinates that fall in that block. The
+second pass (the clipped mean of the kept rows) is ``weighted_row_sum``.
 """
 
 from __future__ import annotations
