@@ -338,12 +338,22 @@ def _cx_rows_impl(ra, rb):
     return impl
 
 
+_GROUP = 8  # rows per group sorted in registers while a block is loaded (``_load_sorted8``)
+
+
 @functools.lru_cache(maxsize=256)
-def _network(m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+def _network(m: int, lo: int, hi: int, presorted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Batcher's odd-even merge sorting network on m inputs (comparators touching indices >= m
     dropped, as if padded with +inf), pruned backwards to the comparators that can change the
-    outputs at positions lo..hi. Returns the comparator index arrays (a, b), a < b."""
+    outputs at positions lo..hi. Returns the comparator index arrays (a, b), a < b.
+
+    ``presorted``: the rows come in already sorted within each full aligned group of
+    ``_GROUP`` (8) rows, so Batcher's first stages inside those groups (the merges of width
+    < 8, which never cross a group) are left out. Sorting a group entirely is a superset of
+    their pruned remainder, and a comparator pruned away only touches wires whose values no
+    later kept comparator reads, so the outputs lo..hi are unchanged."""
     pairs = []
+    full = (m // _GROUP) * _GROUP if presorted else 0
     p = 1
     while p < m:
         k = p
@@ -351,6 +361,8 @@ def _network(m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
             for j in range(k % p, m - k, 2 * k):
                 for i in range(min(k, m - j - k)):
                     if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        if p < _GROUP and i + j + k < full:
+                            continue
                         pairs.append((i + j, i + j + k))
             k //= 2
         p *= 2
@@ -367,20 +379,82 @@ def _network(m: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     return pa, pb
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sort8(x0, x1, x2, x3, x4, x5, x6, x7):
+    """Batcher's 19-comparator network on eight scalars (kept in registers; the caller's loop
+    over columns is vectorised)."""
+    x0, x1 = min(x0, x1), max(x0, x1)
+    x2, x3 = min(x2, x3), max(x2, x3)
+    x4, x5 = min(x4, x5), max(x4, x5)
+    x6, x7 = min(x6, x7), max(x6, x7)
+    x0, x2 = min(x0, x2), max(x0, x2)
+    x1, x3 = min(x1, x3), max(x1, x3)
+    x4, x6 = min(x4, x6), max(x4, x6)
+    x5, x7 = min(x5, x7), max(x5, x7)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    x5, x6 = min(x5, x6), max(x5, x6)
+    x0, x4 = min(x0, x4), max(x0, x4)
+    x1, x5 = min(x1, x5), max(x1, x5)
+    x2, x6 = min(x2, x6), max(x2, x6)
+    x3, x7 = min(x3, x7), max(x3, x7)
+    x2, x4 = min(x2, x4), max(x2, x4)
+    x3, x5 = min(x3, x5), max(x3, x5)
+    x1, x2 = min(x1, x2), max(x1, x2)
+    x3, x4 = min(x3, x4), max(x3, x4)
+    x5, x6 = min(x5, x6), max(x5, x6)
+    return x0, x1, x2, x3, x4, x5, x6, x7
+
+
 @nb.njit(cache=True, nogil=True)
 def _network_block(G, rows, pa, pb, j0, bw, buf):
     """Load columns j0 .. j0+bw-1 of the rows into ``buf`` (m, W) as network values (int32
-    sort keys for float32; lanes >= bw zero) and apply the comparator network (pa, pb) to whole buffer rows: afterwards the
-    positions the network was pruned for hold, per lane, the keys of those ranks."""
+    sort keys for float32; lanes >= bw zero), each full aligned group of 8 rows sorted on the
+    way in registers (Batcher's first stages), and apply the rest of the comparator network
+    (pa, pb, from ``_network(..., presorted=True)``) to whole buffer rows: afterwards the
+    positions the network was pruned for hold, per lane, the values of those ranks."""
     m = rows.size
     W = buf.shape[1]
-    for r in range(m):
+    full = (m // 8) * 8
+    for g in range(0, full, 8):
+        s0 = G[rows[g], j0:j0 + bw]
+        s1 = G[rows[g + 1], j0:j0 + bw]
+        s2 = G[rows[g + 2], j0:j0 + bw]
+        s3 = G[rows[g + 3], j0:j0 + bw]
+        s4 = G[rows[g + 4], j0:j0 + bw]
+        s5 = G[rows[g + 5], j0:j0 + bw]
+        s6 = G[rows[g + 6], j0:j0 + bw]
+        s7 = G[rows[g + 7], j0:j0 + bw]
+        d0 = buf[g]
+        d1 = buf[g + 1]
+        d2 = buf[g + 2]
+        d3 = buf[g + 3]
+        d4 = buf[g + 4]
+        d5 = buf[g + 5]
+        d6 = buf[g + 6]
+        d7 = buf[g + 7]
+        for c in range(bw):
+            y0, y1, y2, y3, y4, y5, y6, y7 = _sort8(
+                _to_key(s0[c]), _to_key(s1[c]), _to_key(s2[c]), _to_key(s3[c]),
+                _to_key(s4[c]), _to_key(s5[c]), _to_key(s6[c]), _to_key(s7[c]),
+            )
+            d0[c] = y0
+            d1[c] = y1
+            d2[c] = y2
+            d3[c] = y3
+            d4[c] = y4
+            d5[c] = y5
+            d6[c] = y6
+            d7[c] = y7
+    for r in range(full, m):
         src = G[rows[r], j0:j0 + bw]
         dst = buf[r]
         for c in range(bw):
             dst[c] = _to_key(src[c])
-        for c in range(bw, W):
-            dst[c] = 0
+    if bw < W:
+        for r in range(m):
+            dst = buf[r]
+            for c in range(bw, W):
+                dst[c] = 0
     for t in range(pa.size):
         _cx_rows(buf[pa[t]], buf[pb[t]])
 
@@ -437,7 +511,7 @@ def column_trimmed_mean(G: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     if k == 0:
         return column_mean(G, rows)
     if m <= _NET_MAX_ROWS:
-        pa, pb = _network(m, k, m - k - 1)
+        pa, pb = _network(m, k, m - k - 1, True)
         return _ranks_mean_network(G, rows, pa, pb, k, m - k - 1, _n_chunks())
     return _trimmed_mean_select(G, rows, k)
 
@@ -471,7 +545,7 @@ def column_closest_to_median_mean(G: np.ndarray, rows: np.ndarray, beta: int) ->
     beta = int(beta)
     if m <= _NET_MAX_ROWS:
         s_min, s_max = _closest_window(m, beta)
-        pa, pb = _network(m, s_min, s_max + beta - 1)
+        pa, pb = _network(m, s_min, s_max + beta - 1, True)
         return _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, _n_chunks())
     return _closest_to_median_sort(G, rows, beta)
 
