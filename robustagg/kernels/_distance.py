@@ -418,7 +418,8 @@ def _equal_classes(G, rows, D, C, pi, pj, dup):
 def _probe_shift(G, rows, rtol):
     """Decide the shift from a sample of columns (``_PROBE_BLOCKS`` blocks spread over d):
     -1 (no shift: BLAS reads G in place, no copy) unless shifting by the central row would
-    flag more than m fewer pairs for direct recomputation; then that row's position."""
+    flag more than m fewer pairs for direct recomputation; then that row's position. None when
+    the probe's diagonal is not finite (a NaN/Inf in the sampled columns)."""
     m = rows.size
     d = G.shape[1]
     r0 = int(rows[0])
@@ -440,7 +441,7 @@ def _probe_shift(G, rows, rtol):
         for q in parts:
             P += q
     if not np.all(np.isfinite(np.diag(P))):
-        return -1
+        return None
     D, _, _ = _distances_from_gram(P, rtol)
     cls = np.arange(m, dtype=np.int64)
     flagged = _count_flags(D, np.diag(P).copy(), rtol, cls)
@@ -461,12 +462,16 @@ def _pairwise(G, rows, check_finite):
     m = rows.size
     rtol = _RTOL32 if G.dtype == np.float32 else _RTOL64
     dup = _DUP32 if G.dtype == np.float32 else _DUP64
+    if m == 0:
+        return np.zeros((0, 0), dtype=np.float64)
     # the shift: none (BLAS on G in place) when the rows are a contiguous range of G and the
     # probe does not predict many more flagged pairs than with a central row; else a row
     ref = int(rows[0])
     if _contiguous_rows(G, rows):
         c = _probe_shift(G, rows, rtol) if m > 2 else -1
-        ref = -1 if c < 0 else int(rows[c])
+        if c is None and check_finite:
+            return None  # a NaN/Inf already in the probe's columns: no full pass needed
+        ref = -1 if c is None or c < 0 else int(rows[c])
     C = _gram(G, rows, ref)
     if not np.all(np.isfinite(np.diag(C))):
         if check_finite:
