@@ -8,7 +8,8 @@
    measures it), one ``np.mean(G, axis=0)``, ``signguard`` (targets: <= 3x np.mean, issue 4;
    <= 3x the read floor, issue 6), ``signguard_sim`` / ``signguard_dist`` with a reference (the
    training loop's case) and without one (Gram-bound: against one ``G @ G.T`` and the shared
-   ``pairwise_sq_distances``). Wall-clock medians and CPU time per call (all threads);
+   ``pairwise_sq_distances``; ``G @ G.T`` is timed after the interleaved calls, since
+   OpenBLAS's worker threads spin after a call). Wall-clock medians and CPU time per call (all threads);
    ``--threads 1`` gives the one-thread figures (Numba and BLAS limited to one thread).
 2. n = 50, d = 10^4: ``signguard`` against the naive NumPy + scikit-learn implementation of the
    same algorithm with the same coordinates (``robustagg.testing.naive_signguard``; target >= 20x).
@@ -128,10 +129,16 @@ def main() -> None:
         "signguard_dist, reference": lambda: robustagg.signguard_dist(G, reference=ref, rng=0),
         "signguard_sim, no reference": lambda: robustagg.signguard_sim(G, rng=0),
         "signguard_dist, no reference": lambda: robustagg.signguard_dist(G, rng=0),
-        "G @ G.T": lambda: G @ G.T,
         "pairwise_sq_distances": lambda: kernels.pairwise_sq_distances(G, rows),
     }
     wall, cpu = side_by_side(cases, repeat)
+    # the BLAS Gram after the interleaved calls, not among them: multithreaded OpenBLAS workers
+    # keep spinning after a call and would slow whichever case follows on a small machine
+    gram = {"G @ G.T": lambda: G @ G.T}
+    w2, c2 = side_by_side(gram, repeat)
+    cases.update(gram)
+    wall.update(w2)
+    cpu.update(c2)
     floor = min(wall["read floor (numba-row-sum)"], wall["read floor (numpy-sum)"])
     t_mean = wall["np.mean(G, axis=0)"]
     t_gram = wall["G @ G.T"]

@@ -115,7 +115,7 @@ def _similarity_feature(
     if ref is not None:
         if (dots if similarity == "cosine" else sq) is None:
             dots, sq = kernels.dots_with(G, rows, ref)
-        ref_norm = float(np.sqrt(np.dot(ref, ref)))
+        ref_norm = float(np.sqrt(kernels.sq_norm(ref)))
         if similarity == "cosine":
             denom = norms * ref_norm
             raw = np.divide(dots, denom, out=np.zeros(m), where=denom > 0)

@@ -40,6 +40,28 @@ def _sq_sum_lanes(G, i, j0, j1, part):
 
 
 @nb.njit(cache=True, nogil=True)
+def sq_norm(x):
+    """``sum_j x[j]^2`` of a 1-D array in float64 (``_LANES`` partial sums; no BLAS call, whose
+    spinning worker threads would compete with Numba's on a busy machine)."""
+    part = np.zeros(_LANES, dtype=np.float64)
+    d = x.size
+    j = 0
+    while j + _LANES <= d:
+        for t in range(_LANES):
+            v = np.float64(x[j + t])
+            part[t] += v * v
+        j += _LANES
+    s = 0.0
+    while j < d:
+        v = np.float64(x[j])
+        s += v * v
+        j += 1
+    for t in range(_LANES):
+        s += part[t]
+    return s
+
+
+@nb.njit(cache=True, nogil=True)
 def _block_starts(coords, d):
     """``starts[b]`` = index in the sorted ``coords`` of the first coordinate >= b * _BLOCK."""
     n_blocks = (d + _BLOCK - 1) // _BLOCK
