@@ -238,6 +238,7 @@ def _trimmed_mean_select(G, rows, k):
 
 _NET_BLOCK = 128  # columns per block in the sorting-network kernels (SIMD lanes are columns)
 _NET_MAX_ROWS = 256  # above this many rows the per-column quickselect is used
+_ROW_PAD = 16  # lanes of padding between network buffer rows (see _key_buffer)
 
 
 @intrinsic
@@ -285,7 +286,9 @@ def _from_key(k):
 
 
 def _key_buffer(G, m, w):
-    """An uninitialised (m, w) buffer of network values for G's dtype (int32 / float64)."""
+    """An uninitialised buffer of m rows of w network values for G's dtype (int32 / float64),
+    flat, rows ``w + _ROW_PAD`` apart (rows exactly 4 KiB apart would alias in the load/store
+    unit: Batcher's comparators at distance 8 would then stall); rows through ``_row``."""
     raise NotImplementedError  # Numba only
 
 
@@ -311,8 +314,15 @@ def _from_key_impl(k):
 @overload(_key_buffer)
 def _key_buffer_impl(G, m, w):
     if G.dtype == types.float32:
-        return lambda G, m, w: np.empty((m, w), dtype=np.int32)
-    return lambda G, m, w: np.empty((m, w), dtype=np.float64)
+        return lambda G, m, w: np.empty(m * (w + _ROW_PAD), dtype=np.int32)
+    return lambda G, m, w: np.empty(m * (w + _ROW_PAD), dtype=np.float64)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _row(buf, r):
+    """Row r (``_NET_BLOCK`` lanes) of a flat network buffer from ``_key_buffer``."""
+    s = r * (_NET_BLOCK + _ROW_PAD)
+    return buf[s:s + _NET_BLOCK]
 
 
 @overload(_cx_rows, inline="always")
@@ -413,7 +423,7 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
     (pa, pb, from ``_network(..., presorted=True)``) to whole buffer rows: afterwards the
     positions the network was pruned for hold, per lane, the values of those ranks."""
     m = rows.size
-    W = buf.shape[1]
+    W = _NET_BLOCK
     full = (m // 8) * 8
     for g in range(0, full, 8):
         s0 = G[rows[g], j0:j0 + bw]
@@ -424,14 +434,14 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
         s5 = G[rows[g + 5], j0:j0 + bw]
         s6 = G[rows[g + 6], j0:j0 + bw]
         s7 = G[rows[g + 7], j0:j0 + bw]
-        d0 = buf[g]
-        d1 = buf[g + 1]
-        d2 = buf[g + 2]
-        d3 = buf[g + 3]
-        d4 = buf[g + 4]
-        d5 = buf[g + 5]
-        d6 = buf[g + 6]
-        d7 = buf[g + 7]
+        d0 = _row(buf, g)
+        d1 = _row(buf, g + 1)
+        d2 = _row(buf, g + 2)
+        d3 = _row(buf, g + 3)
+        d4 = _row(buf, g + 4)
+        d5 = _row(buf, g + 5)
+        d6 = _row(buf, g + 6)
+        d7 = _row(buf, g + 7)
         for c in range(bw):
             y0, y1, y2, y3, y4, y5, y6, y7 = _sort8(
                 _to_key(s0[c]), _to_key(s1[c]), _to_key(s2[c]), _to_key(s3[c]),
@@ -447,16 +457,16 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
             d7[c] = y7
     for r in range(full, m):
         src = G[rows[r], j0:j0 + bw]
-        dst = buf[r]
+        dst = _row(buf, r)
         for c in range(bw):
             dst[c] = _to_key(src[c])
     if bw < W:
         for r in range(m):
-            dst = buf[r]
+            dst = _row(buf, r)
             for c in range(bw, W):
                 dst[c] = 0
     for t in range(pa.size):
-        _cx_rows(buf[pa[t]], buf[pb[t]])
+        _cx_rows(_row(buf, pa[t]), _row(buf, pb[t]))
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -484,7 +494,7 @@ def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
             for c in range(W):
                 acc[c] = 0.0
             for t in range(lo, hi + 1):
-                rt = buf[t]
+                rt = _row(buf, t)
                 for c in range(W):
                     acc[c] += _from_key(rt[c])
             for c in range(bw):
@@ -576,25 +586,25 @@ def _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, n_chunks):
             j0 = bidx * W
             bw = min(W, d - j0)
             _network_block(G, rows, pa, pb, j0, bw, buf)
-            r0 = buf[a0]
+            r0 = _row(buf, a0)
             if m % 2 == 1:
                 for c in range(W):
                     med[c] = _from_key(r0[c])
             else:
-                r1 = buf[a0 + 1]
+                r1 = _row(buf, a0 + 1)
                 for c in range(W):
                     med[c] = (np.float64(_from_key(r0[c])) + np.float64(_from_key(r1[c]))) / 2.0
             for c in range(W):
                 start[c] = s_min
                 acc[c] = 0.0
             for i in range(s_min, s_max):
-                ri = buf[i]
-                rj = buf[i + beta]
+                ri = _row(buf, i)
+                rj = _row(buf, i + beta)
                 for c in range(W):
                     if np.float64(_from_key(rj[c])) - med[c] < med[c] - np.float64(_from_key(ri[c])):
                         start[c] += 1
             for t in range(s_min, hi + 1):
-                rt = buf[t]
+                rt = _row(buf, t)
                 for c in range(W):
                     if start[c] <= t and t < start[c] + beta:
                         acc[c] += _from_key(rt[c])
