@@ -190,3 +190,40 @@ def test_float32_block_overflow_on_finite_rows_falls_back_to_float64_blocks():
     out, info = robustagg.krum(G, 1, return_info=True)
     assert not info.nonfinite.any()
     np.testing.assert_array_equal(out, G[info.selected])
+
+
+def _naive_repeated_krum(D, theta, f):
+    """Bulyan's selection re-scoring the remaining sub-matrix with ``krum_scores`` at each step."""
+    remaining = list(range(D.shape[0]))
+    selected, won = [], []
+    for _ in range(theta):
+        r = len(remaining)
+        k = 0 if r <= 1 else min(max(r - f - 2, 1), r - 1)
+        s = K.krum_scores(np.ascontiguousarray(D[np.ix_(remaining, remaining)]), k)
+        b = int(np.argmin(s))  # first minimum: the lowest remaining index
+        selected.append(remaining.pop(b))
+        won.append(s[b])
+    return np.array(selected), np.array(won)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_repeated_krum_bit_identical_to_rescoring_the_submatrix(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 40))
+    f = int(rng.integers(0, max(m // 4, 1) + 1))
+    kind = seed % 4
+    if kind == 0:  # distinct distances
+        X = rng.normal(size=(m, 5))
+    elif kind == 1:  # many ties: small integers, duplicated rows
+        X = rng.integers(-2, 3, size=(m, 3)).astype(float)
+    elif kind == 2:  # a block of identical rows (LIE-like) among spread rows
+        X = rng.normal(size=(m, 4))
+        X[: max(m // 3, 1)] = X[0]
+    else:  # two clusters
+        X = rng.normal(size=(m, 4)) + 50.0 * (rng.random((m, 1)) < 0.3)
+    D = _direct_sq(X) if kind != 1 else ((X[:, None] - X[None]) ** 2).sum(-1)
+    theta = int(rng.integers(1, m + 1))
+    sel, won = K.repeated_krum(D, theta, f)
+    ref_sel, ref_won = _naive_repeated_krum(D, theta, f)
+    np.testing.assert_array_equal(sel, ref_sel)
+    np.testing.assert_array_equal(won, ref_won)

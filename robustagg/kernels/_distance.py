@@ -548,19 +548,39 @@ def krum_scores(D, k):
     return out
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _krum_k(r, f):
+    if r <= 1:
+        return 0
+    return min(max(r - f - 2, 1), r - 1)
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
 def repeated_krum(D, theta, f):
     """Bulyan's selection: ``theta`` times, score every remaining row by the sum of its
     ``k = min(max(r - f - 2, 1), r - 1)`` smallest squared distances to the other remaining rows
     (r of them remaining), and move the lowest score (ties: lowest index) to the selected set.
 
-    Each row of D is sorted once; a score is then the sum of the first k entries of the sorted
-    row whose rows are still remaining, in ascending order -- the same values summed in the same
-    order as sorting the remaining sub-matrix afresh (``krum_scores``), so bit-identical scores,
-    at O(m) per row and step instead of O(r log r) plus a copy. Returns (selected indices in
+    Each row of D is sorted once; a score is the sum of the first k entries of the sorted row
+    whose rows are still remaining, in ascending order -- the same values summed in the same
+    order as sorting the remaining sub-matrix afresh (``krum_scores``), so bit-identical scores.
+    The running sums along each sorted row are kept (``ps``, valid up to the k-th remaining
+    entry ``fr``), so removing a row only re-adds the entries from its position to the frontier
+    (nothing when it lies beyond the frontier: the frontier steps back to the previous remaining
+    entry) instead of re-summing k entries per row and step; a removed row's sorted value is set
+    to +0.0 (distances are >= +0.0, and ``s + 0.0 == s`` bit for bit), so the re-adding loop has
+    no branch and no gather. Returns (selected indices in
     selection order, int64 (theta,); winning scores, float64 (theta,))."""
     m = D.shape[0]
-    order = np.empty((m, max(m - 1, 1)), dtype=np.int32)  # 4 m^2 bytes of extra memory
+    L = max(m - 1, 1)
+    order = np.zeros((m, L), dtype=np.int32)  # 4 m^2 bytes
+    pos = np.full((m, m), -1, dtype=np.int32)  # position of j in row i's order: 4 m^2 bytes
+    V = np.zeros((m, L), dtype=np.float64)  # sorted values, 0.0 once their row is removed
+    ps = np.zeros((m, L), dtype=np.float64)  # running sums along the order: 8 m^2 bytes
+    fr = np.full(m, -1, dtype=np.int64)
+    alive = np.ones(m, dtype=np.bool_)
+    scores = np.zeros(m, dtype=np.float64)
+    k0 = _krum_k(m, f)
     for i in nb.prange(m):
         idx = np.argsort(D[i])
         p = 0
@@ -568,30 +588,56 @@ def repeated_krum(D, theta, f):
             j = idx[t]
             if j != i and p < m - 1:
                 order[i, p] = j
+                pos[i, j] = p
+                V[i, p] = D[i, j]
                 p += 1
-    alive = np.ones(m, dtype=np.bool_)
-    scores = np.empty(m, dtype=np.float64)
+        s = 0.0
+        for p in range(k0):
+            s += V[i, p]
+            ps[i, p] = s
+        fr[i] = k0 - 1
+        scores[i] = s
     selected = np.empty(theta, dtype=np.int64)
     won = np.empty(theta, dtype=np.float64)
     for step in range(theta):
-        r = m - step
-        if r <= 1:
-            k = 0
-        else:
-            k = min(max(r - f - 2, 1), r - 1)
-        for i in nb.prange(m):
-            if not alive[i]:
-                continue
-            s = 0.0
-            c = 0
-            p = 0
-            while c < k:
-                j = order[i, p]
-                if alive[j]:
-                    s += D[i, j]
-                    c += 1
-                p += 1
-            scores[i] = s
+        if step > 0:
+            b = selected[step - 1]
+            k_old = _krum_k(m - step + 1, f)
+            k_new = _krum_k(m - step, f)
+            for i in nb.prange(m):
+                if not alive[i]:
+                    continue
+                if k_new == 0:
+                    fr[i] = -1
+                    scores[i] = 0.0
+                    continue
+                q = pos[i, b]
+                V[i, q] = 0.0  # distances are >= +0.0, so adding +0.0 leaves a sum's bits unchanged
+                e = fr[i]
+                if q > e:  # removed beyond the frontier: the first k_old entries are unchanged
+                    if k_new < k_old:
+                        e -= 1
+                        while not alive[order[i, e]]:
+                            e -= 1
+                        fr[i] = e
+                        scores[i] = ps[i, e]
+                    continue
+                # removed at or before the frontier: k_old - 1 remaining entries up to e
+                if k_new < k_old:
+                    if e == q:
+                        e -= 1
+                        while not alive[order[i, e]]:
+                            e -= 1
+                else:  # k unchanged (clamped at 1): one more entry, the next remaining one
+                    e += 1
+                    while not alive[order[i, e]]:
+                        e += 1
+                s = ps[i, q - 1] if q > 0 else 0.0
+                for p in range(q, e + 1):
+                    s += V[i, p]
+                    ps[i, p] = s
+                fr[i] = e
+                scores[i] = ps[i, e]
         best = -1
         for i in range(m):
             if alive[i] and (best < 0 or scores[i] < scores[best]):
