@@ -239,6 +239,7 @@ def _trimmed_mean_select(G, rows, k):
 _NET_BLOCK = 128  # columns per block in the sorting-network kernels (SIMD lanes are columns)
 _NET_MAX_ROWS = 256  # above this many rows the per-column quickselect is used
 _ROW_PAD = 16  # lanes of padding between network buffer rows (see _key_buffer)
+_ROW = _NET_BLOCK + _ROW_PAD  # network buffer row stride
 
 
 @intrinsic
@@ -348,22 +349,21 @@ def _cx_rows_impl(ra, rb):
     return impl
 
 
-_GROUP = 8  # rows per group sorted in registers while a block is loaded (``_load_sorted8``)
-
-
 @functools.lru_cache(maxsize=256)
 def _network(m: int, lo: int, hi: int, presorted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Batcher's odd-even merge sorting network on m inputs (comparators touching indices >= m
     dropped, as if padded with +inf), pruned backwards to the comparators that can change the
     outputs at positions lo..hi. Returns the comparator index arrays (a, b), a < b.
 
-    ``presorted``: the rows come in already sorted within each full aligned group of
-    ``_GROUP`` (8) rows, so Batcher's first stages inside those groups (the merges of width
-    < 8, which never cross a group) are left out. Sorting a group entirely is a superset of
+    ``presorted``: the rows come in already sorted within each full aligned group of 16 rows
+    and each further full aligned group of 8 (as ``_network_block`` leaves them), so Batcher's
+    first stages inside those groups (the merges of width < 16, resp. < 8, which never cross
+    an aligned group) are left out. Sorting a group entirely is a superset of
     their pruned remainder, and a comparator pruned away only touches wires whose values no
     later kept comparator reads, so the outputs lo..hi are unchanged."""
     pairs = []
-    full = (m // _GROUP) * _GROUP if presorted else 0
+    full16 = (m // 16) * 16 if presorted else 0
+    full8 = (m // 8) * 8 if presorted else 0
     p = 1
     while p < m:
         k = p
@@ -371,7 +371,7 @@ def _network(m: int, lo: int, hi: int, presorted: bool = False) -> tuple[np.ndar
             for j in range(k % p, m - k, 2 * k):
                 for i in range(min(k, m - j - k)):
                     if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        if p < _GROUP and i + j + k < full:
+                        if (p < 16 and i + j + k < full16) or (p < 8 and i + j + k < full8):
                             continue
                         pairs.append((i + j, i + j + k))
             k //= 2
@@ -415,11 +415,77 @@ def _sort8(x0, x1, x2, x3, x4, x5, x6, x7):
     return x0, x1, x2, x3, x4, x5, x6, x7
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _merge8x8(buf, g):
+    """Rows g..g+7 and g+8..g+15 of a flat network buffer, each sorted per lane, merged in
+    registers (Batcher's 25-comparator merge stage): rows g..g+15 sorted per lane. All offsets
+    are constants from one base, so the lane loop vectorises without aliasing checks."""
+    o = g * _ROW
+    for c in range(_NET_BLOCK):
+        x0 = buf[o + 0 * _ROW + c]
+        x1 = buf[o + 1 * _ROW + c]
+        x2 = buf[o + 2 * _ROW + c]
+        x3 = buf[o + 3 * _ROW + c]
+        x4 = buf[o + 4 * _ROW + c]
+        x5 = buf[o + 5 * _ROW + c]
+        x6 = buf[o + 6 * _ROW + c]
+        x7 = buf[o + 7 * _ROW + c]
+        x8 = buf[o + 8 * _ROW + c]
+        x9 = buf[o + 9 * _ROW + c]
+        x10 = buf[o + 10 * _ROW + c]
+        x11 = buf[o + 11 * _ROW + c]
+        x12 = buf[o + 12 * _ROW + c]
+        x13 = buf[o + 13 * _ROW + c]
+        x14 = buf[o + 14 * _ROW + c]
+        x15 = buf[o + 15 * _ROW + c]
+        x0, x8 = min(x0, x8), max(x0, x8)
+        x1, x9 = min(x1, x9), max(x1, x9)
+        x2, x10 = min(x2, x10), max(x2, x10)
+        x3, x11 = min(x3, x11), max(x3, x11)
+        x4, x12 = min(x4, x12), max(x4, x12)
+        x5, x13 = min(x5, x13), max(x5, x13)
+        x6, x14 = min(x6, x14), max(x6, x14)
+        x7, x15 = min(x7, x15), max(x7, x15)
+        x4, x8 = min(x4, x8), max(x4, x8)
+        x5, x9 = min(x5, x9), max(x5, x9)
+        x6, x10 = min(x6, x10), max(x6, x10)
+        x7, x11 = min(x7, x11), max(x7, x11)
+        x2, x4 = min(x2, x4), max(x2, x4)
+        x3, x5 = min(x3, x5), max(x3, x5)
+        x6, x8 = min(x6, x8), max(x6, x8)
+        x7, x9 = min(x7, x9), max(x7, x9)
+        x10, x12 = min(x10, x12), max(x10, x12)
+        x11, x13 = min(x11, x13), max(x11, x13)
+        x1, x2 = min(x1, x2), max(x1, x2)
+        x3, x4 = min(x3, x4), max(x3, x4)
+        x5, x6 = min(x5, x6), max(x5, x6)
+        x7, x8 = min(x7, x8), max(x7, x8)
+        x9, x10 = min(x9, x10), max(x9, x10)
+        x11, x12 = min(x11, x12), max(x11, x12)
+        x13, x14 = min(x13, x14), max(x13, x14)
+        buf[o + 0 * _ROW + c] = x0
+        buf[o + 1 * _ROW + c] = x1
+        buf[o + 2 * _ROW + c] = x2
+        buf[o + 3 * _ROW + c] = x3
+        buf[o + 4 * _ROW + c] = x4
+        buf[o + 5 * _ROW + c] = x5
+        buf[o + 6 * _ROW + c] = x6
+        buf[o + 7 * _ROW + c] = x7
+        buf[o + 8 * _ROW + c] = x8
+        buf[o + 9 * _ROW + c] = x9
+        buf[o + 10 * _ROW + c] = x10
+        buf[o + 11 * _ROW + c] = x11
+        buf[o + 12 * _ROW + c] = x12
+        buf[o + 13 * _ROW + c] = x13
+        buf[o + 14 * _ROW + c] = x14
+        buf[o + 15 * _ROW + c] = x15
+
+
 @nb.njit(cache=True, nogil=True)
 def _network_block(G, rows, pa, pb, j0, bw, buf):
     """Load columns j0 .. j0+bw-1 of the rows into ``buf`` (m, W) as network values (int32
     sort keys for float32; lanes >= bw zero), each full aligned group of 8 rows sorted on the
-    way in registers (Batcher's first stages), and apply the rest of the comparator network
+    way in registers and pairs of them merged in registers (Batcher's first stages), and apply the rest of the comparator network
     (pa, pb, from ``_network(..., presorted=True)``) to whole buffer rows: afterwards the
     positions the network was pruned for hold, per lane, the values of those ranks."""
     m = rows.size
@@ -465,6 +531,8 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
             dst = _row(buf, r)
             for c in range(bw, W):
                 dst[c] = 0
+    for g in range(0, (m // 16) * 16, 16):
+        _merge8x8(buf, g)
     for t in range(pa.size):
         _cx_rows(_row(buf, pa[t]), _row(buf, pb[t]))
 
