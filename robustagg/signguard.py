@@ -52,6 +52,21 @@ def _check_bool(value: Any, rule: str, name: str) -> bool:
     return bool(value)
 
 
+def _floyd_draws(gen: np.random.Generator, d: int, k: int) -> np.ndarray:
+    """Step q's draw uniform on [0, d - k + q], q < k: from a batch of 32-bit words by Lemire's
+    method (~4x faster than ``Generator.integers`` with an array of bounds), which rejects a
+    word with probability below d / 2^32; a batch that runs out is replaced by a longer one."""
+    if d > 1 << 32:
+        return gen.integers(0, np.arange(d - k + 1, d + 1, dtype=np.int64))
+    extra = 64 + k // 1000
+    while True:
+        raw = gen.integers(0, 1 << 32, size=k + extra, dtype=np.uint64)
+        draws, ok = kernels.floyd_draws(raw, d, k)
+        if ok:
+            return draws
+        extra *= 8
+
+
 def _sample_coordinates(
     rule: str, d: int, coordinates: Any, fraction: float, gen: np.random.Generator
 ) -> np.ndarray:
@@ -63,8 +78,7 @@ def _sample_coordinates(
         if coordinates == "random":
             # Floyd's algorithm: k bounded draws (step q uniform on [0, d - k + q]) instead of
             # Generator.choice's partial shuffle of an arange(d) (~7 ms at d = 10^6) and a sort
-            draws = gen.integers(0, np.arange(d - k + 1, d + 1, dtype=np.int64))
-            return kernels.floyd_sample(d, draws)
+            return kernels.floyd_sample(d, _floyd_draws(gen, d, k))
         start = int(gen.integers(0, d - k + 1))
         return np.arange(start, start + k, dtype=np.int64)
     idx = np.asarray(coordinates)

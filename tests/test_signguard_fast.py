@@ -100,6 +100,22 @@ def test_floyd_sample_draws_every_subset_equally_often():
     assert stats.chisquare(hits).pvalue > 1e-4
 
 
+def test_bounded_draws_are_uniform_and_a_short_batch_is_reported():
+    rng = np.random.default_rng(1)
+    draws = np.array([sg_module._floyd_draws(rng, 7, 3) for _ in range(20000)])
+    for q in range(3):  # step q uniform on [0, 4 + q]
+        counts = np.bincount(draws[:, q], minlength=5 + q)
+        assert counts.size == 5 + q
+        assert stats.chisquare(counts).pvalue > 1e-4
+    # bounds near 2^31 reject about half of the words: still in range and unbiased
+    d = 2**31 + 1
+    big = np.array([sg_module._floyd_draws(rng, d, 3) for _ in range(4000)])
+    assert np.all((big >= 0) & (big <= d - 3 + np.arange(3)))
+    assert abs((big[:, 0] < (d - 2) // 2).mean() - 0.5) < 0.05
+    _, ok = kernels.floyd_draws(np.array([2**32 - 1], dtype=np.uint64), 10, 3)
+    assert not ok
+
+
 def test_random_coordinates_have_the_requested_size_and_follow_the_seed():
     G = _matrix(3, 10, 2001, np.float32)[0]
     _, a = robustagg.signguard(G, rng=5, return_info=True)

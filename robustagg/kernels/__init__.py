@@ -48,6 +48,7 @@ from ._rows import (
 )
 from ._signs import (
     dots_with,
+    floyd_draws,
     floyd_sample,
     gram_and_sq_distances,
     norms_and_sign_counts,
@@ -57,7 +58,7 @@ from ._signs import (
 )
 
 __all__ = ["column_mean", "nonfinite_rows"]
-__all__ += ["dots_with", "floyd_sample", "gram_and_sq_distances", "norms_and_sign_counts", "norms_signs_and_similarity"]
+__all__ += ["dots_with", "floyd_draws", "floyd_sample", "gram_and_sq_distances", "norms_and_sign_counts", "norms_signs_and_similarity"]
 __all__ += ["sq_norm", "weighted_row_sum"]
 __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kernels
     "centred_gram",
