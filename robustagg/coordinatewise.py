@@ -7,7 +7,7 @@ from typing import Any
 from . import kernels
 from ._registry import register_rule
 from ._validation import prepare
-from .kernels._coordinate import column_mean_checked
+from .kernels._coordinate import column_mean_checked, column_trimmed_mean_checked
 from .kernels._field import column_mean_around_median
 
 __all__ = ["mean", "median", "trimmed_mean"]
@@ -90,8 +90,13 @@ def median(grads: Any, *, nonfinite: str = "exclude", return_info: bool = False)
     >>> robustagg.median(np.array([[1.0, 5.0], [2.0, -9.0], [100.0, 6.0]]))
     array([2., 5.])
     """
-    p = prepare("median", grads, nonfinite=nonfinite, return_info=return_info)
-    result = kernels.column_median(p.G, p.rows)
+    # The selection kernel proves the rows finite in its own pass over G; only if one is not does
+    # the exact per-row scan run and the median get recomputed on the finite rows.
+    p = prepare("median", grads, nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False)
+    result, all_finite = column_trimmed_mean_checked(p.G, p.rows, (p.rows.size - 1) // 2)
+    if not all_finite:
+        p = prepare("median", grads, nonfinite=nonfinite, return_info=return_info)
+        result = kernels.column_median(p.G, p.rows)
     return p.finish(result, return_info=return_info)
 
 
@@ -134,11 +139,18 @@ def trimmed_mean(grads: Any, f: int, *, nonfinite: str = "exclude", return_info:
     >>> robustagg.trimmed_mean(np.array([[1.0], [2.0], [3.0], [100.0]]), f=1)
     array([2.5])
     """
+    # as median: the kernel's pass over G proves the rows finite, the scan runs only if not
     p = prepare(
         "trimmed_mean", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f",
-        nonfinite=nonfinite, return_info=return_info,
+        nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False,
     )
-    result = kernels.column_trimmed_mean(p.G, p.rows, p.f_eff)
+    result, all_finite = column_trimmed_mean_checked(p.G, p.rows, p.f_eff)
+    if not all_finite:
+        p = prepare(
+            "trimmed_mean", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f",
+            nonfinite=nonfinite, return_info=return_info,
+        )
+        result = kernels.column_trimmed_mean(p.G, p.rows, p.f_eff)
     info = p.diagnostics(f_effective=p.f_eff) if return_info else None
     return p.finish(result, info, return_info=return_info)
 

@@ -120,7 +120,8 @@ def test_sort_keys_order_every_float_class(dtype):
     rows = np.arange(vals.size, dtype=np.int64)
     pa, pb = K._network(vals.size, 0, vals.size - 1)
     for r in range(vals.size):  # rank r of every column, through the network and back
-        out = K._ranks_mean_network(G, rows, pa, pb, r, r, 4)
+        out, all_finite = K._ranks_mean_network(G, rows, pa, pb, r, r, 4)
+        assert not all_finite  # ±Inf rows are reported
         np.testing.assert_array_equal(out, np.full(200, vals[r]))  # (the float64 sum from +0.0 turns -0.0 into +0.0)
 
 
@@ -132,4 +133,22 @@ def test_large_blocks_and_thread_chunks():
     pa, pb = K._network(22, 5, 16)
     ref = _rank_sum_mean(G[rows], 5, 16)
     for chunks in (1, 3, 8, 100):
-        np.testing.assert_array_equal(K._ranks_mean_network(G, rows, pa, pb, 5, 16, chunks), ref)
+        out, all_finite = K._ranks_mean_network(G, rows, pa, pb, 5, 16, chunks)
+        assert all_finite
+        np.testing.assert_array_equal(out, ref)
+
+
+@given(columns(m_max=40), st.data())
+def test_checked_kernel_reports_every_nonfinite_value(case, data):
+    """One NaN/±Inf anywhere in the rows (any row, any column, in a sorted group of 8 or in the
+    remainder rows) makes ``all_finite`` False; finite rows give True and the trimmed mean."""
+    G, rows, m = case
+    k = data.draw(st.integers(0, (m - 1) // 2))
+    out, ok = K.column_trimmed_mean_checked(G, rows, k)
+    assert ok
+    np.testing.assert_array_equal(out, K.column_trimmed_mean(G, rows, k))
+    G = G.copy()
+    r = rows[data.draw(st.integers(0, m - 1))]
+    j = data.draw(st.integers(0, G.shape[1] - 1))
+    G[r, j] = data.draw(st.sampled_from([np.nan, -np.nan, np.inf, -np.inf]))
+    assert not K.column_trimmed_mean_checked(G, rows, k)[1]

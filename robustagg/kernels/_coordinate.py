@@ -298,6 +298,46 @@ def _cx_rows(ra, rb):
     raise NotImplementedError  # Numba only
 
 
+def _group_nonfinite(x0, x1, x2, x3, x4, x5, x6, x7, lo, hi):
+    """Whether one of eight network values x0..x7 is NaN or ±Inf; ``lo``/``hi`` are their
+    smallest and largest after ``_sort8``."""
+    raise NotImplementedError  # Numba only
+
+
+def _nonfinite(x):
+    """Whether one network value is NaN or ±Inf."""
+    raise NotImplementedError  # Numba only
+
+
+_KEY_POS_INF = 0x7F800000  # _f32_key(+inf); +NaN keys are above it
+_KEY_NEG_INF = -0x7F800001  # _f32_key(-inf); -NaN keys are below it
+
+
+@overload(_group_nonfinite, inline="always")
+def _group_nonfinite_impl(x0, x1, x2, x3, x4, x5, x6, x7, lo, hi):
+    if isinstance(lo, types.Integer):  # int32 keys: NaN and ±Inf sort to the two ends
+
+        def impl(x0, x1, x2, x3, x4, x5, x6, x7, lo, hi):
+            return (lo <= _KEY_NEG_INF) | (hi >= _KEY_POS_INF)
+
+        return impl
+
+    # floats (min/max may drop a NaN while sorting, so the inputs are tested): x - x is 0 for
+    # finite x, NaN otherwise
+    def impl(x0, x1, x2, x3, x4, x5, x6, x7, lo, hi):
+        z = (x0 - x0) + (x1 - x1) + (x2 - x2) + (x3 - x3) + (x4 - x4) + (x5 - x5) + (x6 - x6) + (x7 - x7)
+        return not (z == 0.0)
+
+    return impl
+
+
+@overload(_nonfinite, inline="always")
+def _nonfinite_impl(x):
+    if isinstance(x, types.Integer):
+        return lambda x: (x <= _KEY_NEG_INF) | (x >= _KEY_POS_INF)
+    return lambda x: not (x - x == 0.0)
+
+
 @overload(_to_key, inline="always")
 def _to_key_impl(x):
     if x == types.float32:
@@ -487,9 +527,12 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
     sort keys for float32; lanes >= bw zero), each full aligned group of 8 rows sorted on the
     way in registers and pairs of them merged in registers (Batcher's first stages), and apply the rest of the comparator network
     (pa, pb, from ``_network(..., presorted=True)``) to whole buffer rows: afterwards the
-    positions the network was pruned for hold, per lane, the values of those ranks."""
+    positions the network was pruned for hold, per lane, the values of those ranks. Returns
+    whether a loaded value was NaN or ±Inf (then the ranks mean nothing; the caller redoes
+    the work on the finite rows)."""
     m = rows.size
     W = _NET_BLOCK
+    bad = False
     full = (m // 8) * 8
     for g in range(0, full, 8):
         s0 = G[rows[g], j0:j0 + bw]
@@ -509,10 +552,16 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
         d6 = _row(buf, g + 6)
         d7 = _row(buf, g + 7)
         for c in range(bw):
-            y0, y1, y2, y3, y4, y5, y6, y7 = _sort8(
-                _to_key(s0[c]), _to_key(s1[c]), _to_key(s2[c]), _to_key(s3[c]),
-                _to_key(s4[c]), _to_key(s5[c]), _to_key(s6[c]), _to_key(s7[c]),
-            )
+            x0 = _to_key(s0[c])
+            x1 = _to_key(s1[c])
+            x2 = _to_key(s2[c])
+            x3 = _to_key(s3[c])
+            x4 = _to_key(s4[c])
+            x5 = _to_key(s5[c])
+            x6 = _to_key(s6[c])
+            x7 = _to_key(s7[c])
+            y0, y1, y2, y3, y4, y5, y6, y7 = _sort8(x0, x1, x2, x3, x4, x5, x6, x7)
+            bad |= _group_nonfinite(x0, x1, x2, x3, x4, x5, x6, x7, y0, y7)
             d0[c] = y0
             d1[c] = y1
             d2[c] = y2
@@ -525,7 +574,9 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
         src = G[rows[r], j0:j0 + bw]
         dst = _row(buf, r)
         for c in range(bw):
-            dst[c] = _to_key(src[c])
+            k = _to_key(src[c])
+            bad |= _nonfinite(k)
+            dst[c] = k
     if bw < W:
         for r in range(m):
             dst = _row(buf, r)
@@ -535,6 +586,7 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
         _merge8x8(buf, g)
     for t in range(pa.size):
         _cx_rows(_row(buf, pa[t]), _row(buf, pb[t]))
+    return bad
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -544,7 +596,8 @@ def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
     loaded as integer sort keys into a small (m, W) buffer that stays in L1 and the comparator
     network (pa, pb) runs on whole buffer rows: each compare-exchange is a few ``vpminsd``/
     ``vpmaxsd`` over W columns. One buffer per parallel chunk of blocks (``n_chunks``, a few
-    per thread)."""
+    per thread). Returns ``(out, all_finite)``: False if a value was NaN or ±Inf (then
+    ``out`` is meaningless), so the rule needs no separate non-finite scan of G."""
     m = rows.size
     d = G.shape[1]
     out = np.empty(d, dtype=G.dtype)
@@ -552,13 +605,15 @@ def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
     n_blocks = (d + W - 1) // W
     n_chunks = max(1, min(n_blocks, n_chunks))
     count = hi - lo + 1
+    bad = np.zeros(n_chunks, dtype=np.bool_)
     for ch in nb.prange(n_chunks):
         buf = _key_buffer(G, m, W)
         acc = np.empty(W, dtype=np.float64)
         for bidx in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
             j0 = bidx * W
             bw = min(W, d - j0)
-            _network_block(G, rows, pa, pb, j0, bw, buf)
+            if _network_block(G, rows, pa, pb, j0, bw, buf):
+                bad[ch] = True
             for c in range(W):
                 acc[c] = 0.0
             for t in range(lo, hi + 1):
@@ -567,7 +622,7 @@ def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
                     acc[c] += _from_key(rt[c])
             for c in range(bw):
                 out[j0 + c] = acc[c] / count
-    return out
+    return out, not bad.any()
 
 
 def _n_chunks() -> int:
@@ -583,15 +638,26 @@ def column_trimmed_mean(G: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     Up to ``_NET_MAX_ROWS`` rows: a pruned sorting network applied to blocks of columns (SIMD
     across columns); above: a per-column quickselect. With ``k = (m - 1) // 2`` this is the
     median (the average of the two middle values for even m, NumPy's convention)."""
+    if int(k) == 0:
+        return column_mean(G, np.ascontiguousarray(rows, dtype=np.int64))
+    return column_trimmed_mean_checked(G, rows, k)[0]
+
+
+def column_trimmed_mean_checked(G: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
+    """``column_trimmed_mean`` and whether the rows were finite, in the same pass over G:
+    ``(out, True)`` proves every value of the rows finite (and ``out`` is the trimmed mean);
+    ``(out, False)`` means a NaN/±Inf (or, for k = 0 and float64, an overflowing sum) and
+    ``out`` must be recomputed on the finite rows. Above ``_NET_MAX_ROWS`` rows the check
+    is not made: the caller scans first (the quickselect needs finite rows)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
     k = int(k)
     if k == 0:
-        return column_mean(G, rows)
+        return column_mean_checked(G, rows)
     if m <= _NET_MAX_ROWS:
         pa, pb = _network(m, k, m - k - 1, True)
         return _ranks_mean_network(G, rows, pa, pb, k, m - k - 1, _n_chunks())
-    return _trimmed_mean_select(G, rows, k)
+    return _trimmed_mean_select(G, rows, k), True
 
 
 def column_median(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -653,7 +719,7 @@ def _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, n_chunks):
         for bidx in range(ch * n_blocks // n_chunks, (ch + 1) * n_blocks // n_chunks):
             j0 = bidx * W
             bw = min(W, d - j0)
-            _network_block(G, rows, pa, pb, j0, bw, buf)
+            _network_block(G, rows, pa, pb, j0, bw, buf)  # (rows are finite here)
             r0 = _row(buf, a0)
             if m % 2 == 1:
                 for c in range(W):
