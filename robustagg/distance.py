@@ -229,7 +229,8 @@ def bulyan(
     theta = max(m - 2 * fe, 1)
     beta = max(theta - 2 * fe, 1)
     # theta Krum steps on the remaining rows; each row of D sorted once (bit-identical scores)
-    selected, win_scores = repeated_krum(D, theta, fe)
+    selected, win_scores = repeated_krum(D, theta, fe, True)  # D is not needed afterwards
+    del D
     sel = np.sort(selected)
     result = kernels.column_closest_to_median_mean(p.G, p.rows[sel], beta)
     info = None

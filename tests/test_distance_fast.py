@@ -223,7 +223,12 @@ def test_repeated_krum_bit_identical_to_rescoring_the_submatrix(seed):
         X = rng.normal(size=(m, 4)) + 50.0 * (rng.random((m, 1)) < 0.3)
     D = _direct_sq(X) if kind != 1 else ((X[:, None] - X[None]) ** 2).sum(-1)
     theta = int(rng.integers(1, m + 1))
+    before = D.copy()
     sel, won = K.repeated_krum(D, theta, f)
+    np.testing.assert_array_equal(D, before)  # not overwritten by default
     ref_sel, ref_won = _naive_repeated_krum(D, theta, f)
     np.testing.assert_array_equal(sel, ref_sel)
     np.testing.assert_array_equal(won, ref_won)
+    sel2, won2 = K.repeated_krum(D.copy(), theta, f, True)  # sorted values kept in D's storage
+    np.testing.assert_array_equal(sel2, ref_sel)
+    np.testing.assert_array_equal(won2, ref_won)

@@ -556,7 +556,7 @@ def _krum_k(r, f):
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
-def repeated_krum(D, theta, f):
+def repeated_krum(D, theta, f, overwrite=False):
     """Bulyan's selection: ``theta`` times, score every remaining row by the sum of its
     ``k = min(max(r - f - 2, 1), r - 1)`` smallest squared distances to the other remaining rows
     (r of them remaining), and move the lowest score (ties: lowest index) to the selected set.
@@ -569,27 +569,28 @@ def repeated_krum(D, theta, f):
     (nothing when it lies beyond the frontier: the frontier steps back to the previous remaining
     entry) instead of re-summing k entries per row and step; a removed row's sorted value is set
     to +0.0 (distances are >= +0.0, and ``s + 0.0 == s`` bit for bit), so the re-adding loop has
-    no branch and no gather. Returns (selected indices in
-    selection order, int64 (theta,); winning scores, float64 (theta,))."""
+    no branch and no gather. With ``overwrite=True`` the sorted values are kept in D's own
+    storage (D is destroyed); extra memory 13 m^2 bytes, else 21 m^2. Returns (selected indices
+    in selection order, int64 (theta,); winning scores, float64 (theta,))."""
     m = D.shape[0]
     L = max(m - 1, 1)
-    order = np.zeros((m, L), dtype=np.int32)  # 4 m^2 bytes
     pos = np.full((m, m), -1, dtype=np.int32)  # position of j in row i's order: 4 m^2 bytes
-    V = np.zeros((m, L), dtype=np.float64)  # sorted values, 0.0 once their row is removed
+    dead = np.zeros((m, L), dtype=np.bool_)  # removed, by position in each row's order
+    V = D if overwrite else np.empty((m, m), dtype=np.float64)  # sorted values, 0.0 once removed
     ps = np.zeros((m, L), dtype=np.float64)  # running sums along the order: 8 m^2 bytes
     fr = np.full(m, -1, dtype=np.int64)
     alive = np.ones(m, dtype=np.bool_)
     scores = np.zeros(m, dtype=np.float64)
     k0 = _krum_k(m, f)
     for i in nb.prange(m):
-        idx = np.argsort(D[i])
+        row = D[i].copy()
+        idx = np.argsort(row)
         p = 0
         for t in range(m):
             j = idx[t]
             if j != i and p < m - 1:
-                order[i, p] = j
                 pos[i, j] = p
-                V[i, p] = D[i, j]
+                V[i, p] = row[j]
                 p += 1
         s = 0.0
         for p in range(k0):
@@ -613,11 +614,12 @@ def repeated_krum(D, theta, f):
                     continue
                 q = pos[i, b]
                 V[i, q] = 0.0  # distances are >= +0.0, so adding +0.0 leaves a sum's bits unchanged
+                dead[i, q] = True
                 e = fr[i]
                 if q > e:  # removed beyond the frontier: the first k_old entries are unchanged
                     if k_new < k_old:
                         e -= 1
-                        while not alive[order[i, e]]:
+                        while dead[i, e]:
                             e -= 1
                         fr[i] = e
                         scores[i] = ps[i, e]
@@ -626,11 +628,11 @@ def repeated_krum(D, theta, f):
                 if k_new < k_old:
                     if e == q:
                         e -= 1
-                        while not alive[order[i, e]]:
+                        while dead[i, e]:
                             e -= 1
                 else:  # k unchanged (clamped at 1): one more entry, the next remaining one
                     e += 1
-                    while not alive[order[i, e]]:
+                    while dead[i, e]:
                         e += 1
                 s = ps[i, q - 1] if q > 0 else 0.0
                 for p in range(q, e + 1):
