@@ -1,4 +1,5 @@
-"""Coordinate-wise kernels: column mean (selection kernels are added beside it)."""
+"""Coordinate-wise kernels: column means and the selection kernels (median, trimmed mean,
+Bulyan's closest-to-median mean)."""
 
 from __future__ import annotations
 
@@ -125,9 +126,12 @@ def clipped_column_mean(G, rows, norms, threshold):
 
 # ---------------------------------------------------------------------------------------------
 # Coordinate-wise selection: median, trimmed mean, Bulyan's closest-to-median mean.
-# Each parallel task transposes a block of columns into a small contiguous buffer (one column's
-# m values contiguous), then selects per column. NaN never reaches these kernels (non-finite
-# rows are excluded before); ±huge finite values are fine.
+# Up to _NET_MAX_ROWS rows (the usual case): a pruned Batcher network run across columns on
+# blocks of 128 columns held as int32 sort keys (float32) in a padded (m, 128) buffer; each
+# aligned group of 8 rows is sorted, and pairs of groups merged, in registers while loading.
+# Above: the per-column quickselect / sort below, on a transposed block (one column's m values
+# contiguous). Only the network path for median/trimmed mean meets NaN (it reports it, see
+# column_trimmed_mean_checked); otherwise non-finite rows are excluded before.
 # ---------------------------------------------------------------------------------------------
 
 _SEL_BLOCK = 512  # columns per transposed buffer
@@ -636,8 +640,10 @@ def column_trimmed_mean(G: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     smallest and k largest), float64 accumulation, returned as G.dtype (d,). ``m > 2k``.
 
     Up to ``_NET_MAX_ROWS`` rows: a pruned sorting network applied to blocks of columns (SIMD
-    across columns); above: a per-column quickselect. With ``k = (m - 1) // 2`` this is the
-    median (the average of the two middle values for even m, NumPy's convention)."""
+    across columns, ``_ranks_mean_network``; the ranks' values summed in rank order, so the
+    result is bit-identical under any row permutation); above: a per-column quickselect. With
+    ``k = (m - 1) // 2`` this is the median (the average of the two middle values for even m,
+    NumPy's convention)."""
     if int(k) == 0:
         return column_mean(G, np.ascontiguousarray(rows, dtype=np.int64))
     return column_trimmed_mean_checked(G, rows, k)[0]
