@@ -218,6 +218,7 @@ def _gram(G, rows, ref, threads=None, work=None):
                     out = part
                 else:
                     out += part
+                del part  # (the previous partial must not stay alive while the next is computed)
         else:
             ex = _executor(pool_size)
             window = threads
@@ -397,6 +398,24 @@ def _rows_equal(G, a, b):
     return eq
 
 
+@nb.njit(cache=True, nogil=True)
+def _share_class_rows(D, cls):
+    """In place: ``D[i, k] = D[cls[i], cls[k]]`` (symmetric D; ``cls[c] == c`` for a class's
+    representative). Representative rows first take their representatives' columns, then every
+    other row copies its representative's row."""
+    m = D.shape[0]
+    for r in range(m):
+        if cls[r] == r:
+            for k in range(m):
+                D[r, k] = D[r, cls[k]]
+    for i in range(m):
+        c = cls[i]
+        if c != i:
+            for k in range(m):
+                D[i, k] = D[c, k]
+    return D
+
+
 def _equal_classes(G, rows, D, C, pi, pj, dup):
     """Class representative (position) of each row: rows proven exactly equal share the
     smallest position of their candidate class; every other row is its own class. Candidates
@@ -425,36 +444,52 @@ def _probe_shift(G, rows, rtol):
     r0 = int(rows[0])
     w = min(d, _PROBE_WIDTH)
     starts = sorted({((d - w) * k) // max(_PROBE_BLOCKS - 1, 1) for k in range(_PROBE_BLOCKS)})
-
-    def part(s):
-        v = G[r0 : r0 + m, s : s + w]
-        with np.errstate(invalid="ignore", over="ignore"):
-            return v @ v.T
-
-    # BLAS on one thread per block, blocks added in order: the decision, like the Gram, does
-    # not depend on the thread count
-    threads = nb.get_num_threads()
-    with blas_single_thread():
-        parts = [part(s) for s in starts] if threads == 1 else list(_executor(threads).map(part, starts))
+    # BLAS on one thread, blocks added in order: the decision, like the Gram, does not depend
+    # on the thread count; one (m, m) block product alive at a time
     P = np.zeros((m, m), dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        for q in parts:
-            P += q
-    if not np.all(np.isfinite(np.diag(P))):
+    tmp = np.empty((m, m), dtype=G.dtype)
+    with blas_single_thread(), np.errstate(invalid="ignore", over="ignore"):
+        for s in starts:
+            v = G[r0 : r0 + m, s : s + w]
+            np.matmul(v, v.T, out=tmp)
+            P += tmp
+    del tmp
+    N = np.diag(P).copy()
+    if not np.all(np.isfinite(N)):
         return None
     D, _, _ = _distances_from_gram(P, rtol)
+    del P
     cls = np.arange(m, dtype=np.int64)
-    flagged = _count_flags(D, np.diag(P).copy(), rtol, cls)
+    flagged = _count_flags(D, N, rtol, cls)
     c, pred = _central(D, rtol, cls)
     return c if flagged - pred > m else -1
+
+
+@nb.njit(cache=True, nogil=True)
+def _central_row(D):
+    """The row with the smallest median distance to all rows (itself included, as 0; first
+    one on ties), and its distances to every row, from D's lower triangle; O(m) memory."""
+    m = D.shape[0]
+    buf = np.empty(m, dtype=np.float64)
+    best = 0
+    best_v = np.inf
+    for i in range(m):
+        for j in range(m):
+            buf[j] = D[i, j] if j < i else (D[j, i] if j > i else 0.0)
+        v = np.median(buf)
+        if v < best_v:
+            best = i
+            best_v = v
+    for j in range(m):
+        buf[j] = D[best, j] if j < best else (D[j, best] if j > best else 0.0)
+    return best, buf
 
 
 def _central(D, rtol, cls):
     """The central row (smallest median distance to the others; D's lower triangle given) and
     the number of pairs a shift by it would flag."""
-    Df = D + D.T
-    c = int(np.argmin(np.median(Df, axis=1)))
-    return c, _count_flags(D, np.ascontiguousarray(Df[:, c]), rtol, cls)
+    c, s = _central_row(D)
+    return int(c), _count_flags(D, s, rtol, cls)
 
 
 def _pairwise(G, rows, check_finite):
@@ -481,17 +516,20 @@ def _pairwise(G, rows, check_finite):
         C = _gram(G, rows, ref, work=np.float64)
     D, pi, pj = _distances_from_gram(C, rtol)
     cls = _equal_classes(G, rows, D, C, pi, pj, dup)
+    N = np.diag(C).copy()
+    del C  # (m, m): only its diagonal is needed from here
     if pi.size > m and m > 2:
         # many pairs flagged: if a central row as the shift would flag more than m fewer of
         # them (the shift is far from the rows), redo the Gram once around it rather than
         # recomputing O(m^2) pairs directly
-        flagged = _count_flags(D, np.diag(C).copy(), rtol, cls)  # beyond exact duplicates
+        flagged = _count_flags(D, N, rtol, cls)  # beyond exact duplicates
         if flagged > m:
             c, pred = _central(D, rtol, cls)
             if flagged - pred > m and int(rows[c]) != ref:
-                del C
+                del D
                 C = _gram(G, rows, int(rows[c]))
                 D, pi, pj = _distances_from_gram(C, rtol)
+                del C
     if pi.size:
         ci = cls[pi]
         cj = cls[pj]
@@ -505,7 +543,7 @@ def _pairwise(G, rows, check_finite):
     else:
         D = _fill_pairs(D, pi, pj, np.zeros(0, dtype=np.float64))
     if np.any(cls != np.arange(m)):
-        D = D[np.ix_(cls, cls)]  # equal rows: the same distances (their class's), exact 0 within
+        _share_class_rows(D, cls)  # equal rows: the same distances (their class's), 0 within
     return D
 
 
