@@ -1,8 +1,11 @@
 """Distance-based rules: Krum, Multi-Krum, Bulyan and the geometric median.
 
 All of them work on the accurate pairwise squared distances of ``kernels.pairwise_sq_distances``
-(or, for the geometric median, on direct float64 distances to the current estimate), computed
-over the finite rows only (``Prepared.rows``) without copying the (n, d) matrix.
+(the geometric median's Weiszfeld iterations too, through ``||g_i - z||^2 = (D lam)_i -
+lam^T D lam / 2``), computed over the finite rows only (``Prepared.rows``) without copying the
+(n, d) matrix. The Gram pass doubles as the non-finite check: a NaN/Inf row makes its Gram
+diagonal non-finite, so the separate scan of SPEC §1 runs (and its policy applies unchanged)
+only when the pass reports one.
 
 Few finite rows. With ``nonfinite="exclude"``, k non-finite rows count against ``f``: the rule
 runs on n' = n - k rows with f' = max(f - k, 0). The bounds (n >= 2f + 3 for Krum, n >= 4f + 3
