@@ -192,8 +192,8 @@ def _symmetrise(C):
 def _gram(G, rows, ref, threads=None, work=None):
     """Sum over the column chunks (fixed by d, added in chunk order: the same bits whatever the
     thread count) of ``_chunk_gram``. Chunks run on the pool with BLAS on one thread each; the
-    next chunk is submitted when the oldest is added, so at most ``threads`` partials besides
-    the total are alive (the (m, m) float64 partials are the memory of this stage). ``work``:
+    next chunk is submitted once the oldest has been added, so at most ``threads`` partials
+    besides the total are alive (the (m, m) float64 partials are the memory of this stage). ``work``:
     the blocks' precision (default: G's)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     bounds = _chunk_bounds(G.shape[1])
@@ -226,14 +226,14 @@ def _gram(G, rows, ref, threads=None, work=None):
             nxt = len(pending)
             while pending:
                 part = pending.popleft().result()
-                if nxt < n_chunks:
-                    pending.append(ex.submit(task, nxt))
-                    nxt += 1
                 if out is None:
                     out = part
                 else:
                     out += part
-                del part
+                del part  # added and released before the next chunk starts
+                if nxt < n_chunks:
+                    pending.append(ex.submit(task, nxt))
+                    nxt += 1
     return _symmetrise(out)
 
 
