@@ -171,7 +171,7 @@ def _final_average(
     """Average the clipped kept rows ``weights[r] * G[rows[r]]``."""
     m = rows.size
     if isinstance(aggregator, str) and aggregator == "mean":
-        out = kernels.weighted_row_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64))
+        out = kernels.weighted_column_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64))
         out *= 1.0 / m
         return out
     X = (G[rows].astype(np.float64) * weights[:, None]).astype(G.dtype)

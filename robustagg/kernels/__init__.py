@@ -54,12 +54,11 @@ from ._signs import (
     norms_and_sign_counts,
     norms_signs_and_similarity,
     sq_norm,
-    weighted_row_sum,
 )
 
 __all__ = ["column_mean", "nonfinite_rows"]
 __all__ += ["dots_with", "floyd_draws", "floyd_sample", "gram_and_sq_distances", "norms_and_sign_counts", "norms_signs_and_similarity"]
-__all__ += ["sq_norm", "weighted_row_sum"]
+__all__ += ["sq_norm"]
 __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kernels
     "centred_gram",
     "clip_rows",

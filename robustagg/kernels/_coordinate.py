@@ -66,22 +66,58 @@ def column_mean(G, rows):
 
 @nb.njit(cache=True, parallel=True, nogil=True)
 def weighted_column_sum(G, rows, weights):
-    """``sum_r weights[r] * G[rows[r], :]`` accumulated in float64: float64 (d,)."""
+    """``sum_r weights[r] * G[rows[r], :]`` accumulated in float64: float64 (d,).
+
+    Each column's float64 accumulator receives the products in row order (bit-identical to
+    ``acc += w[r] * G[rows[r]]`` row after row), but four rows are added per sweep of a block's
+    accumulator, so the accumulator is loaded and stored once per four rows instead of once
+    per row: the pass runs at about the speed of reading G (n = 50, d = 10^6 float32, one
+    thread: ~12 ms against ~21 ms one row per sweep). Rows with weight 0 are skipped.
+    """
     m = rows.size
     d = G.shape[1]
     out = np.empty(d, dtype=np.float64)
+    live = 0
+    for r in range(m):
+        if weights[r] != 0.0:
+            live += 1
+    idx = np.empty(live, dtype=np.int64)
+    w = np.empty(live, dtype=np.float64)
+    c = 0
+    for r in range(m):
+        if weights[r] != 0.0:
+            idx[c] = rows[r]
+            w[c] = weights[r]
+            c += 1
     n_blocks = (d + _BLOCK - 1) // _BLOCK
     for b in nb.prange(n_blocks):
         j0 = b * _BLOCK
         j1 = min(d, j0 + _BLOCK)
         acc = np.zeros(j1 - j0, dtype=np.float64)
-        for r in range(m):
-            i = rows[r]
-            w = weights[r]
-            if w == 0.0:
-                continue
+        r = 0
+        while r + 4 <= live:
+            i0 = idx[r]
+            i1 = idx[r + 1]
+            i2 = idx[r + 2]
+            i3 = idx[r + 3]
+            w0 = w[r]
+            w1 = w[r + 1]
+            w2 = w[r + 2]
+            w3 = w[r + 3]
             for j in range(j0, j1):
-                acc[j - j0] += w * G[i, j]
+                a = acc[j - j0]
+                a += w0 * G[i0, j]
+                a += w1 * G[i1, j]
+                a += w2 * G[i2, j]
+                a += w3 * G[i3, j]
+                acc[j - j0] = a
+            r += 4
+        while r < live:
+            i = idx[r]
+            wr = w[r]
+            for j in range(j0, j1):
+                acc[j - j0] += wr * G[i, j]
+            r += 1
         for j in range(j0, j1):
             out[j] = acc[j - j0]
     return out

@@ -1,11 +1,11 @@
 """SignGuard's kernels: row norms fused with sign counts on sampled coordinates (and with the
 similarity to a reference gradient), Floyd's coordinate sampling, the clipped mean's weighted
-row sum, and the exact Gram matrix for SignGuard-Sim on small inputs.
+row sum (``weighted_column_sum``, shared), and the exact Gram matrix for SignGuard-Sim on small inputs.
 
 One pass over G computes every row's L2 norm (float64, 64 interleaved partial sums that LLVM
 vectorises without fast-math flags) and, while each block of columns is in L1, counts the
 positive / zero / negative entries at the sampled coordinates that fall in that block. The
-second pass (the clipped mean of the kept rows) is ``weighted_row_sum``.
+second pass (the clipped mean of the kept rows) is the shared ``weighted_column_sum``.
 """
 
 from __future__ import annotations
@@ -268,65 +268,6 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
             counts[r, 1] = k - pos - neg
             counts[r, 2] = neg
     return norms, counts, sims
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def weighted_row_sum(G, rows, weights):
-    """``sum_r weights[r] * G[rows[r], :]`` accumulated in float64: float64 (d,).
-
-    Bit-identical to the shared ``weighted_column_sum`` (the same products added to each
-    column's float64 accumulator in the same row order), but four rows are added per sweep of
-    a block's accumulator, so the accumulator is loaded and stored once per four rows instead
-    of once per row: the pass runs at the speed of reading G (n = 50, d = 10^6 float32, one
-    thread: ~12 ms against ~21 ms). Rows with weight 0 are skipped.
-    """
-    m = rows.size
-    d = G.shape[1]
-    out = np.empty(d, dtype=np.float64)
-    live = 0
-    for r in range(m):
-        if weights[r] != 0.0:
-            live += 1
-    idx = np.empty(live, dtype=np.int64)
-    w = np.empty(live, dtype=np.float64)
-    c = 0
-    for r in range(m):
-        if weights[r] != 0.0:
-            idx[c] = rows[r]
-            w[c] = weights[r]
-            c += 1
-    n_blocks = (d + _BLOCK - 1) // _BLOCK
-    for b in nb.prange(n_blocks):
-        j0 = b * _BLOCK
-        j1 = min(d, j0 + _BLOCK)
-        acc = np.zeros(j1 - j0, dtype=np.float64)
-        r = 0
-        while r + 4 <= live:
-            i0 = idx[r]
-            i1 = idx[r + 1]
-            i2 = idx[r + 2]
-            i3 = idx[r + 3]
-            w0 = w[r]
-            w1 = w[r + 1]
-            w2 = w[r + 2]
-            w3 = w[r + 3]
-            for j in range(j0, j1):
-                a = acc[j - j0]
-                a += w0 * G[i0, j]
-                a += w1 * G[i1, j]
-                a += w2 * G[i2, j]
-                a += w3 * G[i3, j]
-                acc[j - j0] = a
-            r += 4
-        while r < live:
-            i = idx[r]
-            wr = w[r]
-            for j in range(j0, j1):
-                acc[j - j0] += wr * G[i, j]
-            r += 1
-        for j in range(j0, j1):
-            out[j] = acc[j - j0]
-    return out
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
