@@ -789,39 +789,72 @@ def _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, n_chunks):
     return out
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
+_SORT_BLOCK_ELEMENTS = 1 << 18  # values per transposed block in the sort path
+
+
+@nb.njit(cache=True, nogil=True)
+def _transpose_block(G, rows, b0, bw, buf):
+    """buf[c, r] = G[rows[r], b0 + c] for c < bw (G's dtype: the values, not converted)."""
+    for r in range(rows.size):
+        i = rows[r]
+        for c in range(bw):
+            buf[c, r] = G[i, b0 + c]
+
+
+@nb.njit(cache=True, nogil=True)
+def _closest_window_sums(buf, bw, beta, out, b0):
+    """For each sorted row c < bw of buf: the walk outwards from the median (float64, ties to
+    the smaller value) and the mean of the window's values summed in rank order."""
+    m = buf.shape[1]
+    a0 = (m - 1) // 2
+    for c in range(bw):
+        v = buf[c]
+        if m % 2 == 1:
+            med = np.float64(v[a0])
+        else:
+            med = (np.float64(v[a0]) + np.float64(v[a0 + 1])) / 2.0
+        a = a0
+        b = a0 + 1
+        for _ in range(beta):
+            if b >= m or (a >= 0 and med - np.float64(v[a]) <= np.float64(v[b]) - med):
+                a -= 1
+            else:
+                b += 1
+        s = 0.0
+        for t in range(a + 1, b):  # the window, in rank order
+            s += np.float64(v[t])
+        out[b0 + c] = s / beta
+
+
 def _closest_to_median_sort(G, rows, beta):
-    """``column_closest_to_median_mean`` with a scalar sort of each column (any m): the walk
-    outwards from the median finds the window, whose values are then summed in rank order."""
+    """``column_closest_to_median_mean`` for any m: blocks of columns are transposed into
+    (columns, m) buffers of G's dtype and sorted row-wise by NumPy (its vectorised sort is about
+    ten times faster than a scalar per-column sort: n = 1000, Bulyan's 600 rows), then the walk
+    outwards from the median finds each window, whose values are summed in rank order -- the
+    same values, comparisons and summation order as the network path, so bit-identical.
+    Blocks run on a small pool of threads (the transpose, NumPy's sort and the sums release the
+    GIL); each block's columns are independent, so the result does not depend on the thread
+    count."""
+    from ._distance import _executor
+
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
     d = G.shape[1]
-    out = np.empty(d, dtype=G.dtype)
-    n_blocks = (d + _SEL_BLOCK - 1) // _SEL_BLOCK
-    a0 = (m - 1) // 2
-    for bidx in nb.prange(n_blocks):
-        b0 = bidx * _SEL_BLOCK
-        bw = min(_SEL_BLOCK, d - b0)
-        buf = np.empty((_SEL_BLOCK, m), dtype=np.float64)
-        _fill_transposed(G, rows, b0, bw, buf)
-        for c in range(bw):
-            v = buf[c]
-            if m <= 32:
-                _insertion_sort(v, 0, m - 1)
-            else:
-                v.sort()
-            if m % 2 == 1:
-                med = v[a0]
-            else:
-                med = (v[a0] + v[a0 + 1]) / 2.0
-            a = a0
-            b = a0 + 1
-            for _ in range(beta):
-                if b >= m or (a >= 0 and med - v[a] <= v[b] - med):
-                    a -= 1
-                else:
-                    b += 1
-            s = 0.0
-            for t in range(a + 1, b):  # the window, in rank order
-                s += v[t]
-            out[b0 + c] = s / beta
-    return out
+    out = np.empty(d, dtype=np.float64)
+    width = max(16, _SORT_BLOCK_ELEMENTS // max(m, 1))
+    starts = list(range(0, d, width))
+    threads = max(1, min(nb.get_num_threads(), len(starts)))
+
+    def task(k):
+        buf = np.empty((width, m), dtype=G.dtype)
+        for b0 in starts[k::threads]:
+            bw = min(width, d - b0)
+            _transpose_block(G, rows, b0, bw, buf)
+            buf[:bw].sort(axis=1)
+            _closest_window_sums(buf, bw, beta, out, b0)
+
+    if threads == 1:
+        task(0)
+    else:
+        list(_executor(threads).map(task, range(threads)))
+    return out.astype(G.dtype)
