@@ -18,7 +18,8 @@ byzfl            the rules byzfl also has, at n=50, d=1e5, against byzfl (option
 attacks          every attack at n=50, d=1e5, with NumPy and byzfl baselines
 scaling_d        every rule at n=50, d = 1e3 ... 1e6 (time against d)
 scaling_n        every rule at d=1e5, n = 10, 50, 200 (time against n; n = 1000 is targets_n1000)
-geometric_median and meamed (tens of seconds per call at d = 1e6) are left out of the sweeps.
+smea and mda (exhaustive subset searches, refused above their max_subsets) are left out of
+scaling_n and targets_n1000.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ SUITES: dict[str, list[str]] = {
     # every rule under 2 s at n = 1000, d = 1e5
     "targets_n1000": [
         *_R,
+        "--exclude",
+        "smea,mda",  # exhaustive subset searches: C(n, f) subsets refused at n = 1000, f = 200
         "--n",
         "1000",
         "--d",
@@ -126,8 +129,6 @@ SUITES: dict[str, list[str]] = {
     ],
     "scaling_d": [
         *_R,
-        "--exclude",
-        "geometric_median,meamed",
         "--n",
         "50",
         "--d",
@@ -145,7 +146,7 @@ SUITES: dict[str, list[str]] = {
     "scaling_n": [
         *_R,
         "--exclude",
-        "geometric_median,meamed",
+        "smea,mda",  # exhaustive subset searches: C(n, f) subsets refused at n = 200, f = 40
         "--n",
         "10,50,200",
         "--d",

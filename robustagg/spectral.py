@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -13,6 +14,9 @@ from ._validation import check_int, check_real, check_rng, prepare
 from .kernels._distance import blas_single_thread
 
 __all__ = ["dnc"]
+
+_FUSE_RATIO = 16  # gather every round in the scan pass when niters * b * _FUSE_RATIO <= d
+_BLAS_THREADED_ROWS = 256  # from this many rows on the rounds use BLAS's threads
 
 
 def dnc(
@@ -72,9 +76,11 @@ def dnc(
     """
     rule = "dnc"
     c = check_real(c, rule=rule, name="c", low=0.0)
-    # no separate non-finite scan: one pass over G both proves the rows finite and gathers the
-    # sampled columns of every round (the coordinates depend on d only, so they are drawn first);
-    # only when a row is not finite is the input prepared again with the policy's scan
+    # The coordinates depend on d only, so they are drawn first. When all rounds' samples are a
+    # small part of G (at most 1/_FUSE_RATIO of it, e.g. n = 50, d = 1e6), one pass over G both
+    # proves the rows finite and gathers every round's columns, and the policy's scan runs only
+    # when a row is not finite; otherwise (large b/d) the rows are scanned first and each round
+    # gathers its own columns, so the peak extra memory stays one round's (m, b) sub-matrix.
     prep = dict(
         f=f, min_n=lambda f: math.floor(c * f) + 1, bound=f"n > floor(c*f) with c = {c}",
         nonfinite=nonfinite, return_info=return_info,
@@ -87,18 +93,25 @@ def dnc(
     coords = np.empty((niters, bs), dtype=np.int64)
     for t in range(niters):
         coords[t] = np.sort(gen.choice(p.d, size=bs, replace=False))
-    bad, subs = kernels.nonfinite_rows_and_gather(p.G, coords)
-    if bad.any():
+    if niters * bs * _FUSE_RATIO <= p.d:
+        bad, subs = kernels.nonfinite_rows_and_gather(p.G, coords)
+        if bad.any():
+            p = prepare(rule, grads, **prep)
+            subs = subs[:, p.rows]
+        sample = subs.__getitem__
+    else:
         p = prepare(rule, grads, **prep)
-        subs = subs[:, p.rows]
+        sample = lambda t: kernels.gather_columns(p.G, p.rows, coords[t])  # noqa: E731
     m = p.m
     n_removed = min(math.floor(c * p.f_eff), m - 1)
     n_keep = m - n_removed
     counts = np.zeros(m, dtype=np.int64)
     all_scores = np.empty((niters, m), dtype=np.float64)
     kept_rounds = np.zeros((niters, m), dtype=bool)
-    with blas_single_thread():  # small (m, b) products: BLAS threads only add contention
-        _rounds(subs, n_keep, counts, all_scores, kept_rounds)
+    # small (m, b) products: BLAS threads only add contention; from a few hundred rows on, the
+    # (m, m) products and eigendecompositions are worth BLAS's threads
+    with blas_single_thread() if m < _BLAS_THREADED_ROWS else contextlib.nullcontext():
+        _rounds(sample, niters, n_keep, counts, all_scores, kept_rounds)
     best = int(counts.max())
     final = counts == best
     fallback = best < niters
@@ -115,11 +128,11 @@ def dnc(
     return p.finish(result, info, return_info=return_info)
 
 
-def _rounds(subs, n_keep, counts, all_scores, kept_rounds):
-    """The DnC rounds on the sampled sub-matrices: centre, top singular direction, score, keep
-    the lowest."""
-    for t in range(subs.shape[0]):
-        sub = subs[t].astype(np.float64)
+def _rounds(sample, niters, n_keep, counts, all_scores, kept_rounds):
+    """The DnC rounds on the sampled sub-matrices ``sample(t)``: centre, top singular
+    direction, score, keep the lowest."""
+    for t in range(niters):
+        sub = sample(t).astype(np.float64)
         sub -= sub.mean(axis=0)
         # top right singular vector v of the centred sub-matrix X through the small (m, m) Gram
         # matrix X X^T = U diag(lambda) U^T: X v = sigma_1 u_1, so s_i = lambda_1 u_1i^2

@@ -31,8 +31,45 @@ def test_nonfinite_rows_and_gather_matches_numpy(n, d, T, seed, dtype):
         np.testing.assert_array_equal(subs[t], G[:, coords[t]])
 
 
+def test_gather_columns_matches_numpy():
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((9, 500)).astype(np.float32)
+    rows = np.array([0, 2, 3, 8], dtype=np.int64)
+    coords = np.sort(rng.choice(500, size=37, replace=False))
+    out = kernels.gather_columns(G, rows, coords)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, G[rows][:, coords].astype(np.float64))
+
+
+@pytest.fixture(params=["fused", "per-round"])
+def dnc_path(request, monkeypatch):
+    """Both DnC sampling paths: every round gathered in the scan pass, or scan then one
+    gather per round."""
+    from robustagg import spectral
+
+    monkeypatch.setattr(spectral, "_FUSE_RATIO", 0 if request.param == "fused" else 10**9)
+    return request.param
+
+
+def test_dnc_paths_agree(monkeypatch):
+    import robustagg
+    from robustagg import spectral
+
+    rng = np.random.default_rng(5)
+    G = rng.standard_normal((15, 400)).astype(np.float32)
+    G[4, 17] = np.inf
+    outs = []
+    for ratio in (0, 10**9):
+        monkeypatch.setattr(spectral, "_FUSE_RATIO", ratio)
+        out, info = robustagg.dnc(G, 3, b=30, rng=2, return_info=True)
+        outs.append((out, info.kept, info.scores))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    np.testing.assert_array_equal(outs[0][2], outs[1][2])
+
+
 @pytest.mark.parametrize("where", ["sampled", "unsampled"])
-def test_dnc_excludes_a_nan_row_wherever_the_nan_is(where):
+def test_dnc_excludes_a_nan_row_wherever_the_nan_is(where, dnc_path):
     """A NaN outside every sampled coordinate must still exclude the row (and count against f)."""
     import robustagg
 

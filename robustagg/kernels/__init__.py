@@ -11,7 +11,8 @@ Shared kernels (issue 2) -- ``m = len(rows)``; all accumulate in float64:
 * ``row_sq_distances_to(G, rows, z) -> float64 (m,)``: ``||g_r - z||^2`` for a float64 (d,) ``z``.
 * ``clip_scales(norms, threshold) -> float64 (m,)``: ``min(1, threshold / norm)`` (1 for norm 0).
 * ``nonfinite_rows_and_gather(G, coords) -> (bool (n,), G.dtype (T, n, b))``: the non-finite
-  scan and DnC's T rounds of sampled columns in one pass.
+  scan and DnC's T rounds of sampled columns in one pass; ``gather_columns(G, rows, coords)``
+  one round's columns as float64.
 * ``clip_rows(G, rows, threshold) -> G.dtype (m, d)``: the rows scaled to norm <= threshold (a copy).
 * ``weighted_column_sum(G, rows, weights) -> float64 (d,)``: ``sum_r w_r g_r``.
 * ``weighted_column_mean(G, rows, weights) -> G.dtype (d,)``: ``sum_r w_r g_r / sum_r w_r``.
@@ -40,6 +41,7 @@ from ._distance import centred_gram, krum_scores, pairwise_sq_distances, sq_dist
 from ._rows import (
     clip_rows,
     clip_scales,
+    gather_columns,
     nonfinite_rows,
     nonfinite_rows_and_gather,
     row_norms,
@@ -63,6 +65,7 @@ __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kern
     "centred_gram",
     "clip_rows",
     "clip_scales",
+    "gather_columns",
     "nonfinite_rows_and_gather",
     "clipped_column_mean",
     "column_closest_to_median_mean",

@@ -216,3 +216,17 @@ def nonfinite_rows_and_gather(G, coords):
                     p += 1
                 ptr[t] = p
     return bad, out
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def gather_columns(G, rows, coords):
+    """``G[rows][:, coords]`` as a new float64 (len(rows), len(coords)) array (one DnC round's
+    sample when the rounds are not gathered in one pass); parallel over rows, no copy of G."""
+    m = rows.size
+    b = coords.size
+    out = np.empty((m, b), dtype=np.float64)
+    for r in nb.prange(m):
+        i = rows[r]
+        for t in range(b):
+            out[r, t] = np.float64(G[i, coords[t]])
+    return out
