@@ -87,3 +87,23 @@ def test_dnc_excludes_a_nan_row_wherever_the_nan_is(where, dnc_path):
     assert info.nonfinite[3] and not info.kept[3]
     ref = robustagg.dnc(np.delete(G, 3, axis=0), 1, b=20, rng=1)
     np.testing.assert_array_equal(out, ref)
+
+
+@settings(max_examples=30)
+@given(
+    n=st.integers(2, 13),
+    d=st.integers(1, 3000),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    offset=st.sampled_from([0.0, 1e4]),
+)
+def test_column_mean_std_matches_numpy(n, d, seed, dtype, offset):
+    """The attacks' coordinate-wise statistics (one read of G) against NumPy's two-pass
+    mean/std, including a large common offset where a one-pass formula would cancel."""
+    rng = np.random.default_rng(seed)
+    G = (offset + rng.standard_normal((n, d))).astype(dtype)
+    rows = np.sort(rng.choice(n, size=int(rng.integers(2, n + 1)), replace=False)).astype(np.int64)
+    mu, sd = kernels.column_mean_std(G, rows, 1)
+    X = G[rows].astype(np.float64)
+    np.testing.assert_allclose(mu, X.mean(axis=0), rtol=1e-13, atol=0)
+    np.testing.assert_allclose(sd, X.std(axis=0, ddof=1), rtol=1e-9, atol=1e-12)

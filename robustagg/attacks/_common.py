@@ -108,14 +108,10 @@ class AttackInput:
                 f"{self.name}: the coordinate-wise standard deviation (ddof=1) needs at least 2 rows, "
                 f"got {rows.size} (n={self.n}, f={self.f})"
             )
-        mu = np.empty(self.d, dtype=np.float64)
-        sigma = np.empty(self.d, dtype=np.float64)
-        all_rows = rows.size == self.n
-        for j0, j1 in self._blocks(rows.size):
-            block = (self.G[:, j0:j1] if all_rows else self.G[rows, j0:j1]).astype(np.float64)
-            mu[j0:j1] = block.mean(axis=0)
-            sigma[j0:j1] = block.std(axis=0, ddof=1)
-        return mu, sigma
+        from ..kernels import column_mean_std
+
+        # one read of G: per block of columns the mean, then the squared deviations from it
+        return column_mean_std(self.G, np.ascontiguousarray(rows, dtype=np.int64), 1)
 
     def centered_gram(self, rows: np.ndarray, center: np.ndarray, vectors: tuple[np.ndarray, ...] = ()):
         """Gram matrix of the rows centred on ``center`` and their inner products with ``vectors``.

@@ -23,6 +23,8 @@ Shared kernels (issue 2) -- ``m = len(rows)``; all accumulate in float64:
   in float32), symmetric, zero diagonal. ``centred_gram(G, rows)`` is its Gram stage.
 * ``sq_distances_of_pairs(G, rows, pi, pj) -> float64 (P,)``: direct distances of given pairs.
 * ``krum_scores(D, k) -> float64 (m,)``: sum of the k smallest off-diagonal entries per row.
+* ``column_mean_std(G, rows, ddof) -> (float64 (d,), float64 (d,))``: coordinate-wise mean and
+  standard deviation in one read of G (the attacks' statistics).
 * ``column_median(G, rows) -> G.dtype (d,)`` (NumPy's even-m convention);
   ``column_trimmed_mean(G, rows, k) -> G.dtype (d,)`` (drop k smallest and k largest per column);
   ``column_closest_to_median_mean(G, rows, beta) -> G.dtype (d,)`` (Bulyan's second stage).
@@ -32,6 +34,7 @@ from ._coordinate import (
     clipped_column_mean,
     column_closest_to_median_mean,
     column_mean,
+    column_mean_std,
     column_median,
     column_trimmed_mean,
     weighted_column_mean,
@@ -69,6 +72,7 @@ __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kern
     "nonfinite_rows_and_gather",
     "clipped_column_mean",
     "column_closest_to_median_mean",
+    "column_mean_std",
     "column_median",
     "column_trimmed_mean",
     "krum_scores",

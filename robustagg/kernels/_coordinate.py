@@ -858,3 +858,75 @@ def _closest_to_median_sort(G, rows, beta):
     else:
         list(_executor(threads).map(task, range(threads)))
     return out.astype(G.dtype)
+
+
+_MS_BLOCK = 1024  # columns per block of column_mean_std (m x block values stay in L2 between passes)
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def column_mean_std(G, rows, ddof):
+    """Coordinate-wise mean and standard deviation (``ddof`` as NumPy's) over ``rows``, both
+    float64 (d,). Two passes per block of columns -- the mean, then the sum of squared
+    deviations from it -- while the block is in cache, so G is read from memory once and the
+    deviations never cancel (the textbook two-pass formula, as ``np.std``)."""
+    m = rows.size
+    d = G.shape[1]
+    mu = np.empty(d, dtype=np.float64)
+    sd = np.empty(d, dtype=np.float64)
+    n_blocks = (d + _MS_BLOCK - 1) // _MS_BLOCK
+    for b in nb.prange(n_blocks):
+        j0 = b * _MS_BLOCK
+        j1 = min(d, j0 + _MS_BLOCK)
+        w = j1 - j0
+        acc = np.zeros(w, dtype=np.float64)
+        r = 0
+        while r + 4 <= m:  # four rows per sweep of the accumulator (same order as one by one)
+            x0 = G[rows[r], j0:j1]
+            x1 = G[rows[r + 1], j0:j1]
+            x2 = G[rows[r + 2], j0:j1]
+            x3 = G[rows[r + 3], j0:j1]
+            for j in range(w):
+                a = acc[j]
+                a += np.float64(x0[j])
+                a += np.float64(x1[j])
+                a += np.float64(x2[j])
+                a += np.float64(x3[j])
+                acc[j] = a
+            r += 4
+        while r < m:
+            x0 = G[rows[r], j0:j1]
+            for j in range(w):
+                acc[j] += np.float64(x0[j])
+            r += 1
+        for j in range(w):
+            acc[j] /= m
+        sq = np.zeros(w, dtype=np.float64)
+        r = 0
+        while r + 4 <= m:
+            x0 = G[rows[r], j0:j1]
+            x1 = G[rows[r + 1], j0:j1]
+            x2 = G[rows[r + 2], j0:j1]
+            x3 = G[rows[r + 3], j0:j1]
+            for j in range(w):
+                c = acc[j]
+                t0 = np.float64(x0[j]) - c
+                t1 = np.float64(x1[j]) - c
+                t2 = np.float64(x2[j]) - c
+                t3 = np.float64(x3[j]) - c
+                a = sq[j]
+                a += t0 * t0
+                a += t1 * t1
+                a += t2 * t2
+                a += t3 * t3
+                sq[j] = a
+            r += 4
+        while r < m:
+            x0 = G[rows[r], j0:j1]
+            for j in range(w):
+                t = np.float64(x0[j]) - acc[j]
+                sq[j] += t * t
+            r += 1
+        for j in range(w):
+            mu[j0 + j] = acc[j]
+            sd[j0 + j] = np.sqrt(sq[j] / (m - ddof))
+    return mu, sd
