@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from . import kernels
 from ._registry import register_rule
@@ -17,6 +18,7 @@ __all__ = ["dnc"]
 
 _FUSE_RATIO = 16  # gather every round in the scan pass when niters * b * _FUSE_RATIO <= d
 _BLAS_THREADED_ROWS = 256  # from this many rows on the rounds use BLAS's threads
+_ROUND_BLOCK = 1024  # sampled columns per block of a round's Gram matrix
 
 
 def dnc(
@@ -98,10 +100,15 @@ def dnc(
         if bad.any():
             p = prepare(rule, grads, **prep)
             subs = subs[:, p.rows]
-        sample = subs.__getitem__
+        def sample(t, k0, k1):
+            return subs[t, :, k0:k1].astype(np.float64)
+
     else:
         p = prepare(rule, grads, **prep)
-        sample = lambda t: kernels.gather_columns(p.G, p.rows, coords[t])  # noqa: E731
+
+        def sample(t, k0, k1):
+            return kernels.gather_columns(p.G, p.rows, np.ascontiguousarray(coords[t, k0:k1]))
+
     m = p.m
     n_removed = min(math.floor(c * p.f_eff), m - 1)
     n_keep = m - n_removed
@@ -111,7 +118,7 @@ def dnc(
     # small (m, b) products: BLAS threads only add contention; from a few hundred rows on, the
     # (m, m) products and eigendecompositions are worth BLAS's threads
     with blas_single_thread() if m < _BLAS_THREADED_ROWS else contextlib.nullcontext():
-        _rounds(sample, niters, n_keep, counts, all_scores, kept_rounds)
+        _rounds(sample, niters, bs, p.m, n_keep, counts, all_scores, kept_rounds)
     best = int(counts.max())
     final = counts == best
     fallback = best < niters
@@ -128,17 +135,23 @@ def dnc(
     return p.finish(result, info, return_info=return_info)
 
 
-def _rounds(sample, niters, n_keep, counts, all_scores, kept_rounds):
-    """The DnC rounds on the sampled sub-matrices ``sample(t)``: centre, top singular
-    direction, score, keep the lowest."""
+def _rounds(sample, niters, bs, m, n_keep, counts, all_scores, kept_rounds):
+    """The DnC rounds on the sampled columns ``sample(t, k0, k1)`` (float64 (m, k1 - k0)):
+    centre, top singular direction, score, keep the lowest. Each round's (m, m) Gram matrix is
+    accumulated over blocks of ``_ROUND_BLOCK`` sampled columns, so the extra memory is one
+    (m, block) piece, never the whole (m, b) sample in float64."""
     for t in range(niters):
-        sub = sample(t).astype(np.float64)
-        sub -= sub.mean(axis=0)
-        # top right singular vector v of the centred sub-matrix X through the small (m, m) Gram
+        gram = np.zeros((m, m), dtype=np.float64)
+        for k0 in range(0, bs, _ROUND_BLOCK):
+            blk = sample(t, k0, min(bs, k0 + _ROUND_BLOCK))
+            blk -= blk.mean(axis=0)  # centring is per column, so blocks centre independently
+            gram += blk @ blk.T
+        # top right singular vector v of the centred sub-matrix X through the (m, m) Gram
         # matrix X X^T = U diag(lambda) U^T: X v = sigma_1 u_1, so s_i = lambda_1 u_1i^2
-        gram = sub @ sub.T
-        lam, U = np.linalg.eigh(gram)
-        scores = max(float(lam[-1]), 0.0) * U[:, -1] ** 2
+        # only the top eigenpair (LAPACK's dsyevr with an index range: about 6x faster than the
+        # full decomposition at m = 1000)
+        lam, U = scipy.linalg.eigh(gram, subset_by_index=[m - 1, m - 1], driver="evr")
+        scores = max(float(lam[0]), 0.0) * U[:, 0] ** 2
         keep = np.argsort(scores, kind="stable")[:n_keep]
         kept_rounds[t, keep] = True
         counts[keep] += 1
