@@ -9,41 +9,47 @@ _NF_LANES = 256  # independent accumulators in the non-finite scan
 _NF_CHUNK = 32 * _NF_LANES  # values scanned between two checks
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _chunk_nonfinite(row, j0, j1, acc):
+    """Whether the values seen so far, up to ``row[j0:j1]``, hold a NaN or ±Inf.
+
+    Branch-free and vectorised: ``x - x`` is 0 for a finite x and NaN for NaN/±Inf, summed into
+    the ``acc`` lanes (_NF_LANES independent accumulators carried across chunks: no
+    reassociation needed); NaN never leaves a sum, so one test per chunk suffices."""
+    m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
+    for c in range(j0, m, _NF_LANES):
+        seg = row[c : c + _NF_LANES]
+        for k in range(_NF_LANES):
+            x = seg[k]
+            acc[k] += x - x
+    s = 0.0
+    for k in range(_NF_LANES):
+        s += acc[k]
+    for j in range(m, j1):
+        x = row[j]
+        s += x - x
+    return not (s == 0.0)
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
 def nonfinite_rows(G):
-    """Boolean mask: True where a row holds any NaN or ±Inf."""
-    # Branch-free and vectorised: ``x - x`` is 0 for a finite x and NaN for NaN/±Inf, summed
-    # into _NF_LANES independent accumulators (no reassociation needed); the row stops at the
-    # first chunk of _NF_CHUNK values whose sum is not 0. About one read of G.
+    """Boolean mask: True where a row holds any NaN or ±Inf. A row stops at the first chunk of
+    _NF_CHUNK values that proves it non-finite; about one read of G."""
     n, d = G.shape
     out = np.zeros(n, dtype=np.bool_)
     for i in nb.prange(n):
         row = G[i]
         acc = np.zeros(_NF_LANES, dtype=G.dtype)
-        j0 = 0
-        while j0 < d:
-            j1 = min(d, j0 + _NF_CHUNK)
-            m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
-            for c in range(j0, m, _NF_LANES):
-                seg = row[c : c + _NF_LANES]
-                for k in range(_NF_LANES):
-                    x = seg[k]
-                    acc[k] += x - x
-            s = 0.0
-            for k in range(_NF_LANES):
-                s += acc[k]
-            for j in range(m, j1):
-                x = row[j]
-                s += x - x
-            if not (s == 0.0):
+        for j0 in range(0, d, _NF_CHUNK):
+            if _chunk_nonfinite(row, j0, min(d, j0 + _NF_CHUNK), acc):
                 out[i] = True
                 break
-            j0 = j1
     return out
 
 
 _ROW_BLOCK = 8192  # columns per block when parallelising over (row, column-block) pairs
-_LANES = 8  # independent float64 accumulators: breaks the add latency chain, lets LLVM vectorise
+_LANES = 64  # independent float64 partial sums: LLVM vectorises a 64-lane loop without fast-math
+# flags (8 lanes were unrolled and stayed scalar; see _signs.py)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -194,21 +200,8 @@ def nonfinite_rows_and_gather(G, coords):
         acc = np.zeros(_NF_LANES, dtype=G.dtype)
         for j0 in range(0, d, _GATHER_BLOCK):
             j1 = min(d, j0 + _GATHER_BLOCK)
-            if not bad[i]:
-                m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
-                for c in range(j0, m, _NF_LANES):
-                    seg = row[c : c + _NF_LANES]
-                    for k in range(_NF_LANES):
-                        x = seg[k]
-                        acc[k] += x - x
-                s = 0.0
-                for k in range(_NF_LANES):
-                    s += acc[k]
-                for j in range(m, j1):
-                    x = row[j]
-                    s += x - x
-                if not (s == 0.0):
-                    bad[i] = True
+            if not bad[i] and _chunk_nonfinite(row, j0, j1, acc):
+                bad[i] = True
             for t in range(T):
                 p = ptr[t]
                 while p < b and coords[t, p] < j1:
