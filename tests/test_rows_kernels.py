@@ -107,3 +107,21 @@ def test_column_mean_std_matches_numpy(n, d, seed, dtype, offset):
     X = G[rows].astype(np.float64)
     np.testing.assert_allclose(mu, X.mean(axis=0), rtol=1e-13, atol=0)
     np.testing.assert_allclose(sd, X.std(axis=0, ddof=1), rtol=1e-9, atol=1e-12)
+
+
+def test_dnc_float32_gram_path_matches_float64_scores(monkeypatch):
+    """From _BLAS_THREADED_ROWS rows on, float32 input takes the SGEMM Gram (float32 blocks,
+    float64 sums): its scores agree with the float64 Gram's to ~1e-6 and select the same rows."""
+    import robustagg
+    from robustagg import spectral
+
+    rng = np.random.default_rng(11)
+    n, d = 300, 6000
+    G = (rng.standard_normal((n, d)) + 0.3 * rng.standard_normal(d)).astype(np.float32)
+    G[:60] += 0.5  # a shifted group, so the top direction is well defined
+    _, single = robustagg.dnc(G, 60, b=3000, rng=4, return_info=True)
+    monkeypatch.setattr(spectral, "_BLAS_THREADED_ROWS", n + 1)  # the float64 Gram
+    _, double = robustagg.dnc(G, 60, b=3000, rng=4, return_info=True)
+    assert not np.array_equal(single.scores, double.scores)  # the paths really differ
+    np.testing.assert_allclose(single.scores, double.scores, rtol=1e-4, atol=1e-6 * double.scores.max())
+    np.testing.assert_array_equal(single.kept, double.kept)
