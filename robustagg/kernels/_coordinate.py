@@ -64,6 +64,37 @@ def column_mean(G, rows):
     return column_mean_checked(G, rows)[0]
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _add_weighted_rows(G, idx, w, j0, j1, acc):
+    """``acc[j - j0] += w[r] * G[idx[r], j]`` for every r in order (float64), four rows per
+    sweep of the accumulator (the same additions in the same order as one row at a time)."""
+    live = idx.size
+    r = 0
+    while r + 4 <= live:
+        i0 = idx[r]
+        i1 = idx[r + 1]
+        i2 = idx[r + 2]
+        i3 = idx[r + 3]
+        w0 = w[r]
+        w1 = w[r + 1]
+        w2 = w[r + 2]
+        w3 = w[r + 3]
+        for j in range(j0, j1):
+            a = acc[j - j0]
+            a += w0 * G[i0, j]
+            a += w1 * G[i1, j]
+            a += w2 * G[i2, j]
+            a += w3 * G[i3, j]
+            acc[j - j0] = a
+        r += 4
+    while r < live:
+        i = idx[r]
+        wr = w[r]
+        for j in range(j0, j1):
+            acc[j - j0] += wr * G[i, j]
+        r += 1
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
 def weighted_column_sum(G, rows, weights):
     """``sum_r weights[r] * G[rows[r], :]`` accumulated in float64: float64 (d,).
@@ -94,30 +125,7 @@ def weighted_column_sum(G, rows, weights):
         j0 = b * _BLOCK
         j1 = min(d, j0 + _BLOCK)
         acc = np.zeros(j1 - j0, dtype=np.float64)
-        r = 0
-        while r + 4 <= live:
-            i0 = idx[r]
-            i1 = idx[r + 1]
-            i2 = idx[r + 2]
-            i3 = idx[r + 3]
-            w0 = w[r]
-            w1 = w[r + 1]
-            w2 = w[r + 2]
-            w3 = w[r + 3]
-            for j in range(j0, j1):
-                a = acc[j - j0]
-                a += w0 * G[i0, j]
-                a += w1 * G[i1, j]
-                a += w2 * G[i2, j]
-                a += w3 * G[i3, j]
-                acc[j - j0] = a
-            r += 4
-        while r < live:
-            i = idx[r]
-            wr = w[r]
-            for j in range(j0, j1):
-                acc[j - j0] += wr * G[i, j]
-            r += 1
+        _add_weighted_rows(G, idx, w, j0, j1, acc)
         for j in range(j0, j1):
             out[j] = acc[j - j0]
     return out
@@ -793,15 +801,6 @@ _SORT_BLOCK_ELEMENTS = 1 << 18  # values per transposed block in the sort path
 
 
 @nb.njit(cache=True, nogil=True)
-def _transpose_block(G, rows, b0, bw, buf):
-    """buf[c, r] = G[rows[r], b0 + c] for c < bw (G's dtype: the values, not converted)."""
-    for r in range(rows.size):
-        i = rows[r]
-        for c in range(bw):
-            buf[c, r] = G[i, b0 + c]
-
-
-@nb.njit(cache=True, nogil=True)
 def _closest_window_sums(buf, bw, beta, out, b0):
     """For each sorted row c < bw of buf: the walk outwards from the median (float64, ties to
     the smaller value) and the mean of the window's values summed in rank order."""
@@ -849,7 +848,7 @@ def _closest_to_median_sort(G, rows, beta):
         buf = np.empty((width, m), dtype=G.dtype)
         for b0 in starts[k::threads]:
             bw = min(width, d - b0)
-            _transpose_block(G, rows, b0, bw, buf)
+            _fill_transposed(G, rows, b0, bw, buf)  # buf of G's dtype: the values unconverted
             buf[:bw].sort(axis=1)
             _closest_window_sums(buf, bw, beta, out, b0)
 
@@ -873,31 +872,14 @@ def column_mean_std(G, rows, ddof):
     d = G.shape[1]
     mu = np.empty(d, dtype=np.float64)
     sd = np.empty(d, dtype=np.float64)
+    ones = np.ones(m, dtype=np.float64)
     n_blocks = (d + _MS_BLOCK - 1) // _MS_BLOCK
     for b in nb.prange(n_blocks):
         j0 = b * _MS_BLOCK
         j1 = min(d, j0 + _MS_BLOCK)
         w = j1 - j0
         acc = np.zeros(w, dtype=np.float64)
-        r = 0
-        while r + 4 <= m:  # four rows per sweep of the accumulator (same order as one by one)
-            x0 = G[rows[r], j0:j1]
-            x1 = G[rows[r + 1], j0:j1]
-            x2 = G[rows[r + 2], j0:j1]
-            x3 = G[rows[r + 3], j0:j1]
-            for j in range(w):
-                a = acc[j]
-                a += np.float64(x0[j])
-                a += np.float64(x1[j])
-                a += np.float64(x2[j])
-                a += np.float64(x3[j])
-                acc[j] = a
-            r += 4
-        while r < m:
-            x0 = G[rows[r], j0:j1]
-            for j in range(w):
-                acc[j] += np.float64(x0[j])
-            r += 1
+        _add_weighted_rows(G, rows, ones, j0, j1, acc)  # the column sums, rows in order
         for j in range(w):
             acc[j] /= m
         sq = np.zeros(w, dtype=np.float64)

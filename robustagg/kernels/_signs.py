@@ -13,30 +13,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._rows import _LANES, _sq_sum_lanes  # the lane sums of squares (vectorised, fixed order)
+
 _BLOCK = 4096  # columns per block
-
-
-_LANES = 64  # independent float64 partial sums of squares: a loop of 64 independent lanes is
-# vectorised by LLVM's loop vectoriser (AVX2: 4 doubles per register) without fast-math flags; 8
-# lanes are fully unrolled first and then stay scalar (checked with inspect_asm: no vmulpd)
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _sq_sum_lanes(G, i, j0, j1, part):
-    """Add ``G[i, j]^2`` (float64) for j in [j0, j1) to the lane sums ``part``; the columns past
-    the last full group of lanes are returned as a separate scalar sum."""
-    j = j0
-    while j + _LANES <= j1:
-        for t in range(_LANES):
-            v = np.float64(G[i, j + t])
-            part[t] += v * v
-        j += _LANES
-    s = 0.0
-    while j < j1:
-        v = np.float64(G[i, j])
-        s += v * v
-        j += 1
-    return s
 
 
 @nb.njit(cache=True, nogil=True)

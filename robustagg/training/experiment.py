@@ -47,20 +47,12 @@ from typing import Any
 
 import numpy as np
 
+from .federated import TIME_VARYING_POOL
+
 __all__ = ["BUDGETS", "PRESETS", "build_cells", "configure_parser", "run", "run_cell"]
 
-#: Table I's attacks, in the paper's column order
-TABLE1_ATTACKS = (
-    "none",
-    "gaussian",
-    "noise",
-    "label_flip",
-    "byzmean",
-    "sign_flip",
-    "lie",
-    "min_max",
-    "min_sum",
-)
+#: Table I's attacks, in the paper's column order (the time-varying adversary's pool)
+TABLE1_ATTACKS = TIME_VARYING_POOL
 #: Table I's rules, in the paper's row order
 TABLE1_RULES = (
     "mean",
