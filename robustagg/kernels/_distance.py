@@ -8,9 +8,12 @@ Scheme (no catastrophic cancellation in float32, no copy of G):
    each with BLAS limited to one thread, at most two partials per thread alive at a time.
 2. Every row is **shifted by a common vector s** (a shift common to all rows leaves every
    distance unchanged; what it changes is the scale ``N_i = |g_i - s|^2`` against which the
-   Gram formula cancels). Inside a chunk, blocks of columns are multiplied by BLAS in the
-   input's precision (float32 input: SGEMM/syrk over at most ``_BLOCK32`` columns; float64:
-   DGEMM) and the blocks are accumulated in float64. The shift is chosen on a probe (the Gram
+   Gram formula cancels). Inside a chunk, blocks of columns are multiplied in the input's
+   precision and the blocks are accumulated in float64: float32 input with at most
+   ``_gramtile.MAX_ROWS`` rows goes through the register-tiled kernel of ``_gramtile``
+   (float32 lanes over at most 4096 columns; about twice BLAS's speed on these skinny
+   shapes), other float32 input through SGEMM/syrk over at most ``_BLOCK32`` columns, float64
+   through DGEMM. The shift is chosen on a probe (the Gram
    of ``_PROBE_BLOCKS`` blocks of columns spread over d):
 
    * ``s = 0`` when the rows are a contiguous range of G (every finite row): BLAS reads G in
@@ -47,6 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
+
+from . import _gramtile
 
 _BLOCK32 = 4096  # columns per block, float32 input (float32 SGEMM accumulation length)
 _BLOCK64 = 4096  # columns per block, float64 input
@@ -154,6 +159,19 @@ def _chunk_gram(G, rows, ref, j0, j1, work, view):
 def _chunk_gram_body(G, rows, ref, j0, j1, work, view):
     m = rows.size
     acc = np.zeros((m, m), dtype=np.float64)
+    if work == np.float32 and G.dtype == np.float32 and m <= _gramtile.MAX_ROWS:
+        # a few float32 rows: the register-tiled kernel (upper triangle; _gram symmetrises)
+        kb = _gramtile.block_columns(m)
+        if view:
+            return _gramtile.tile_gram_f32(G, rows, j0, j1, kb, acc)
+        block = _block_width(m, work)
+        buf = np.empty((m, block), dtype=work)
+        brows = np.arange(m, dtype=np.int64)
+        for b0 in range(j0, j1, block):
+            bw = min(block, j1 - b0)
+            _centre_block(G, rows, ref, b0, bw, buf)
+            _gramtile.tile_gram_f32(buf, brows, 0, bw, kb, acc)
+        return acc
     tmp = np.empty((m, m), dtype=work)
     if view:
         r0 = int(rows[0])
