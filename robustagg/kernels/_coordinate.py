@@ -785,13 +785,15 @@ def _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, n_chunks):
                 ri = _row(buf, i)
                 rj = _row(buf, i + beta)
                 for c in range(W):
-                    if np.float64(_from_key(rj[c])) - med[c] < med[c] - np.float64(_from_key(ri[c])):
-                        start[c] += 1
+                    start[c] += np.int64(np.float64(_from_key(rj[c])) - med[c] < med[c] - np.float64(_from_key(ri[c])))
+            # the window's values in rank order; the others add +-0.0 (a product by 0.0: the
+            # values are finite), which leaves the sum's bits unchanged (it starts at +0.0), so
+            # the loop has no branch and no masked store
             for t in range(s_min, hi + 1):
                 rt = _row(buf, t)
                 for c in range(W):
-                    if start[c] <= t and t < start[c] + beta:
-                        acc[c] += _from_key(rt[c])
+                    inside = np.float64((start[c] <= t) & (t < start[c] + beta))
+                    acc[c] += np.float64(_from_key(rt[c])) * inside
             for c in range(bw):
                 out[j0 + c] = acc[c] / beta
     return out
