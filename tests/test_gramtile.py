@@ -80,16 +80,26 @@ def test_accumulates_into_out_and_propagates_nonfinite():
     assert np.isfinite(got[0, 1]) and np.isfinite(got[5, 8])
 
 
-def test_chunk_gram_uses_the_tile_kernel_and_agrees_with_blas(monkeypatch):
+def test_gram_stage_agrees_with_the_blas_path(monkeypatch):
     """The Gram stage for float32 rows (in place and shifted by a row) gives the same Gram as
     the BLAS blocks it replaces, to float32 rounding."""
     rng = np.random.default_rng(5)
     G = (rng.standard_normal((40, 20011)) + 3.0).astype(np.float32)
     rows = np.arange(40)
     sub = np.array([3, 1, 4, 15, 9, 26, 5, 35, 8, 39], dtype=np.int64)
-    tiled = [K._gram(G, rows, -1), K._gram(G, rows, 7), K._gram(G, sub, 1)]
+    H = np.asfortranarray(G)  # column stride != 1: blocks are gathered first
+    calls = [
+        lambda: K._gram(G, rows, -1),
+        lambda: K._gram(G, rows, 7),
+        lambda: K._gram(G, sub, 1),
+        lambda: K._gram(G, sub, -1),
+        lambda: K._gram(H, sub, -1),
+        lambda: K._gram(G, rows, -1, threads=1),
+    ]
+    tiled = [c() for c in calls]
+    assert np.array_equal(tiled[0], tiled[-1])  # the thread count does not change the bits
     monkeypatch.setattr(T, "MAX_ROWS", 0)
-    blas = [K._gram(G, rows, -1), K._gram(G, rows, 7), K._gram(G, sub, 1)]
+    blas = [c() for c in calls]
     for a, b in zip(tiled, blas):
         assert np.array_equal(a, a.T)
         scale = np.sqrt(np.outer(np.diag(b), np.diag(b)))

@@ -159,19 +159,6 @@ def _chunk_gram(G, rows, ref, j0, j1, work, view):
 def _chunk_gram_body(G, rows, ref, j0, j1, work, view):
     m = rows.size
     acc = np.zeros((m, m), dtype=np.float64)
-    if work == np.float32 and G.dtype == np.float32 and m <= _gramtile.MAX_ROWS:
-        # a few float32 rows: the register-tiled kernel (upper triangle; _gram symmetrises)
-        kb = _gramtile.block_columns(m)
-        if view:
-            return _gramtile.tile_gram_f32(G, rows, j0, j1, kb, acc)
-        block = _block_width(m, work)
-        buf = np.empty((m, block), dtype=work)
-        brows = np.arange(m, dtype=np.int64)
-        for b0 in range(j0, j1, block):
-            bw = min(block, j1 - b0)
-            _centre_block(G, rows, ref, b0, bw, buf)
-            _gramtile.tile_gram_f32(buf, brows, 0, bw, kb, acc)
-        return acc
     tmp = np.empty((m, m), dtype=work)
     if view:
         r0 = int(rows[0])
@@ -190,6 +177,40 @@ def _chunk_gram_body(G, rows, ref, j0, j1, work, view):
         np.matmul(b, b.T, out=tmp)
         acc += tmp
     return acc
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _tile_gram_chunks(G, rows, ref, direct, bounds, block, kb, wave):
+    """The float32 Gram of ``_gram`` for at most ``_gramtile.MAX_ROWS`` rows, on Numba's
+    threads (no hand-over to the Python pool between a rule's parallel stages): the chunks
+    ``bounds`` run ``wave`` at a time, each into its own (m, m) float64 partial (upper
+    triangle), and the partials are added in chunk order -- the same partials and the same
+    additions as the pool's, so the same bits whatever the thread count. ``direct``: the
+    kernel reads the rows of G in place (no shift, unit column stride); otherwise blocks of
+    ``block`` columns are first centred on ``G[ref]`` (``ref < 0``: gathered) into a small
+    buffer per chunk."""
+    m = rows.size
+    n_chunks = bounds.size - 1
+    out = np.zeros((m, m), dtype=np.float64)
+    part = np.empty((wave, m, m), dtype=np.float64)
+    brows = np.arange(m)
+    for w0 in range(0, n_chunks, wave):
+        nw = min(wave, n_chunks - w0)
+        for t in nb.prange(nw):
+            c = w0 + t
+            acc = part[t]
+            acc[:] = 0.0
+            if direct:
+                _gramtile.tile_gram_f32(G, rows, bounds[c], bounds[c + 1], kb, acc)
+            else:
+                buf = np.empty((m, block), dtype=G.dtype)
+                for b0 in range(bounds[c], bounds[c + 1], block):
+                    bw = min(block, bounds[c + 1] - b0)
+                    _centre_block(G, rows, ref, b0, bw, buf)
+                    _gramtile.tile_gram_f32(buf, brows, 0, bw, kb, acc)
+        for t in range(nw):
+            out += part[t]
+    return out
 
 
 def _chunk_bounds(d: int) -> list[int]:
@@ -223,6 +244,13 @@ def _gram(G, rows, ref, threads=None, work=None):
         threads = nb.get_num_threads()
     pool_size = max(1, threads)  # the pool keeps its size across calls (no thread churn)
     threads = max(1, min(threads, n_chunks))
+    m = rows.size
+    if work == np.float32 and G.dtype == np.float32 and m <= _gramtile.MAX_ROWS:
+        # a few float32 rows: the register-tiled kernel, on Numba's threads
+        direct = ref < 0 and G.strides[1] == G.itemsize
+        b = np.asarray(bounds, dtype=np.int64)
+        C = _tile_gram_chunks(G, rows, ref, direct, b, _block_width(m, work), _gramtile.block_columns(m), threads)
+        return _symmetrise(C)
 
     def task(c):
         return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], work, view)
