@@ -76,6 +76,7 @@ _controller = None
 
 
 _pool_pid = 0
+_IMPORT_PID = os.getpid()  # a different pid: this is a forked child
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
@@ -179,35 +180,42 @@ def _chunk_gram_body(G, rows, ref, j0, j1, work, view):
     return acc
 
 
+@nb.njit(cache=True, nogil=True)
+def _tile_chunk(G, rows, ref, direct, j0, j1, block, kb, acc):
+    """Columns j0:j1 of the float32 Gram by the tiled kernel into ``acc`` ((m, m) float64,
+    upper triangle, zeroed first). ``direct``: the kernel reads the rows of G in place (no
+    shift, unit column stride); otherwise blocks of ``block`` columns are first centred on
+    ``G[ref]`` (``ref < 0``: gathered) into a small buffer."""
+    m = rows.size
+    acc[:] = 0.0
+    if direct:
+        _gramtile.tile_gram_f32(G, rows, j0, j1, kb, acc)
+        return acc
+    buf = np.empty((m, block), dtype=G.dtype)
+    brows = np.arange(m)
+    for b0 in range(j0, j1, block):
+        bw = min(block, j1 - b0)
+        _centre_block(G, rows, ref, b0, bw, buf)
+        _gramtile.tile_gram_f32(buf, brows, 0, bw, kb, acc)
+    return acc
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
 def _tile_gram_chunks(G, rows, ref, direct, bounds, block, kb, wave):
     """The float32 Gram of ``_gram`` for at most ``_gramtile.MAX_ROWS`` rows, on Numba's
     threads (no hand-over to the Python pool between a rule's parallel stages): the chunks
-    ``bounds`` run ``wave`` at a time, each into its own (m, m) float64 partial (upper
-    triangle), and the partials are added in chunk order -- the same partials and the same
-    additions as the pool's, so the same bits whatever the thread count. ``direct``: the
-    kernel reads the rows of G in place (no shift, unit column stride); otherwise blocks of
-    ``block`` columns are first centred on ``G[ref]`` (``ref < 0``: gathered) into a small
-    buffer per chunk."""
+    ``bounds`` run ``wave`` at a time (``_tile_chunk``), each into its own (m, m) float64
+    partial, and the partials are added in chunk order -- the same partials and the same
+    additions as on the pool, so the same bits whatever the thread count."""
     m = rows.size
     n_chunks = bounds.size - 1
     out = np.zeros((m, m), dtype=np.float64)
     part = np.empty((wave, m, m), dtype=np.float64)
-    brows = np.arange(m)
     for w0 in range(0, n_chunks, wave):
         nw = min(wave, n_chunks - w0)
         for t in nb.prange(nw):
             c = w0 + t
-            acc = part[t]
-            acc[:] = 0.0
-            if direct:
-                _gramtile.tile_gram_f32(G, rows, bounds[c], bounds[c + 1], kb, acc)
-            else:
-                buf = np.empty((m, block), dtype=G.dtype)
-                for b0 in range(bounds[c], bounds[c + 1], block):
-                    bw = min(block, bounds[c + 1] - b0)
-                    _centre_block(G, rows, ref, b0, bw, buf)
-                    _gramtile.tile_gram_f32(buf, brows, 0, bw, kb, acc)
+            _tile_chunk(G, rows, ref, direct, bounds[c], bounds[c + 1], block, kb, part[t])
         for t in range(nw):
             out += part[t]
     return out
@@ -245,15 +253,25 @@ def _gram(G, rows, ref, threads=None, work=None):
     pool_size = max(1, threads)  # the pool keeps its size across calls (no thread churn)
     threads = max(1, min(threads, n_chunks))
     m = rows.size
-    if work == np.float32 and G.dtype == np.float32 and m <= _gramtile.MAX_ROWS:
-        # a few float32 rows: the register-tiled kernel, on Numba's threads
+    tiled = work == np.float32 and G.dtype == np.float32 and m <= _gramtile.MAX_ROWS
+    if tiled:
+        # a few float32 rows: the register-tiled kernel
         direct = ref < 0 and G.strides[1] == G.itemsize
-        b = np.asarray(bounds, dtype=np.int64)
-        C = _tile_gram_chunks(G, rows, ref, direct, b, _block_width(m, work), _gramtile.block_columns(m), threads)
-        return _symmetrise(C)
+        block, kb = _block_width(m, work), _gramtile.block_columns(m)
+        if os.getpid() == _IMPORT_PID:  # on Numba's threads
+            b = np.asarray(bounds, dtype=np.int64)
+            return _symmetrise(_tile_gram_chunks(G, rows, ref, direct, b, block, kb, threads))
+        # a forked child: Numba's OpenMP threads may not be used there once the parent used
+        # them, so the same chunks run on the (re-created) pool
 
-    def task(c):
-        return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], work, view)
+        def task(c):
+            acc = np.empty((m, m), dtype=np.float64)
+            return _tile_chunk(G, rows, ref, direct, bounds[c], bounds[c + 1], block, kb, acc)
+
+    else:
+
+        def task(c):
+            return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], work, view)
 
     out = None
     with blas_single_thread():
