@@ -53,6 +53,13 @@ def test_fused_kernels_match_numpy(seed, n, d, dtype):
             np.testing.assert_array_equal(cc, counts)
         np.testing.assert_allclose(dots, X @ ref, rtol=1e-10, atol=1e-10 * np.linalg.norm(ref) * norms.max())
         np.testing.assert_allclose(sq, ((X - ref) ** 2).sum(axis=1), rtol=1e-12)
+        # a float32 reference is widened value by value: the same sums as on its float64 copy
+        r32 = ref.astype(np.float32)
+        for distance in (False, True):
+            a = kernels.norms_signs_and_similarity(G, rows, coords, r32, distance, group)
+            b = kernels.norms_signs_and_similarity(G, rows, coords, r32.astype(np.float64), distance, group)
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x, y)
 
 
 @settings(max_examples=15)
@@ -189,3 +196,21 @@ def test_reference_validation_messages():
         robustagg.signguard_sim(G, reference=np.zeros(49))
     with pytest.raises(ValueError, match="signguard_dist: argument 'reference' holds NaN or Inf"):
         robustagg.signguard_dist(G, reference=np.full(50, np.nan))
+
+
+@pytest.mark.parametrize("rule", ["signguard_sim", "signguard_dist"])
+def test_float32_reference_is_used_as_is_with_the_same_result(rule):
+    """A float32 reference is not copied to float64 (no 2d-byte buffer per call) and gives the
+    bit-identical aggregate and similarities of its float64 copy."""
+    rng = np.random.default_rng(4)
+    G = rng.standard_normal((12, 5000)).astype(np.float32)
+    ref = G[3:].mean(axis=0)
+    fn = getattr(robustagg, rule)
+    a, ia = fn(G, reference=ref, rng=1, return_info=True)
+    b, ib = fn(G, reference=ref.astype(np.float64), rng=1, return_info=True)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ia["similarity"], ib["similarity"])
+    from robustagg.signguard import _check_reference
+
+    assert _check_reference(rule, ref, 5000).dtype == np.float32
+    assert _check_reference(rule, np.arange(5000), 5000).dtype == np.float64

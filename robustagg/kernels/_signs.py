@@ -153,53 +153,53 @@ def norms_and_sign_counts(G, rows, coords):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _sums2_lanes(G, i, ref, j0, j1, part, distance):
-    """Add the squares of ``G[i, j0:j1]`` to ``part[0:L]`` (L = _LANES) and, to ``part[L:2L]``,
-    their products with ``ref`` or (``distance``) their squared differences from it; the
-    columns past the last full group of lanes are returned as two scalar sums. ``part`` is
-    one array with disjoint constant offsets, which LLVM vectorises (separate arrays stayed
-    scalar)."""
+def _sums2_lanes(G, i, ref, j0, j1, part, part2, distance):
+    """Add the squares of ``G[i, j0:j1]`` to the lane sums ``part`` (``_LANES`` of them) and,
+    to ``part2``, their products with ``ref`` or (``distance``) their squared differences from
+    it; the columns past the last full group of lanes are returned as two scalar sums."""
     j = j0
-    if distance:
-        while j + _LANES <= j1:
+    # two lane loops per step (the 64 values are in L1 for the second): one loop updating
+    # both sets of lanes kept 32 vector accumulators live, which LLVM spilled and shuffled
+    # (1.5x slower); each lane still adds its columns in the same order
+    while j + _LANES <= j1:
+        for t in range(_LANES):
+            v = np.float64(G[i, j + t])
+            part[t] += v * v
+        if distance:
             for t in range(_LANES):
-                v = np.float64(G[i, j + t])
-                part[t] += v * v
-                diff = v - ref[j + t]
-                part[_LANES + t] += diff * diff
-            j += _LANES
-    else:
-        while j + _LANES <= j1:
+                diff = np.float64(G[i, j + t]) - np.float64(ref[j + t])
+                part2[t] += diff * diff
+        else:
             for t in range(_LANES):
-                v = np.float64(G[i, j + t])
-                part[t] += v * v
-                part[_LANES + t] += v * ref[j + t]
-            j += _LANES
+                part2[t] += np.float64(G[i, j + t]) * np.float64(ref[j + t])
+        j += _LANES
     tn = 0.0
     ta = 0.0
     while j < j1:
         v = np.float64(G[i, j])
         tn += v * v
         if distance:
-            diff = v - ref[j]
+            diff = v - np.float64(ref[j])
             ta += diff * diff
         else:
-            ta += v * ref[j]
+            ta += v * np.float64(ref[j])
         j += 1
     return tn, ta
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
 def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
-    """``norms_and_sign_counts`` fused with the similarity to a reference ``ref`` (float64,
-    (d,)): one pass over G for SignGuard-Sim / -Dist with a reference.
+    """``norms_and_sign_counts`` fused with the similarity to a reference ``ref`` (float32 or
+    float64, (d,); each value widened to float64 exactly): one pass over G for SignGuard-Sim /
+    -Dist with a reference.
 
     Returns ``norms``, ``counts`` (as ``norms_and_sign_counts``: the same values) and ``sims``:
     ``<g_r, ref>``, or with ``distance`` ``|g_r - ref|^2`` (summed directly: no cancellation),
     float64 sums in ``_LANES`` interleaved partial sums per row. Parallel over groups of
-    ``group`` rows that walk the column blocks together, so that each block of the float64
-    reference is read from memory once per group and from cache by the group's other rows;
-    each row's sums are added in the same order whatever ``group`` and the thread count.
+    ``group`` rows; each row sweeps the column blocks on its own (the reference stays in L3
+    for the other rows) with its two sets of lane sums in separate arrays (one 2-D array per
+    group kept LLVM from vectorising cleanly: 1.5x slower). Each row's sums are added in the
+    same order whatever ``group`` and the thread count.
     """
     m = rows.size
     d = G.shape[1]
@@ -212,37 +212,31 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
     group = max(1, group)
     n_groups = (m + group - 1) // group
     for g in nb.prange(n_groups):
-        r0 = g * group
-        r1 = min(m, r0 + group)
-        part = np.zeros((r1 - r0, 2 * _LANES), dtype=np.float64)
-        tails = np.zeros((r1 - r0, 2), dtype=np.float64)
-        sgn = np.zeros((r1 - r0, 2), dtype=np.int64)
-        for b in range(n_blocks):
-            j0 = b * _BLOCK
-            j1 = min(d, j0 + _BLOCK)
-            for r in range(r0, r1):
-                i = rows[r]
-                tn, ta = _sums2_lanes(G, i, ref, j0, j1, part[r - r0], distance)
-                tails[r - r0, 0] += tn
-                tails[r - r0, 1] += ta
-                pos = 0
-                neg = 0
-                for c in range(starts[b], starts[b + 1]):
-                    v = G[i, coords[c]]
+        for r in range(g * group, min(m, (g + 1) * group)):
+            i = rows[r]
+            pn = np.zeros(_LANES, dtype=np.float64)
+            pa = np.zeros(_LANES, dtype=np.float64)
+            tn = 0.0
+            ta = 0.0
+            pos = 0
+            neg = 0
+            for b in range(n_blocks):
+                j0 = b * _BLOCK
+                j1 = min(d, j0 + _BLOCK)
+                a, c = _sums2_lanes(G, i, ref, j0, j1, pn, pa, distance)
+                tn += a
+                ta += c
+                for q in range(starts[b], starts[b + 1]):
+                    v = G[i, coords[q]]
                     pos += v > 0
                     neg += v < 0
-                sgn[r - r0, 0] += pos
-                sgn[r - r0, 1] += neg
-        for r in range(r0, r1):
             an = 0.0
             aa = 0.0
             for t in range(_LANES):
-                an += part[r - r0, t]
-                aa += part[r - r0, _LANES + t]
-            norms[r] = np.sqrt(an + tails[r - r0, 0])
-            sims[r] = aa + tails[r - r0, 1]
-            pos = sgn[r - r0, 0]
-            neg = sgn[r - r0, 1]
+                an += pn[t]
+                aa += pa[t]
+            norms[r] = np.sqrt(an + tn)
+            sims[r] = aa + ta
             counts[r, 0] = pos
             counts[r, 1] = k - pos - neg
             counts[r, 2] = neg
@@ -267,7 +261,7 @@ def dots_with(G, rows, ref):
         while j + _LANES <= d:
             for t in range(_LANES):
                 v = np.float64(G[i, j + t])
-                w = ref[j + t]
+                w = np.float64(ref[j + t])
                 pa[t] += v * w
                 diff = v - w
                 ps[t] += diff * diff
@@ -276,7 +270,7 @@ def dots_with(G, rows, ref):
         s = 0.0
         while j < d:
             v = np.float64(G[i, j])
-            w = ref[j]
+            w = np.float64(ref[j])
             a += v * w
             diff = v - w
             s += diff * diff
