@@ -118,3 +118,18 @@ def test_pool_path_of_a_forked_child_gives_the_same_bits(monkeypatch, ref):
     pool = [K._gram(G, rows, ref, threads=t) for t in (1, 2)]
     for a in numba_threads + pool[1:]:
         assert np.array_equal(a, pool[0])
+
+
+def test_refuses_a_strided_matrix_and_a_bad_block_width():
+    X = np.ones((4, 64), dtype=np.float32)
+    with pytest.raises(ValueError, match="unit column stride"):
+        _tile(X[:, ::2], np.arange(4), 0, 32)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        _tile(X, np.arange(4), 0, 64, kb=12)
+
+
+def test_reversed_rows_negative_row_stride():
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((6, 777)).astype(np.float32)[::-1]
+    rows = np.arange(6)
+    _check_upper(_tile(X, rows, 0, 777), _reference(X, rows, 0, 777), X, rows, 0, 777)

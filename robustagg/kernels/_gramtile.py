@@ -137,6 +137,8 @@ def tile_gram_f32(X, rows, j0, j1, kb, out):
     m = rows.size
     if m == 0 or j1 <= j0:
         return out
+    if X.strides[1] != 4 or kb % _L != 0 or kb <= 0:
+        raise ValueError("tile_gram_f32: X needs unit column stride and kb a positive multiple of 8")
     ti, tj = _tiles(m)
     nt = ti.size
     width = _A * _B * _L
