@@ -162,3 +162,58 @@ def test_validation_errors():
         robustagg.dnc(G, 1, rng="seed")
     with pytest.raises(ValueError, match=r"dnc: argument 'rng' as a seed must be >= 0"):
         robustagg.dnc(G, 1, rng=-1)
+
+
+def _psd(m, k, spike, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(m, k))
+    X[: m // 10] += spike * rng.normal(size=k)  # a tenth of the rows along one direction
+    X -= X.mean(axis=0)
+    return X @ X.T
+
+
+@pytest.mark.parametrize("m", [256, 400])
+@pytest.mark.parametrize("spike", [0.0, 3.0])
+def test_top_eigenpair_lanczos_matches_lapack(m, spike):
+    """From 256 rows the top eigenpair comes from Lanczos: the same eigenvalue and scores as
+    LAPACK's index-range solver, to rounding when the top eigenvalue stands apart, and an exact
+    eigenpair (tiny residual) when it does not."""
+    import scipy.linalg
+
+    from robustagg import spectral
+
+    K = _psd(m, 600, spike, seed=m)
+    lam, u = spectral._top_eigenpair(K)
+    w, U = scipy.linalg.eigh(K, subset_by_index=[m - 2, m - 1])
+    assert lam == pytest.approx(w[-1], rel=1e-12)
+    assert np.linalg.norm(u) == pytest.approx(1.0, rel=1e-12)
+    assert np.linalg.norm(K @ u - lam * u) <= 1e-10 * w[-1]
+    if w[-1] - w[-2] > 0.05 * w[-1]:  # a gap: the eigenvector is well determined
+        np.testing.assert_allclose(lam * u**2, w[-1] * U[:, -1] ** 2, rtol=1e-8, atol=1e-10 * w[-1])
+
+
+def test_top_eigenpair_falls_back_to_lapack_without_convergence(monkeypatch):
+    import scipy.linalg
+
+    from robustagg import spectral
+
+    K = _psd(300, 400, 0.0, seed=1)
+    monkeypatch.setattr(spectral, "_LANCZOS_MAXITER", 1)
+    lam, u = spectral._top_eigenpair(K)
+    w, U = scipy.linalg.eigh(K, subset_by_index=[299, 299], driver="evr")
+    assert lam == w[0] and np.array_equal(u, U[:, 0])
+
+
+def test_dnc_with_many_rows_matches_naive():
+    """The Lanczos path inside the rule (m >= 256): the same kept rows and aggregate as the
+    naive SVD reference."""
+    rng = np.random.default_rng(7)
+    G = rng.normal(size=(300, 400))
+    G[:30] += 4.0 * rng.normal(size=400)
+    for dtype in (np.float64, np.float32):
+        X = G.astype(dtype)
+        out, info = robustagg.dnc(X, 30, b=200, niters=3, rng=5, return_info=True)
+        ref, kept = naive_dnc(X, 30, b=200, niters=3, rng=5)
+        assert np.array_equal(info.kept, kept)
+        tol = 1e-6 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(G).max())
