@@ -8,7 +8,7 @@ packing are tuned for large square blocks). This kernel reaches most of it by ke
 registers) while it streams the tile's 3 + 4 rows, 8 columns at a time: 7 vector loads feed 12
 fused multiply-adds. The accumulators are emitted as LLVM vectors by an intrinsic: Numba does
 not vectorise such a loop by itself (its SLP vectoriser is off, and a reduction loop may not be
-reordered without ``fastmath``, which the library never uses).
+reordered without fast-math flags, which the library never sets).
 
 Accuracy: each of a pair's 8 lanes sums the products of its columns in float32 in column
 order, over at most ``_FLUSH`` columns (so ``_FLUSH / 8`` terms), then the lanes are added in

@@ -110,6 +110,18 @@ def floyd_sample(d, draws):
     return out[:k]
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sign_counts(G, i, coords, c0, c1):
+    """Numbers of positive and of negative values among ``G[i, coords[c0:c1]]``."""
+    pos = 0
+    neg = 0
+    for c in range(c0, c1):
+        v = G[i, coords[c]]
+        pos += v > 0
+        neg += v < 0
+    return pos, neg
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
 def norms_and_sign_counts(G, rows, coords):
     """L2 norms of ``G[rows]`` and sign counts of ``G[rows][:, coords]``.
@@ -138,10 +150,9 @@ def norms_and_sign_counts(G, rows, coords):
         for b in range(n_blocks):
             j0 = b * _BLOCK
             tail += _sq_sum_lanes(G, i, j0, min(d, j0 + _BLOCK), part)
-            for c in range(starts[b], starts[b + 1]):
-                v = G[i, coords[c]]
-                pos += v > 0
-                neg += v < 0
+            p_, n_ = _sign_counts(G, i, coords, starts[b], starts[b + 1])
+            pos += p_
+            neg += n_
         acc = 0.0
         for t in range(_LANES):
             acc += part[t]
@@ -226,10 +237,9 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
                 a, c = _sums2_lanes(G, i, ref, j0, j1, pn, pa, distance)
                 tn += a
                 ta += c
-                for q in range(starts[b], starts[b + 1]):
-                    v = G[i, coords[q]]
-                    pos += v > 0
-                    neg += v < 0
+                p_, n_ = _sign_counts(G, i, coords, starts[b], starts[b + 1])
+                pos += p_
+                neg += n_
             an = 0.0
             aa = 0.0
             for t in range(_LANES):
