@@ -4,8 +4,10 @@ Scheme (no catastrophic cancellation in float32, no copy of G):
 
 1. Columns are split into chunks whose boundaries depend on d only, and the chunks' (m, m)
    float64 partials are added in chunk order (so the result is bit-identical whatever the
-   thread count); chunks run on a small pool of threads (``numba.get_num_threads()`` of them),
-   each with BLAS limited to one thread, at most two partials per thread alive at a time.
+   thread count). The tiled float32 path (step 2) runs the chunks on Numba's threads, one
+   chunk per thread at a time (a forked child uses the pool instead); the BLAS path runs them
+   on a small pool of threads (``numba.get_num_threads()`` of them), each with BLAS limited to
+   one thread, at most two partials per thread alive at a time.
 2. Every row is **shifted by a common vector s** (a shift common to all rows leaves every
    distance unchanged; what it changes is the scale ``N_i = |g_i - s|^2`` against which the
    Gram formula cancels). Inside a chunk, blocks of columns are multiplied in the input's
@@ -238,10 +240,12 @@ def _symmetrise(C):
 
 def _gram(G, rows, ref, threads=None, work=None):
     """Sum over the column chunks (fixed by d, added in chunk order: the same bits whatever the
-    thread count) of ``_chunk_gram``. Chunks run on the pool with BLAS on one thread each; the
-    next chunk is submitted once the oldest has been added, so at most ``threads`` partials
-    besides the total are alive (the (m, m) float64 partials are the memory of this stage). ``work``:
-    the blocks' precision (default: G's)."""
+    thread count) of ``_tile_chunk`` (float32, at most ``_gramtile.MAX_ROWS`` rows: on Numba's
+    threads through ``_tile_gram_chunks``, or on the pool in a forked child) or ``_chunk_gram``
+    (BLAS). On the pool, BLAS runs on one thread per chunk and the next chunk is submitted once
+    the oldest has been added, so at most ``threads`` partials besides the total are alive (the
+    (m, m) float64 partials are the memory of this stage). ``work``: the blocks' precision
+    (default: G's)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     bounds = _chunk_bounds(G.shape[1])
     n_chunks = len(bounds) - 1
