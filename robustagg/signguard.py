@@ -173,9 +173,8 @@ def _final_average(
     """Average the clipped kept rows ``weights[r] * G[rows[r]]``."""
     m = rows.size
     if isinstance(aggregator, str) and aggregator == "mean":
-        out = kernels.weighted_column_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64))
-        out *= 1.0 / m
-        return out
+        # the float64 sum times 1/m, rounded once to G's dtype (as a float64 result and astype)
+        return kernels.scaled_column_sum(G, rows, np.ascontiguousarray(weights, dtype=np.float64), 1.0 / m)
     X = (G[rows].astype(np.float64) * weights[:, None]).astype(G.dtype)
     if callable(aggregator):
         out = np.asarray(aggregator(X, **aggregator_options))

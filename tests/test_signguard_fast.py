@@ -81,6 +81,27 @@ def test_weighted_column_sum_is_bit_identical_to_row_order_accumulation(seed, n,
             acc += w[r] * G[rows[r]].astype(np.float64)
     np.testing.assert_array_equal(got, acc)
     np.testing.assert_allclose(got, w @ G[rows].astype(np.float64), rtol=1e-10, atol=1e-12)
+    # the scaled sum rounded once to G's dtype: the float64 sum, times scale, then astype
+    scale = float(rng.choice([1.0, 1.0 / 3.0, 1.0 / max(rows.size, 1), 1e-30]))
+    scaled = kernels.scaled_column_sum(G, rows, w, scale)
+    assert scaled.dtype == G.dtype and scaled.shape == (d,)
+    np.testing.assert_array_equal(scaled, (acc * scale).astype(dtype))
+
+
+def test_signguard_mean_is_the_scaled_sum_cast_once():
+    """The clipped mean SignGuard returns is ``(1/m) sum w_r g_r`` accumulated in float64 in row
+    order, multiplied by 1/m and rounded once to float32."""
+    rng = np.random.default_rng(5)
+    G = (rng.standard_normal((12, 3001)) * rng.uniform(0.5, 2.0, (12, 1))).astype(np.float32)
+    out, info = robustagg.signguard(G, rng=1, return_info=True)
+    kept = np.flatnonzero(info.kept)
+    w = np.asarray(info.details["weights"])[kept]
+    assert kept.size >= 6 and np.all(w > 0) and np.any(w < 1)  # clipping took part
+    acc = np.zeros(G.shape[1])
+    for r in range(kept.size):
+        acc += w[r] * G[kept[r]].astype(np.float64)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, (acc * (1.0 / kept.size)).astype(np.float32))
 
 
 # --- coordinate sampling ----------------------------------------------------------------------

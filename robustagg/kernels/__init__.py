@@ -14,7 +14,9 @@ Shared kernels (issue 2) -- ``m = len(rows)``; all accumulate in float64:
   scan and DnC's T rounds of sampled columns in one pass; ``gather_columns(G, rows, coords)``
   one round's columns as float64.
 * ``clip_rows(G, rows, threshold) -> G.dtype (m, d)``: the rows scaled to norm <= threshold (a copy).
-* ``weighted_column_sum(G, rows, weights) -> float64 (d,)``: ``sum_r w_r g_r``.
+* ``weighted_column_sum(G, rows, weights) -> float64 (d,)``: ``sum_r w_r g_r``;
+  ``scaled_column_sum(G, rows, weights, scale) -> G.dtype (d,)`` the same times ``scale``,
+  rounded once to G's dtype.
 * ``weighted_column_mean(G, rows, weights) -> G.dtype (d,)``: ``sum_r w_r g_r / sum_r w_r``.
 * ``clipped_column_mean(G, rows, norms, threshold) -> G.dtype (d,)``:
   ``(1/m) sum_r g_r min(1, threshold / norms_r)`` (SignGuard's last step).
@@ -37,6 +39,7 @@ from ._coordinate import (
     column_mean_std,
     column_median,
     column_trimmed_mean,
+    scaled_column_sum,
     weighted_column_mean,
     weighted_column_sum,
 )
@@ -81,6 +84,7 @@ __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kern
     "row_sq_distances_to",
     "row_sq_norms",
     "sq_distances_of_pairs",
+    "scaled_column_sum",
     "weighted_column_mean",
     "weighted_column_sum",
 ]
