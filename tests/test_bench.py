@@ -278,3 +278,28 @@ def test_byzfl_loader_when_installed():
     import sys
 
     assert "byzfl" not in sys.modules or not hasattr(sys.modules["byzfl"], "aggregators")
+
+
+def test_bench_gram_kernel_script_runs_on_a_small_matrix(capsys):
+    """benchmarks/bench_gram_kernel.py (the Gram kernel's rates, quoted in docs/benchmarks.md)
+    runs end to end: every line printed with a positive rate."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gram_kernel.py"
+    spec = importlib.util.spec_from_file_location("bench_gram_kernel", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    import numba
+
+    threads = numba.get_num_threads()
+    try:
+        assert mod.main(["--n", "9", "--d", "3000", "--repeats", "1", "--threads", "2"]) == 0
+    finally:
+        numba.set_num_threads(threads)
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip().startswith(("1.", "2.", "3.", "4."))]
+    assert len(lines) == 4
+    for ln in lines:
+        assert float(ln.split()[-5]) > 0
+    assert "the Gram stage on 2 threads" in out
