@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._coordinate import _select  # quickselect (finite values; features are checked finite)
+
 
 @nb.njit(cache=True, nogil=True)
 def _sq_dist(X, i, Y, j):
@@ -26,10 +28,14 @@ def _sq_dist(X, i, Y, j):
 
 @nb.njit(cache=True, nogil=True)
 def _kth_distance(X, i, n_neighbors, row):
+    """The ``n_neighbors``-th smallest distance from point i (itself included), by the
+    library's quickselect on the scratch ``row`` (the same value as ``np.partition``, whose
+    Numba implementation took ~10 s of a first SignGuard call's compilation)."""
     n = X.shape[0]
     for j in range(n):
         row[j] = np.sqrt(_sq_dist(X, i, X, j))
-    return np.partition(row, n_neighbors - 1)[n_neighbors - 1]
+    _select(row, 0, n - 1, n_neighbors - 1)
+    return row[n_neighbors - 1]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -253,7 +259,11 @@ def merge_centers_kernel(X, centers, counts, bandwidth, cluster_all):
         order[b + 1] = key
     sorted_centers = np.empty((n_uniq, p), dtype=np.float64)
     for a in range(n_uniq):
-        sorted_centers[a] = centers[uniq[order[a]]]
+        # element by element: a row assignment compiles NumPy's broadcasting checks and their
+        # error message (~3.5 s of a first SignGuard call)
+        src = uniq[order[a]]
+        for t in range(p):
+            sorted_centers[a, t] = centers[src, t]
     # 3. remove near duplicates
     r2 = bandwidth * bandwidth
     unique = np.ones(n_uniq, dtype=np.bool_)
@@ -271,7 +281,8 @@ def merge_centers_kernel(X, centers, counts, bandwidth, cluster_all):
     c = 0
     for a in range(n_uniq):
         if unique[a]:
-            cluster_centers[c] = sorted_centers[a]
+            for t in range(p):
+                cluster_centers[c, t] = sorted_centers[a, t]
             c += 1
     # 4. labels by nearest center
     for i in range(n):
