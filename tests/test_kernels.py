@@ -231,3 +231,57 @@ def _child_gram(G, rows):
     from robustagg.kernels import _distance
 
     return _distance.centred_gram(G, rows, threads=2)
+
+
+@st.composite
+def _vectors(draw):
+    """1-D float64 vectors of 1-300 values: Gaussian, few distinct values (ties), or sorted /
+    reversed runs (the merge sort's edge cases: runs of 16, merge widths past n)."""
+    n = draw(st.integers(1, 300))
+    seed = draw(st.integers(0, 2**32 - 1))
+    kind = draw(st.sampled_from(["normal", "ties", "sorted", "reversed"]))
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        v = rng.integers(-2, 3, size=n).astype(np.float64)
+    else:
+        v = rng.normal(size=n) * 10.0 ** rng.integers(-5, 6)
+        if kind == "sorted":
+            v = np.sort(v)
+        elif kind == "reversed":
+            v = np.sort(v)[::-1].copy()
+    return v
+
+
+@given(_vectors())
+def test_argsort_stable_matches_numpy_stable_argsort(v):
+    from robustagg.kernels._coordinate import argsort_stable
+
+    before = v.copy()
+    got = argsort_stable(v)
+    np.testing.assert_array_equal(got, np.argsort(v, kind="stable"))
+    np.testing.assert_array_equal(v, before)  # the input is left alone
+
+
+@given(_vectors())
+def test_median_of_matches_numpy_median(v):
+    from robustagg.kernels._coordinate import median_of
+
+    expected = np.median(v)
+    w = v.copy()
+    assert median_of(w, v.size) == expected  # bit for bit (the same two middle values)
+    np.testing.assert_array_equal(np.sort(w), np.sort(v))  # reordered, nothing lost
+
+
+@given(matrices(n_max=14))
+def test_krum_scores_are_ascending_sums_bit_for_bit(case):
+    G, rows = case
+    D = kernels.pairwise_sq_distances(G, rows)
+    m = rows.size
+    for k in range(m):
+        ref = np.zeros(m)
+        for i in range(m):
+            s = 0.0
+            for x in np.sort(np.delete(D[i], i))[:k]:  # one value after the other, ascending
+                s += x
+            ref[i] = s
+        np.testing.assert_array_equal(kernels.krum_scores(D, k), ref)

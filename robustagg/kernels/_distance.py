@@ -54,6 +54,7 @@ import numba as nb
 import numpy as np
 
 from . import _gramtile
+from ._coordinate import argsort_stable, median_of
 
 _BLOCK32 = 4096  # columns per block, float32 input (float32 SGEMM accumulation length)
 _BLOCK64 = 4096  # columns per block, float64 input
@@ -195,10 +196,11 @@ def _tile_chunk(G, rows, ref, direct, j0, j1, block, kb, acc):
         return acc
     buf = np.empty((m, block), dtype=G.dtype)
     brows = np.arange(m)
+    zero = j0 - j0  # an int64 column start (a literal 0 would compile a second specialisation)
     for b0 in range(j0, j1, block):
         bw = min(block, j1 - b0)
         _centre_block(G, rows, ref, b0, bw, buf)
-        _gramtile.tile_gram_f32(buf, brows, 0, bw, kb, acc)
+        _gramtile.tile_gram_f32(buf, brows, zero, bw, kb, acc)
     return acc
 
 
@@ -211,7 +213,12 @@ def _tile_gram_chunks(G, rows, ref, direct, bounds, block, kb, wave):
     additions as on the pool, so the same bits whatever the thread count."""
     m = rows.size
     n_chunks = bounds.size - 1
-    out = np.zeros((m, m), dtype=np.float64)
+    # explicit loops, no array expressions: in a parallel function each of those (np.zeros,
+    # ``out += part[t]``) becomes a parallel loop of its own, compiled (seconds) and launched
+    out = np.empty((m, m), dtype=np.float64)
+    for i in range(m):
+        for j in range(m):
+            out[i, j] = 0.0
     part = np.empty((wave, m, m), dtype=np.float64)
     for w0 in range(0, n_chunks, wave):
         nw = min(wave, n_chunks - w0)
@@ -219,7 +226,9 @@ def _tile_gram_chunks(G, rows, ref, direct, bounds, block, kb, wave):
             c = w0 + t
             _tile_chunk(G, rows, ref, direct, bounds[c], bounds[c + 1], block, kb, part[t])
         for t in range(nw):
-            out += part[t]
+            for i in range(m):
+                for j in range(i, m):  # the upper triangle (the lower one is not computed)
+                    out[i, j] += part[t, i, j]
     return out
 
 
@@ -544,7 +553,7 @@ def _central_row(D):
     for i in range(m):
         for j in range(m):
             buf[j] = D[i, j] if j < i else (D[j, i] if j > i else 0.0)
-        v = np.median(buf)
+        v = median_of(buf, m)
         if v < best_v:
             best = i
             best_v = v
@@ -646,10 +655,11 @@ def krum_scores(D, k):
             if j != i:
                 buf[p] = D[i, j]
                 p += 1
-        v = np.sort(buf[: m - 1])
+        v = buf[: m - 1]
+        order = argsort_stable(v)
         s = 0.0
-        for t in range(k):
-            s += v[t]
+        for t in range(k):  # ascending
+            s += v[order[t]]
         out[i] = s
     return out
 
@@ -690,7 +700,7 @@ def repeated_krum(D, theta, f, overwrite=False):
     k0 = _krum_k(m, f)
     for i in nb.prange(m):
         row = D[i].copy()
-        idx = np.argsort(row)
+        idx = argsort_stable(row)
         p = 0
         for t in range(m):
             j = idx[t]
