@@ -254,7 +254,7 @@ def median_of(v, n):
     ``np.median``), for finite values; ``v[:n]`` is reordered (quickselect). Numba's
     ``np.median`` costs seconds of compilation in every kernel that uses it."""
     k = n // 2
-    _select(v, 0, n - 1, k)
+    _select(v, k - k, n - 1, k)  # (a literal 0 would compile another specialisation)
     hi = v[k]
     if n % 2 == 1:
         return hi

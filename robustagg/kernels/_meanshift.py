@@ -34,7 +34,7 @@ def _kth_distance(X, i, n_neighbors, row):
     n = X.shape[0]
     for j in range(n):
         row[j] = np.sqrt(_sq_dist(X, i, X, j))
-    _select(row, 0, n - 1, n_neighbors - 1)
+    _select(row, n - n, n - 1, n_neighbors - 1)  # (n - n: not a literal, one specialisation)
     return row[n_neighbors - 1]
 
 
