@@ -149,7 +149,8 @@ def subset_min_diameter(pi, pj, pd, m, f):
             val = pd[p] if p < P else 0.0
             if val < best:
                 best = val
-                best_removed[:] = removed
+                for r in range(m):  # (no slice assignment: NumPy's shape checks cost seconds)
+                    best_removed[r] = removed[r]
                 if p >= P and depth < f:  # fewer than 2 rows left: complete with the lowest rows
                     need = f - depth
                     for r in range(m):
@@ -223,7 +224,8 @@ def subset_min_max_eigenvalue(K, keep):
         lam = np.linalg.eigvalsh(sub)[keep - 1]
         if lam < best:
             best = lam
-            best_idx[:] = idx
+            for a in range(keep):  # (a slice assignment compiles NumPy's shape checks: ~3.5 s)
+                best_idx[a] = idx[a]
         if not _next_combination(idx, m):
             break
     chosen = np.zeros(m, dtype=np.bool_)
