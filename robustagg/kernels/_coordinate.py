@@ -352,7 +352,7 @@ def _trimmed_mean_select(G, rows, k):
                     s += v[t]
                 out[b0 + c] = s / m
                 continue
-            _select(v, 0, m - 1, k)
+            _select(v, m - m, m - 1, k)  # (m - m: the int64 specialisation, not a literal 0)
             if hi_rank > k:
                 _select(v, k + 1, m - 1, hi_rank)
             if count == 1:

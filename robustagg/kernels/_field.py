@@ -364,7 +364,7 @@ def _mean_around_median_select(G, rows, beta):
                     s += v[i]
                 out[b0 + c] = s / m
                 continue
-            _select(v, 0, m - 1, a0)
+            _select(v, m - m, m - 1, a0)  # (m - m: the int64 specialisation, not a literal 0)
             med = v[a0]
             if m % 2 == 0:
                 nxt = v[a0 + 1]
@@ -373,7 +373,7 @@ def _mean_around_median_select(G, rows, beta):
                 med = (med + nxt) / 2.0
             for i in range(m):
                 w[i] = abs(v[i] - med)
-            _select(w, 0, m - 1, beta - 1)
+            _select(w, m - m, m - 1, beta - 1)
             t = w[beta - 1]
             s = 0.0
             kept = 0
