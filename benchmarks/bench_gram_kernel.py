@@ -4,6 +4,7 @@ registers-and-L1 down to the whole streaming Gram (figures quoted in docs/benchm
 
     python benchmarks/bench_gram_kernel.py              # n = 50, d = 10^6, one thread
     python benchmarks/bench_gram_kernel.py --threads 2  # the whole Gram also on two threads
+    python benchmarks/bench_gram_kernel.py --threads 2 --decompose  # and its memory / arithmetic halves
 
 The rate is counted in the multiply-adds the tiles issue (12 row pairs x the columns per
 tile, so the diagonal tiles' redundant pairs count as work) and reported against the first
@@ -18,6 +19,14 @@ line, the tile loop on 7 rows that stay in L1 -- the kernel's practical peak on 
    from memory once.
 5. (``--threads 2``) the library's Gram stage on Numba's threads (``_tile_gram_chunks``), and
    the read floor of G measured the same way as ``robustagg bench``.
+6. (``--threads 2 --decompose``) the same Gram with every block of 1024 columns first copied
+   into a small per-thread buffer (rows 4160 bytes apart, as line 2), then tiled: the same
+   chunks, tiles and additions as line 5, so the same bits (checked). Then its two halves apart
+   -- the copies alone (each block of G read once: the memory side) and the tiles alone on
+   blocks already in the buffer (the arithmetic side) -- and two ways of overlapping them: the
+   next block copied a row at a time between the tiles of the current one (double buffer), and
+   the next block's lines software-prefetched (``prefetcht0``) between the tiles. With perfect
+   overlap the Gram would take the larger of the two halves.
 
 The gap between lines 1-2 and line 4 is memory (each block's first tile row waits for it)
 and the row stride; docs/benchmarks.md lists what was tried against it.
@@ -31,6 +40,161 @@ import time
 
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from robustagg.kernels import _gramtile
+
+_PACK = 1024  # columns per copied block (two buffers of n rows stay in L2 at n = 50)
+_MODES = {
+    "copy, then tiles": 0,
+    "next block copied between the tiles": 1,
+    "copies alone": 2,
+    "tiles alone (blocks already in the buffer)": 3,
+    "next block prefetched between the tiles": 4,
+}
+
+
+@intrinsic
+def _prefetch(typingctx, addr):
+    """``prefetcht0`` of the line holding byte address ``addr``."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.globals.get("llvm.prefetch.p0i8")
+        if fn is None:
+            fn = ir.Function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8"
+            )
+        const = [ir.Constant(i32, v) for v in (0, 3, 1)]  # read, keep in all levels, data
+        builder.call(fn, [builder.inttoptr(args[0], i8p), *const])
+        return context.get_dummy_value()
+
+    return types.void(addr), codegen
+
+
+@nb.njit(nogil=True)
+def _copy_rows(G, rows, r0, r1, c0, w, buf):
+    for r in range(r0, r1):
+        src = G[rows[r], c0 : c0 + w]
+        dst = buf[r]
+        for k in range(w):
+            dst[k] = src[k]
+
+
+@nb.njit(nogil=True)
+def _packed_chunk(G, rows, j0, j1, out, bufs, mode):
+    """``_gramtile.tile_gram_f32(G, rows, j0, j1, ...)`` (the same tile sums, lane reductions and
+    float64 tail, so the same bits) with each block of ``_PACK`` columns first copied into
+    ``bufs[q % 2]``; ``mode``: see ``_MODES`` (2 and 3 compute nothing usable)."""
+    A, B, L, F = _gramtile._A, _gramtile._B, _gramtile._L, _gramtile._FLUSH
+    m = rows.size
+    ti, tj = _gramtile._tiles(m)
+    nt = ti.size
+    width = A * B * L
+    acc = np.zeros((nt, width), dtype=np.float32)
+    accb = acc.ctypes.data
+    last = m - 1
+    jend = j0 + ((j1 - j0) // L) * L
+    baddr = np.empty((2, m), dtype=np.int64)
+    gaddr = np.empty(m, dtype=np.int64)
+    for r in range(m):
+        gaddr[r] = G.ctypes.data + rows[r] * G.strides[0]
+        for h in range(2):
+            baddr[h, r] = bufs.ctypes.data + h * bufs.strides[0] + r * bufs.strides[1]
+    nblk = 0
+    for s0 in range(j0, jend, F):
+        nblk += (min(jend, s0 + F) - s0 + _PACK - 1) // _PACK
+    start = np.empty(nblk, dtype=np.int64)
+    width_of = np.empty(nblk, dtype=np.int64)
+    flush = np.zeros(nblk, dtype=np.bool_)
+    q = 0
+    for s0 in range(j0, jend, F):
+        s1 = min(jend, s0 + F)
+        for c0 in range(s0, s1, _PACK):
+            start[q] = c0
+            width_of[q] = min(s1, c0 + _PACK) - c0
+            flush[q] = c0 + _PACK >= s1
+            q += 1
+    if nblk > 0 and mode != 2:
+        _copy_rows(G, rows, 0, m, start[0], width_of[0], bufs[0])
+    lines = _PACK * 4 // 64
+    per_tile = (m * lines + nt - 1) // nt
+    for q in range(nblk):
+        h = q % 2 if mode != 3 else 0
+        nxt = q + 1 < nblk
+        if mode == 2:
+            _copy_rows(G, rows, 0, m, start[q], width_of[q], bufs[h])
+            continue
+        for t in range(nt):
+            if nxt and mode == 1:
+                _copy_rows(
+                    G, rows, (t * m) // nt, ((t + 1) * m) // nt, start[q + 1], width_of[q + 1], bufs[1 - h]
+                )
+            elif nxt and mode == 4:
+                for x in range(t * per_tile, min(m * lines, (t + 1) * per_tile)):
+                    _prefetch(gaddr[x // lines] + start[q + 1] * 4 + (x % lines) * 64)
+            i0 = ti[t]
+            jj = tj[t]
+            _gramtile._fma_tile(
+                (
+                    baddr[h, min(i0, last)],
+                    baddr[h, min(i0 + 1, last)],
+                    baddr[h, min(i0 + 2, last)],
+                    baddr[h, min(jj, last)],
+                    baddr[h, min(jj + 1, last)],
+                    baddr[h, min(jj + 2, last)],
+                    baddr[h, min(jj + 3, last)],
+                ),
+                width_of[q] // L,
+                accb + t * (width * 4),
+            )
+        if nxt and (mode == 0 or mode == 4):
+            _copy_rows(G, rows, 0, m, start[q + 1], width_of[q + 1], bufs[1 - h])
+        if flush[q]:
+            for t in range(nt):
+                for a in range(A):
+                    i = ti[t] + a
+                    for b in range(B):
+                        j = tj[t] + b
+                        if i <= last and j <= last and j >= i:
+                            s = 0.0
+                            o = (a * B + b) * L
+                            for lane in range(L):
+                                s += np.float64(acc[t, o + lane])
+                            out[i, j] += s
+                for x in range(width):
+                    acc[t, x] = 0.0
+    if jend < j1:
+        for i in range(m):
+            for j in range(i, m):
+                s = 0.0
+                for k in range(jend, j1):
+                    s += np.float64(G[rows[i], k]) * np.float64(G[rows[j], k])
+                out[i, j] += s
+    return out
+
+
+@nb.njit(parallel=True, nogil=True)
+def _packed_gram(G, rows, bounds, mode):
+    """The upper triangle of the Gram through ``_packed_chunk``, chunk partials added in chunk
+    order (as ``_distance._tile_gram_chunks``)."""
+    m = rows.size
+    nch = bounds.size - 1
+    part = np.zeros((nch, m, m))
+    for c in nb.prange(nch):
+        bufs = np.zeros((2, m, _PACK + 16), dtype=np.float32)
+        _packed_chunk(G, rows, bounds[c], bounds[c + 1], part[c], bufs, mode)
+    out = np.zeros((m, m))
+    for c in range(nch):
+        for i in range(m):
+            for j in range(i, m):
+                out[i, j] += part[c, i, j]
+    return out
 
 
 def _median_time(fn, repeats):
@@ -49,11 +213,16 @@ def main(argv=None) -> int:
     ap.add_argument("--d", type=float, default=1e6)
     ap.add_argument("--threads", type=int, default=1, help="also time the whole Gram on this many threads")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument(
+        "--decompose",
+        action="store_true",
+        help="with --threads: the Gram's copies and tiles apart, and overlapped",
+    )
     args = ap.parse_args(argv)
     n, d = args.n, int(args.d)
 
     from robustagg.bench import read_floor
-    from robustagg.kernels import _distance, _gramtile
+    from robustagg.kernels import _distance
 
     @nb.njit(nogil=True)
     def _tiles_loop(X, c0, ns, reps, acc, ti, tj):
@@ -102,7 +271,9 @@ def main(argv=None) -> int:
     kb = _gramtile.block_columns(n)
     out = np.zeros((n, n))
     t_stream = _median_time(lambda: _gramtile.tile_gram_f32(G, rows, 0, d, kb, out), args.repeats)
-    rows_out.append((f"4. streaming: the whole Gram of G ({t_stream * 1e3:.1f} ms)", ti.size * 12 * d / t_stream / 1e9))
+    rows_out.append(
+        (f"4. streaming: the whole Gram of G ({t_stream * 1e3:.1f} ms)", ti.size * 12 * d / t_stream / 1e9)
+    )
     peak = rows_out[0][1]
     for name, rate in rows_out:
         print(f"  {name:<58}{rate:>7.1f}  {rate / peak:>6.0%} of line 1")
@@ -119,6 +290,20 @@ def main(argv=None) -> int:
             f"({ti.size * 12 * d / t_par / 1e9:.1f}); read floor {fl * 1e3:.1f} ms; "
             f"{pairs} pairs x d at {args.threads} x line 1 would take {pairs * d / (args.threads * peak * 1e9) * 1e3:.1f} ms"
         )
+        if args.decompose:
+            ref = np.triu(_distance._tile_gram_chunks(G, rows, -1, True, bounds, 0, kb, args.threads))
+            same = np.array_equal(np.triu(_packed_gram(G, rows, bounds, 0)), ref)
+            print(
+                f"  6. the same Gram, each block copied first ({'the same bits' if same else 'DIFFERENT BITS'}), {args.threads} threads:"
+            )
+            times = {}
+            for name, mode in _MODES.items():
+                times[mode] = _median_time(
+                    lambda mode=mode: _packed_gram(G, rows, bounds, mode), args.repeats
+                )
+                print(f"     {name:<56}{times[mode] * 1e3:>7.1f} ms  {times[mode] / fl:>5.2f} x floor")
+            best = max(times[2], times[3])
+            print(f"     perfect overlap: the larger half, {best * 1e3:.1f} ms = {best / fl:.2f} x floor")
     return 0
 
 

@@ -282,7 +282,8 @@ def test_byzfl_loader_when_installed():
 
 def test_bench_gram_kernel_script_runs_on_a_small_matrix(capsys):
     """benchmarks/bench_gram_kernel.py (the Gram kernel's rates, quoted in docs/benchmarks.md)
-    runs end to end: every line printed with a positive rate."""
+    runs end to end: every line printed with a positive rate, and its copy-first Gram
+    (``--decompose``) gives the library's bits (on a d that leaves a float64 tail per chunk)."""
     import importlib.util
     import pathlib
 
@@ -294,7 +295,7 @@ def test_bench_gram_kernel_script_runs_on_a_small_matrix(capsys):
 
     threads = numba.get_num_threads()
     try:
-        assert mod.main(["--n", "9", "--d", "3000", "--repeats", "1", "--threads", "2"]) == 0
+        assert mod.main(["--n", "9", "--d", "3003", "--repeats", "1", "--threads", "2", "--decompose"]) == 0
     finally:
         numba.set_num_threads(threads)
     out = capsys.readouterr().out
@@ -303,3 +304,6 @@ def test_bench_gram_kernel_script_runs_on_a_small_matrix(capsys):
     for ln in lines:
         assert float(ln.split()[-5]) > 0
     assert "the Gram stage on 2 threads" in out
+    assert "(the same bits)" in out
+    halves = [ln for ln in out.splitlines() if ln.strip().startswith(("copies alone", "tiles alone"))]
+    assert len(halves) == 2 and all(float(ln.split()[-5]) > 0 for ln in halves)
