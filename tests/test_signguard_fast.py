@@ -62,6 +62,28 @@ def test_fused_kernels_match_numpy(seed, n, d, dtype):
                 np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sign_counts_at_block_edges(dtype):
+    """Sampled coordinates on both sides of the kernels' block boundaries (every 4096 columns;
+    each is read through its uint16 offset in its block), blocks with no sampled coordinate,
+    and the last column: the counts of a plain NumPy count."""
+    d = 3 * 4096 + 5
+    G, rng = _matrix(7, 6, d, dtype)
+    G[:, [4095, 8192]] = 0.0
+    coords = np.array([0, 1, 4095, 4096, 4097, 8191, 8192, d - 1], dtype=np.int64)
+    rows = np.array([4, 0, 2], dtype=np.int64)
+    S = G[rows][:, coords]
+    expected = np.column_stack([(S > 0).sum(1), (S == 0).sum(1), (S < 0).sum(1)])
+    late = np.array([8193, d - 2, d - 1], dtype=np.int64)  # the first two blocks sample nothing
+    L = G[rows][:, late]
+    expected_late = np.column_stack([(L > 0).sum(1), (L == 0).sum(1), (L < 0).sum(1)])
+    ref = rng.standard_normal(d)
+    for c, e in ((coords, expected), (late, expected_late)):
+        np.testing.assert_array_equal(kernels.norms_and_sign_counts(G, rows, c)[1], e)
+        for distance in (False, True):
+            np.testing.assert_array_equal(kernels.norms_signs_and_similarity(G, rows, c, ref, distance, 2)[1], e)
+
+
 @settings(max_examples=15)
 @given(
     seed=st.integers(0, 2**31),
