@@ -140,6 +140,18 @@ def test_floyd_sample_is_a_sorted_subset_of_size_k(d, k):
         assert np.all(np.diff(idx) > 0) and idx[0] >= 0 and idx[-1] < d
 
 
+@pytest.mark.parametrize("d,k", [(1, 1), (64, 64), (65, 1), (130, 64), (1000, 100), (5000, 4999), (100003, 10000)])
+def test_floyd_sample_matches_a_plain_python_floyd(d, k):
+    """The same subset as Floyd's algorithm written with a Python set (every draw, including the
+    collisions that take d - k + q), across bitset word boundaries."""
+    for seed in range(3):
+        draws = np.random.default_rng(seed).integers(0, np.arange(d - k + 1, d + 1, dtype=np.int64))
+        taken = set()
+        for q, t in enumerate(draws.tolist()):
+            taken.add(d - k + q if t in taken else t)
+        np.testing.assert_array_equal(kernels.floyd_sample(d, draws), np.array(sorted(taken), dtype=np.int64))
+
+
 def test_floyd_sample_draws_every_subset_equally_often():
     # d = 6, k = 3: 20 subsets; a biased sampler (e.g. taking draws[q] without the collision
     # rule, or a wrong range) fails the chi-square test by a wide margin
