@@ -590,7 +590,9 @@ class SignGuard:
 
     Each call aggregates one round. For ``variant="sim"`` / ``"dist"`` the previous round's
     aggregate is the reference of the similarity feature (the first round, and the round after
-    :meth:`reset`, uses the pairwise-median reference).
+    :meth:`reset`, uses the pairwise-median reference). The wrapper keeps its own copy of each
+    aggregate (``previous``), so modifying the returned array in place does not change the next
+    round.
 
     Parameters
     ----------
@@ -633,7 +635,11 @@ class SignGuard:
         p, result, info = _run(
             rule, grads, similarity, self.previous, **self._options(), rng=self.rng, return_info=return_info
         )
-        self.previous = np.asarray(result, dtype=np.float64)
+        # a private copy in the aggregate's own dtype: the array handed back (or the tensor made
+        # from it) may be scaled in place by the caller, which must not change the next round's
+        # reference; a float32 aggregate is widened value by value inside the pass (the same
+        # sums as from its float64 copy) and is read at half the bytes
+        self.previous = np.array(result, copy=True)
         self.last_info = info
         return p.finish(result, info, return_info)
 

@@ -287,6 +287,27 @@ def test_torch_in_torch_out():
     assert isinstance(robustagg.signguard_sim(t, reference=ref, rng=0), torch.Tensor)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stateful_wrapper_keeps_its_own_reference(dtype):
+    """Scaling the returned aggregate in place (``agg *= lr``) does not change the reference of
+    the next round; the reference is kept in the aggregate's dtype and the second round equals
+    the functional call with the aggregate widened to float64."""
+    G1 = gradients(4, 20, 300, n_flip=4, dtype=dtype)
+    G2 = gradients(5, 20, 300, n_flip=4, dtype=dtype)
+    for variant, fn in (("sim", robustagg.signguard_sim), ("dist", robustagg.signguard_dist)):
+        agg = robustagg.SignGuard(variant, rng=3)
+        out1 = agg(G1)
+        kept = out1.copy()
+        out1 *= 0.5
+        assert agg.previous.dtype == dtype and not np.shares_memory(agg.previous, out1)
+        np.testing.assert_array_equal(agg.previous, kept)
+        out2 = agg(G2)
+        gen = np.random.default_rng(3)
+        first = fn(G1, rng=gen)
+        np.testing.assert_array_equal(first, kept)
+        np.testing.assert_array_equal(out2, fn(G2, reference=first.astype(np.float64), rng=gen))
+
+
 def test_stateful_wrapper():
     G1 = gradients(9, 20, 300, n_flip=4)
     G2 = gradients(10, 20, 300, n_flip=4)
