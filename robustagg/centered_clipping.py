@@ -150,7 +150,9 @@ class CenteredClipping:
         p = prepare("centered_clipping", grads, nonfinite=self.nonfinite, return_info=return_info)
         v0 = _center_vector(self.center, p.d, "CenteredClipping")
         v, scales, dist = _run(p, v0, self.tau, self.n_iters)
-        self.center = v
+        # a private copy: the float64 aggregate is handed back as it is, and a caller scaling it in
+        # place must not move the next round's starting centre
+        self.center = v.copy()
         info = None
         if return_info:
             info = p.diagnostics(

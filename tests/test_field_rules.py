@@ -261,6 +261,19 @@ def test_centered_clipping_center_and_state(rng):
     np.testing.assert_allclose(robustagg.centered_clipping(G, tau=1e9, n_iters=1), G.mean(0), rtol=1e-12)
 
 
+def test_centered_clipping_state_is_not_the_returned_array(rng):
+    """Scaling the returned aggregate in place (``agg *= lr``) does not move the centre the
+    next round starts from."""
+    G = rng.normal(size=(6, 4)) + 3.0
+    cc = robustagg.CenteredClipping(tau=0.5, n_iters=2)
+    first = cc(G)
+    kept = first.copy()
+    first *= 0.1
+    assert not np.shares_memory(first, cc.center)
+    np.testing.assert_array_equal(cc.center, kept)
+    np.testing.assert_allclose(cc(G), naive.naive_centered_clipping(G, 0.5, 2, center=kept), rtol=1e-12)
+
+
 def test_fltrust_conventions(rng):
     G = rng.normal(size=(6, 4))
     root = rng.normal(size=4)
