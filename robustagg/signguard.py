@@ -141,24 +141,19 @@ def _similarity_feature(
         if m == 1:
             raw = np.array([1.0 if similarity == "cosine" else 0.0])
         else:
-            off = ~np.eye(m, dtype=bool)
+            # (m, m) float64 arrays of our own, turned into cosines in place and reduced to row
+            # medians through one row buffer: no further (m, m) temporaries
             if similarity == "cosine":
                 if m * m * G.shape[1] <= _EXACT_GRAM_MAX:
-                    dot, _ = kernels.gram_and_sq_distances(G, rows)
+                    cos = kernels.cosines_in_place(kernels.gram_and_sq_distances(G, rows)[0], norms, False)
                 else:
                     # the Gram through the shared BLAS distances (block-centred, float64
                     # accumulation, near pairs recomputed directly) and the exact norms:
                     # <g_i, g_j> = (|g_i|^2 + |g_j|^2 - |g_i - g_j|^2) / 2
-                    sq_norms = norms * norms
-                    dot = 0.5 * (
-                        sq_norms[:, None] + sq_norms[None, :] - kernels.pairwise_sq_distances(G, rows)
-                    )
-                denom = np.outer(norms, norms)
-                cos = np.divide(dot, denom, out=np.zeros((m, m)), where=denom > 0)
-                raw = np.median(cos[off].reshape(m, m - 1), axis=1)
+                    cos = kernels.cosines_in_place(kernels.pairwise_sq_distances(G, rows), norms, True)
+                raw = kernels.offdiag_row_medians(cos, False)
             else:
-                sq = kernels.pairwise_sq_distances(G, rows)
-                raw = np.median(np.sqrt(sq[off].reshape(m, m - 1)), axis=1)
+                raw = kernels.offdiag_row_medians(kernels.pairwise_sq_distances(G, rows), True)
     med = float(np.median(raw))
     if similarity == "cosine":
         feature = np.clip(raw, 0.0, med) / (5.0 * med) if med > 0 else np.zeros(m)

@@ -81,7 +81,9 @@ def test_sign_counts_at_block_edges(dtype):
     for c, e in ((coords, expected), (late, expected_late)):
         np.testing.assert_array_equal(kernels.norms_and_sign_counts(G, rows, c)[1], e)
         for distance in (False, True):
-            np.testing.assert_array_equal(kernels.norms_signs_and_similarity(G, rows, c, ref, distance, 2)[1], e)
+            np.testing.assert_array_equal(
+                kernels.norms_signs_and_similarity(G, rows, c, ref, distance, 2)[1], e
+            )
 
 
 @settings(max_examples=15)
@@ -126,6 +128,35 @@ def test_signguard_mean_is_the_scaled_sum_cast_once():
     np.testing.assert_array_equal(out, (acc * (1.0 / kept.size)).astype(np.float32))
 
 
+@settings(max_examples=25)
+@given(seed=st.integers(0, 2**31), m=st.integers(2, 40), zero_rows=st.integers(0, 2))
+def test_in_place_cosines_and_row_medians_match_the_numpy_expressions(seed, m, zero_rows):
+    """``cosines_in_place`` and ``offdiag_row_medians`` give the bits of the NumPy expressions
+    they replace (``np.outer``/``np.divide(where=)`` and ``np.median`` over the off-diagonal
+    entries of each row), zero-norm rows included."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, 7))
+    X[:zero_rows] = 0.0
+    norms = np.linalg.norm(X, axis=1)
+    dot = X @ X.T
+    D = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    off = ~np.eye(m, dtype=bool)
+    denom = np.outer(norms, norms)
+    cos_dot = np.divide(dot, denom, out=np.zeros((m, m)), where=denom > 0)
+    sq_norms = norms * norms
+    from_d = 0.5 * (sq_norms[:, None] + sq_norms[None, :] - D)
+    cos_d = np.divide(from_d, denom, out=np.zeros((m, m)), where=denom > 0)
+    np.testing.assert_array_equal(kernels.cosines_in_place(dot.copy(), norms, False), cos_dot)
+    got = kernels.cosines_in_place(D.copy(), norms, True)
+    np.testing.assert_array_equal(got, cos_d)
+    np.testing.assert_array_equal(
+        kernels.offdiag_row_medians(got, False), np.median(cos_d[off].reshape(m, m - 1), axis=1)
+    )
+    np.testing.assert_array_equal(
+        kernels.offdiag_row_medians(D, True), np.median(np.sqrt(D[off].reshape(m, m - 1)), axis=1)
+    )
+
+
 # --- coordinate sampling ----------------------------------------------------------------------
 def _sample(d, k, seed):
     draws = np.random.default_rng(seed).integers(0, np.arange(d - k + 1, d + 1, dtype=np.int64))
@@ -140,7 +171,9 @@ def test_floyd_sample_is_a_sorted_subset_of_size_k(d, k):
         assert np.all(np.diff(idx) > 0) and idx[0] >= 0 and idx[-1] < d
 
 
-@pytest.mark.parametrize("d,k", [(1, 1), (64, 64), (65, 1), (130, 64), (1000, 100), (5000, 4999), (100003, 10000)])
+@pytest.mark.parametrize(
+    "d,k", [(1, 1), (64, 64), (65, 1), (130, 64), (1000, 100), (5000, 4999), (100003, 10000)]
+)
 def test_floyd_sample_matches_a_plain_python_floyd(d, k):
     """The same subset as Floyd's algorithm written with a Python set (every draw, including the
     collisions that take d - k + q), across bitset word boundaries."""

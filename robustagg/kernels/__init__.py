@@ -55,18 +55,27 @@ from ._rows import (
     row_sq_norms,
 )
 from ._signs import (
+    cosines_in_place,
     dots_with,
     floyd_draws,
     floyd_sample,
     gram_and_sq_distances,
     norms_and_sign_counts,
     norms_signs_and_similarity,
+    offdiag_row_medians,
     sq_norm,
 )
 
 __all__ = ["column_mean", "nonfinite_rows"]
-__all__ += ["dots_with", "floyd_draws", "floyd_sample", "gram_and_sq_distances", "norms_and_sign_counts", "norms_signs_and_similarity"]
-__all__ += ["sq_norm"]
+__all__ += [
+    "dots_with",
+    "floyd_draws",
+    "floyd_sample",
+    "gram_and_sq_distances",
+    "norms_and_sign_counts",
+    "norms_signs_and_similarity",
+]
+__all__ += ["cosines_in_place", "offdiag_row_medians", "sq_norm"]
 __all__ += [  # issue 2: shared row, distance and coordinate-wise selection kernels
     "centred_gram",
     "clip_rows",
