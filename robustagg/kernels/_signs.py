@@ -390,16 +390,20 @@ def cosines_in_place(C, norms, from_sq_distances):
 @nb.njit(cache=True, nogil=True)
 def offdiag_row_medians(C, root):
     """Row i's median of ``C[i, j]`` over j != i (of ``sqrt(C[i, j])`` with ``root``), as
-    ``np.median(C[~eye].reshape(m, m - 1), axis=1)`` for finite values, through one row buffer
-    instead of (m, m - 1) copies. Needs m >= 2."""
+    ``np.median(C[~eye].reshape(m, m - 1), axis=1)`` (NaN for a row holding a NaN, as there:
+    an overflowing float64 norm can make one), through one row buffer instead of (m, m - 1)
+    copies. Needs m >= 2."""
     m = C.shape[0]
     out = np.empty(m, dtype=np.float64)
     buf = np.empty(m, dtype=np.float64)
     for i in range(m):
         t = 0
+        nan = False
         for j in range(m):
             if j != i:
-                buf[t] = np.sqrt(C[i, j]) if root else C[i, j]
+                v = np.sqrt(C[i, j]) if root else C[i, j]
+                nan |= v != v
+                buf[t] = v
                 t += 1
-        out[i] = median_of(buf, m - 1)
+        out[i] = np.nan if nan else median_of(buf, m - 1)
     return out
