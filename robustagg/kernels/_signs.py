@@ -1,11 +1,13 @@
 """SignGuard's kernels: row norms fused with sign counts on sampled coordinates (and with the
-similarity to a reference gradient), Floyd's coordinate sampling, the clipped mean's weighted
-row sum (``weighted_column_sum``, shared), and the exact Gram matrix for SignGuard-Sim on small inputs.
+similarity to a reference gradient), Floyd's coordinate sampling, the exact Gram matrix for
+SignGuard-Sim on small inputs, and the in-place cosines and off-diagonal row medians of the
+reference-free variants.
 
 One pass over G computes every row's L2 norm (float64, 64 interleaved partial sums that LLVM
 vectorises without fast-math flags) and, while each block of columns is in L1, counts the
-positive / zero / negative entries at the sampled coordinates that fall in that block. The
-second pass (the clipped mean of the kept rows) is the shared ``weighted_column_sum``.
+positive / zero / negative entries at the sampled coordinates that fall in that block (read
+through their uint16 offsets in the block). The second pass (the clipped mean of the kept rows)
+is the shared ``scaled_column_sum`` of ``_coordinate``.
 """
 
 from __future__ import annotations
