@@ -5,11 +5,14 @@ on ``p.G`` restricted to ``p.rows``, and ``p.finish(...)`` converts the result b
 attaches diagnostics. Every error message names the rule, the argument, what was given and
 what is allowed.
 
-Non-finite policy (SPEC §1): with ``nonfinite="exclude"`` (the default) a row holding any NaN
-or ±Inf is treated as Byzantine: it is left out before the rule runs, reported in
+Non-finite policy (docs/conventions.md, "Non-finite rows"): with ``nonfinite="exclude"`` (the
+default) a row holding any NaN or ±Inf, or finite but with a squared norm past
+:func:`sq_norm_limit`, is treated as Byzantine: it is left out before the rule runs, reported in
 ``Diagnostics.nonfinite``, and counted against ``f`` -- the rule then runs on the
 ``n' = n - k`` finite rows with ``f' = max(f - k, 0)``. With ``nonfinite="raise"`` such a row
-is a ``ValueError``. If every row is non-finite the rule raises.
+is a ``ValueError``. If every row is non-finite the rule raises. :func:`prepare` makes this
+check for every rule, on every input size, in one pass (:func:`nonfinite_mask`); kernels never
+apply the policy themselves.
 """
 
 from __future__ import annotations
@@ -31,10 +34,59 @@ __all__ = [
     "check_int",
     "check_real",
     "check_rng",
+    "nonfinite_mask",
     "prepare",
 ]
 
 NONFINITE_POLICIES = ("exclude", "raise")
+
+
+def sq_norm_limit(n: int) -> float:
+    """The largest squared row norm a rule accepts among ``n`` rows.
+
+    A row above it is treated like a row holding NaN/Inf (docs/conventions.md, "Non-finite
+    rows"): every quantity the rules derive from rows -- a squared distance
+    ``||a - b||^2 <= 2 ||a||^2 + 2 ||b||^2``, and sums of n of them (Krum's scores, Min-Sum's
+    bound) -- then stays below the largest float64. The limit is ``float64.max / (4 n)``
+    (``||g|| <~ 2e152`` at n = 1000); float32 input can never reach it.
+    """
+    return float(np.finfo(np.float64).max) / (4.0 * max(int(n), 1))
+
+
+def nonfinite_mask(G: np.ndarray, sq_norms: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask over the rows of ``G``: True where a row is non-finite for the library.
+
+    A row is non-finite when it holds a NaN or ±Inf, or when its squared L2 norm (accumulated
+    in float64) exceeds :func:`sq_norm_limit` -- the one finiteness check every rule,
+    pre-aggregator and attack applies. A first cheap pass computes every row's squared norm
+    (one read of G, at memory speed; NaN and Inf propagate into it); only when some norm is not
+    below the limit are those rows looked at one by one.
+
+    ``sq_norms`` may be passed when they are already known (float64, shape (n,)).
+    """
+    from .kernels import row_sq_norms
+
+    n = G.shape[0]
+    if sq_norms is None:
+        sq_norms = row_sq_norms(G, np.arange(n, dtype=np.int64))
+    # "not <=" catches NaN too
+    return ~(sq_norms <= sq_norm_limit(n))
+
+
+def _describe_nonfinite(G: np.ndarray, bad: np.ndarray, name: str) -> str:
+    """The rows of ``bad`` in words: which hold NaN/Inf, which only overflow."""
+    idx = np.flatnonzero(bad)
+    has_nan_inf = np.array([not np.isfinite(G[i]).all() for i in idx[:10]], dtype=bool)
+    shown = idx[:10].tolist()
+    more = " ..." if idx.size > 10 else ""
+    if has_nan_inf.all():
+        return f"rows {shown}{more} of {name!r} hold NaN or Inf"
+    if not has_nan_inf.any():
+        return (
+            f"rows {shown}{more} of {name!r} are finite but so large that their squared norm "
+            f"exceeds the limit {sq_norm_limit(G.shape[0]):.3g} (float64.max / (4 n))"
+        )
+    return f"rows {shown}{more} of {name!r} hold NaN or Inf, or have a squared norm that overflows"
 
 
 def check_int(value: Any, *, rule: str, name: str, low: int | None = None, high: int | None = None) -> int:
@@ -150,11 +202,14 @@ class Prepared:
         Indices of the rows the rule must use (all rows when every row is finite).
     all_finite : bool
         Whether no row was excluded (then ``rows`` is ``arange(n)``).
+    sq_norms : numpy.ndarray of float64, shape (m,)
+        Squared norms of the rows in ``rows`` (computed by the finiteness check: rules that
+        need them do not read G again).
     """
 
-    __slots__ = ("rule", "G", "n", "d", "f", "f_eff", "nonfinite", "rows", "all_finite", "context")
+    __slots__ = ("rule", "G", "n", "d", "f", "f_eff", "nonfinite", "rows", "all_finite", "context", "_sq_norms")
 
-    def __init__(self, rule, G, f, nonfinite, context: ArrayContext):
+    def __init__(self, rule, G, f, nonfinite, context: ArrayContext, sq_norms: np.ndarray):
         self.rule = rule
         self.G = G
         self.n, self.d = G.shape
@@ -165,6 +220,12 @@ class Prepared:
         k = int(nonfinite.sum())
         self.f_eff = None if f is None else max(f - k, 0)
         self.context = context
+        self._sq_norms = sq_norms
+
+    @property
+    def sq_norms(self) -> np.ndarray:
+        """Squared L2 norms (float64) of the rows in ``rows``, from the finiteness check's pass."""
+        return self._sq_norms if self.all_finite else self._sq_norms[self.rows]
 
     @property
     def m(self) -> int:
@@ -223,7 +284,6 @@ def prepare(
     nonfinite: str = "exclude",
     return_info: Any = False,
     name: str = "grads",
-    scan_nonfinite: bool = True,
 ) -> Prepared:
     """Validate and convert a rule's input.
 
@@ -243,11 +303,6 @@ def prepare(
         The non-finite policy (module docstring).
     return_info : bool
         Checked to be a bool.
-    scan_nonfinite : bool, default True
-        Scan every row for NaN/±Inf (one pass over G). ``False`` skips the scan and treats every
-        row as finite: for a rule whose own single pass proves finiteness (e.g.
-        ``kernels.column_mean_checked``) and that calls ``prepare`` again with the scan when it
-        cannot.
     """
     check_choice(nonfinite, NONFINITE_POLICIES, rule=rule, name="nonfinite")
     if not isinstance(return_info, (bool, np.bool_)):
@@ -260,16 +315,19 @@ def prepare(
         raise ValueError(f"{rule}: argument {name!r} has rows of length d = 0; gradients need at least one coordinate")
     if f is not None or min_n is not None:
         f = check_f(0 if f is None else f, n, rule=rule, min_n=min_n, bound=bound)
-    from .kernels import nonfinite_rows
+    from .kernels import row_sq_norms
 
-    bad = nonfinite_rows(G) if scan_nonfinite else np.zeros(n, dtype=bool)
+    sq_norms = row_sq_norms(G, np.arange(n, dtype=np.int64))
+    bad = nonfinite_mask(G, sq_norms)
     if bad.any():
         if nonfinite == "raise":
-            idx = np.flatnonzero(bad)
             raise ValueError(
-                f"{rule}: rows {idx[:10].tolist()}{' ...' if idx.size > 10 else ''} of {name!r} hold NaN or Inf "
-                "(nonfinite='raise'); use nonfinite='exclude' to treat them as Byzantine"
+                f"{rule}: {_describe_nonfinite(G, bad, name)} (nonfinite='raise'); "
+                "use nonfinite='exclude' to treat them as Byzantine"
             )
         if bad.all():
-            raise ValueError(f"{rule}: every row of {name!r} holds NaN or Inf; there is nothing to aggregate")
-    return Prepared(rule, G, f, bad, ctx)
+            raise ValueError(
+                f"{rule}: every row of {name!r} holds NaN or Inf or overflows "
+                f"({_describe_nonfinite(G, bad, name)}); there is nothing to aggregate"
+            )
+    return Prepared(rule, G, f, bad, ctx, sq_norms)

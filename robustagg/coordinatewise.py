@@ -7,7 +7,6 @@ from typing import Any
 from . import kernels
 from ._registry import register_rule
 from ._validation import prepare
-from .kernels._coordinate import column_mean_checked, column_trimmed_mean_checked
 from .kernels._field import column_mean_around_median
 
 __all__ = ["mean", "median", "trimmed_mean"]
@@ -40,13 +39,8 @@ def mean(grads: Any, *, nonfinite: str = "exclude", return_info: bool = False) -
     >>> robustagg.mean(np.array([[1.0, 2.0], [3.0, 4.0]]))
     array([2., 3.])
     """
-    # One pass: the column sums prove the rows finite; only if one is not (a NaN/Inf row, or a
-    # float64 overflow) does the exact per-row scan run and the mean get recomputed.
-    p = prepare("mean", grads, nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False)
-    result, all_finite = column_mean_checked(p.G, p.rows)
-    if not all_finite:
-        p = prepare("mean", grads, nonfinite=nonfinite, return_info=return_info)
-        result = kernels.column_mean(p.G, p.rows)
+    p = prepare("mean", grads, nonfinite=nonfinite, return_info=return_info)
+    result = kernels.column_mean(p.G, p.rows)
     return p.finish(result, return_info=return_info)
 
 
@@ -90,13 +84,8 @@ def median(grads: Any, *, nonfinite: str = "exclude", return_info: bool = False)
     >>> robustagg.median(np.array([[1.0, 5.0], [2.0, -9.0], [100.0, 6.0]]))
     array([2., 5.])
     """
-    # The selection kernel proves the rows finite in its own pass over G; only if one is not does
-    # the exact per-row scan run and the median get recomputed on the finite rows.
-    p = prepare("median", grads, nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False)
-    result, all_finite = column_trimmed_mean_checked(p.G, p.rows, (p.rows.size - 1) // 2)
-    if not all_finite:
-        p = prepare("median", grads, nonfinite=nonfinite, return_info=return_info)
-        result = kernels.column_median(p.G, p.rows)
+    p = prepare("median", grads, nonfinite=nonfinite, return_info=return_info)
+    result = kernels.column_median(p.G, p.rows)
     return p.finish(result, return_info=return_info)
 
 
@@ -139,18 +128,11 @@ def trimmed_mean(grads: Any, f: int, *, nonfinite: str = "exclude", return_info:
     >>> robustagg.trimmed_mean(np.array([[1.0], [2.0], [3.0], [100.0]]), f=1)
     array([2.5])
     """
-    # as median: the kernel's pass over G proves the rows finite, the scan runs only if not
     p = prepare(
         "trimmed_mean", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f",
-        nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False,
+        nonfinite=nonfinite, return_info=return_info,
     )
-    result, all_finite = column_trimmed_mean_checked(p.G, p.rows, p.f_eff)
-    if not all_finite:
-        p = prepare(
-            "trimmed_mean", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f",
-            nonfinite=nonfinite, return_info=return_info,
-        )
-        result = kernels.column_trimmed_mean(p.G, p.rows, p.f_eff)
+    result = kernels.column_trimmed_mean(p.G, p.rows, p.f_eff)
     info = p.diagnostics(f_effective=p.f_eff) if return_info else None
     return p.finish(result, info, return_info=return_info)
 
@@ -160,7 +142,7 @@ register_rule("trimmed_mean", trimmed_mean)
 
 
 # ----------------------------------------------------------------------------------------
-# mean around the median (issue 8)
+# mean around the median
 # ----------------------------------------------------------------------------------------
 def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = False) -> Any:
     r"""Mean around the median (Xie, Koyejo, Gupta 2018): per coordinate, the mean of the

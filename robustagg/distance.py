@@ -23,7 +23,7 @@ import numpy as np
 from . import kernels
 from ._registry import register_rule
 from ._validation import check_int, check_real, prepare
-from .kernels._distance import pairwise_sq_distances_checked, repeated_krum
+from .kernels._distance import repeated_krum
 
 __all__ = ["bulyan", "geometric_median", "krum", "multi_krum"]
 
@@ -42,16 +42,8 @@ def _check_neighbors(neighbors: Any, rule: str, n: int) -> int | None:
 
 
 def _finite_distances(p, rule: str, grads: Any, **kwargs: Any):
-    """The pairwise squared distances among the finite rows, for ``p`` prepared with
-    ``scan_nonfinite=False``: the Gram pass proves every row finite (a NaN/Inf row makes its
-    Gram diagonal non-finite), so the separate non-finite scan runs only when it cannot -- then
-    ``prepare`` runs again with the scan and the non-finite policy of SPEC §1 applies exactly as
-    usual (rows excluded and reported, or ``nonfinite="raise"`` raises). Returns (p, D)."""
-    D = pairwise_sq_distances_checked(p.G, p.rows)
-    if D is None:
-        p = prepare(rule, grads, **kwargs)
-        D = kernels.pairwise_sq_distances(p.G, p.rows)
-    return p, D
+    """The pairwise squared distances among the finite rows of ``p``. Returns (p, D)."""
+    return p, kernels.pairwise_sq_distances(p.G, p.rows)
 
 
 def _krum_core(p, D, neighbors: int | None):
@@ -111,7 +103,7 @@ def krum(
     Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
     """
     kw = dict(f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info)
-    p = prepare("krum", grads, scan_nonfinite=False, **kw)
+    p = prepare("krum", grads, **kw)
     neighbors = _check_neighbors(neighbors, "krum", p.n)
     p, D = _finite_distances(p, "krum", grads, **kw)
     k, scores = _krum_core(p, D, neighbors)
@@ -165,7 +157,7 @@ def multi_krum(
     Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
     """
     kw = dict(f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info)
-    p = prepare("multi_krum", grads, scan_nonfinite=False, **kw)
+    p = prepare("multi_krum", grads, **kw)
     neighbors = _check_neighbors(neighbors, "multi_krum", p.n)
     m_arg = None if m is None else check_int(m, rule="multi_krum", name="m", low=1, high=p.n)
     p, D = _finite_distances(p, "multi_krum", grads, **kw)
@@ -225,7 +217,7 @@ def bulyan(
     in Byzantium*. ICML 2018.
     """
     kw = dict(f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info)
-    p = prepare("bulyan", grads, scan_nonfinite=False, **kw)
+    p = prepare("bulyan", grads, **kw)
     p, D = _finite_distances(p, "bulyan", grads, **kw)
     fe = p.f_eff
     m = p.m
@@ -318,7 +310,7 @@ def geometric_median(
     """
     rule = "geometric_median"
     kw = dict(nonfinite=nonfinite, return_info=return_info)
-    p = prepare(rule, grads, scan_nonfinite=False, **kw)
+    p = prepare(rule, grads, **kw)
     tol = check_real(tol, rule=rule, name="tol", low=0.0, high=1.0, low_open=True, high_open=True)
     maxiter = check_int(maxiter, rule=rule, name="maxiter", low=1)
     eps = check_real(eps, rule=rule, name="eps", low=0.0, low_open=True)

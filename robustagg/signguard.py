@@ -273,10 +273,7 @@ def _run(
     return_info: bool,
 ):
     """SignGuard on NumPy: returns (Prepared, NumPy result, Diagnostics)."""
-    # no separate non-finite scan: the norm pass proves finiteness (a row with NaN/Inf has a
-    # non-finite norm); only when some norm is not finite is the input prepared again with the
-    # scan, and the rows it excludes are dropped from the norm pass's results
-    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info, scan_nonfinite=False)
+    p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     lower = check_real(lower, rule=rule, name="lower", low=0.0)
     upper = check_real(upper, rule=rule, name="upper", low=lower)
     fraction = check_real(
@@ -307,12 +304,6 @@ def _run(
         dots, sq = (None, sims) if distance else (sims, None)
     else:
         norms, counts = kernels.norms_and_sign_counts(p.G, p.rows, coords)
-    if not np.isfinite(norms).all():
-        p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
-        norms, counts = norms[p.rows], counts[p.rows]
-        if ref is not None:
-            sims = sims[p.rows]
-            dots, sq = (None, sims) if distance else (sims, None)
     G, rows, m = p.G, p.rows, p.m
     M = float(np.median(norms))
 

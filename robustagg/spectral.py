@@ -88,15 +88,14 @@ def dnc(
     rule = "dnc"
     c = check_real(c, rule=rule, name="c", low=0.0)
     # The coordinates depend on d only, so they are drawn first. When all rounds' samples are a
-    # small part of G (at most 1/_FUSE_RATIO of it, e.g. n = 50, d = 1e6), one pass over G both
-    # proves the rows finite and gathers every round's columns, and the policy's scan runs only
-    # when a row is not finite; otherwise (large b/d) the rows are scanned first and each round
-    # gathers its own columns, so the peak extra memory stays one round's (m, b) sub-matrix.
+    # small part of G (at most 1/_FUSE_RATIO of it, e.g. n = 50, d = 1e6), one pass over G
+    # gathers every round's columns; otherwise (large b/d) each round gathers its own columns,
+    # so the peak extra memory stays one round's (m, b) sub-matrix.
     prep = dict(
         f=f, min_n=lambda f: math.floor(c * f) + 1, bound=f"n > floor(c*f) with c = {c}",
         nonfinite=nonfinite, return_info=return_info,
     )
-    p = prepare(rule, grads, scan_nonfinite=False, **prep)
+    p = prepare(rule, grads, **prep)
     niters = check_int(niters, rule=rule, name="niters", low=1)
     b = check_int(b, rule=rule, name="b", low=1)
     gen = check_rng(rng, rule=rule)
@@ -105,15 +104,14 @@ def dnc(
     for t in range(niters):
         coords[t] = np.sort(gen.choice(p.d, size=bs, replace=False))
     if niters * bs * _FUSE_RATIO <= p.d:
-        bad, subs = kernels.nonfinite_rows_and_gather(p.G, coords)
-        if bad.any():
-            p = prepare(rule, grads, **prep)
+        _, subs = kernels.nonfinite_rows_and_gather(p.G, coords)
+        if not p.all_finite:
             subs = subs[:, p.rows]
+
         def sample(t, k0, k1):
             return subs[t, :, k0:k1].astype(np.float64)
 
     else:
-        p = prepare(rule, grads, **prep)
 
         def sample(t, k0, k1):
             return kernels.gather_columns(p.G, p.rows, np.ascontiguousarray(coords[t, k0:k1]))
