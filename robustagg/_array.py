@@ -3,7 +3,7 @@
 Every public rule and attack calls :func:`to_numpy` on its input and :func:`ArrayContext.wrap`
 on its result. Kernels only ever see NumPy arrays.
 
-Conventions (SPEC §1):
+Conventions (docs/conventions.md, "Array in, array out" and "Dtypes"):
 
 * NumPy arrays are used as they are (no copy), read-only and non-contiguous ones included.
 * Other array-API arrays (PyTorch, JAX, CuPy, ...) are viewed through DLPack when they live on
@@ -11,15 +11,20 @@ Conventions (SPEC §1):
   library and device.
 * A sequence of n 1-D arrays is stacked into an (n, d) matrix (the only case that copies);
   the result is of the first element's library.
-* float32 and float64 are kept; integer input computes in float64; float16 (and the ml_dtypes
-  bfloat16/float8 types JAX uses) compute in float32; bool, complex and object input is a
-  ``TypeError``.
+* float32 and float64 are kept. Other floating dtypes are computed in a wider one and the result
+  is rounded back, once, to the caller's dtype: float16, bfloat16 (PyTorch's and the ml_dtypes
+  type JAX uses) and the ml_dtypes float8/float6/float4 types compute in float32, NumPy's
+  longdouble in float64. Integer input computes in float64 and gives float64 results. bool,
+  complex and object input is a ``TypeError``.
+* A PyTorch tensor of a dtype NumPy lacks (bfloat16, float8) is converted with
+  ``t.to(torch.float32)`` first: that copy is unavoidable, as it is for NumPy float16 input.
 * JAX: concrete arrays only. A tracer (inside ``jax.jit``/``vmap``/``grad``) is a ``TypeError``
   that says so, since the kernels are compiled NumPy code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,27 +32,62 @@ import numpy as np
 
 __all__ = ["ArrayContext", "to_numpy"]
 
+# the ml_dtypes floating types (JAX's bfloat16 and the float8/6/4 types): NumPy kind "V"
+_ML_FLOAT_PREFIXES = ("bfloat16", "float8", "float6", "float4")
+
 
 @dataclass(frozen=True)
 class ArrayContext:
-    """Where an input came from, so that results can be sent back there."""
+    """Where an input came from, so that results can be sent back there.
+
+    Attributes
+    ----------
+    kind : {"numpy", "torch", "array_api"}
+        The caller's array library.
+    namespace : module or None
+        The array-API namespace (``"array_api"`` only).
+    device : object or None
+        The caller's device.
+    dtype : object or None
+        The caller's dtype (``torch.float16``, a NumPy dtype, ...), where known.
+    cast_back : bool
+        True when the input was computed in a wider float type than its own (float16, bfloat16,
+        float8, longdouble): :meth:`wrap` then rounds each result back to ``dtype``, once.
+    """
 
     kind: str  # "numpy", "torch", "array_api"
     namespace: Any = None
     device: Any = None
-    dtype: Any = None  # the caller's float dtype object (torch.float32, jnp.float32, ...)
+    dtype: Any = None
+    cast_back: bool = False
 
-    def wrap(self, result: np.ndarray) -> Any:
-        """Convert a NumPy result back to the caller's array library and device."""
+    def wrap(self, result: np.ndarray, *, cast: bool = True) -> Any:
+        """Convert a NumPy result back to the caller's array library, device and dtype.
+
+        Parameters
+        ----------
+        result : numpy.ndarray
+            The result in the compute dtype (float32 or float64).
+        cast : bool, default True
+            Round the result to the caller's dtype where the input was computed in a wider one
+            (float16/bfloat16 in, float16/bfloat16 out). ``cast=False`` keeps the compute dtype:
+            for intermediate arrays handed to another rule (an attack's line search), so that
+            every step computes on the same values as for float32 input.
+        """
+        cast = cast and self.cast_back
         if self.kind == "numpy":
-            return result
+            return result.astype(self.dtype) if cast else result
         if self.kind == "torch":
             import torch
 
             out = torch.from_numpy(np.ascontiguousarray(result))
+            if cast:  # one rounding, on the CPU (half the bytes to move to the device)
+                out = out.to(self.dtype)
             if self.device is not None and str(self.device) != "cpu":
                 out = out.to(self.device)
             return out
+        if cast:  # the ml_dtypes types are NumPy dtypes: the namespace takes them as they are
+            result = result.astype(self.dtype)
         xp = self.namespace
         try:
             return xp.asarray(result, device=self.device)
@@ -66,25 +106,48 @@ def _is_jax_tracer(x: Any) -> bool:
     return type(x).__module__.startswith("jax") and "Tracer" in type(x).__name__
 
 
+def _computed_wider(dtype: np.dtype) -> bool:
+    """Whether a NumPy dtype is a floating type that is computed in float32/float64 and rounded
+    back (float16, longdouble, the ml_dtypes types)."""
+    if dtype.kind == "f":
+        return dtype not in (np.float32, np.float64)
+    return dtype.kind == "V" and dtype.name.startswith(_ML_FLOAT_PREFIXES)
+
+
+def _torch_to_numpy(x: Any) -> tuple[np.ndarray, ArrayContext]:
+    import torch
+
+    t = x.detach()
+    dtype = t.dtype
+    narrow = t.is_floating_point() and dtype not in (torch.float32, torch.float64)
+    ctx = ArrayContext("torch", device=t.device, dtype=dtype, cast_back=narrow)
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    if narrow and dtype != torch.float16:
+        # bfloat16, float8: neither DLPack nor .numpy() knows them; the float32 copy is unavoidable
+        t = t.to(torch.float32)
+    try:
+        return np.from_dlpack(t), ctx
+    except (BufferError, RuntimeError, TypeError):
+        return t.numpy(), ctx
+
+
 def _single_to_numpy(x: Any) -> tuple[np.ndarray, ArrayContext]:
-    """One array of any library as a NumPy array (a view when possible) and its context."""
+    """One array of any library as a NumPy array (a view when possible) and its context.
+
+    The array keeps its own dtype (except for PyTorch dtypes NumPy lacks, given as float32); the
+    context records the caller's dtype. ``to_numpy`` converts the dtype and sets ``cast_back``.
+    """
     if isinstance(x, np.ndarray):
         return x, _NUMPY_CONTEXT
     if isinstance(x, np.generic):
         return np.asarray(x), _NUMPY_CONTEXT
     if _is_torch(x):
-        t = x.detach()
-        ctx = ArrayContext("torch", device=t.device, dtype=t.dtype)
-        if t.device.type != "cpu":
-            t = t.cpu()
-        if t.is_conj():
-            t = t.resolve_conj()
-        if t.is_neg():
-            t = t.resolve_neg()
-        try:
-            return np.from_dlpack(t), ctx
-        except (BufferError, RuntimeError, TypeError):
-            return t.numpy(), ctx
+        return _torch_to_numpy(x)
     if _is_jax_tracer(x):
         raise TypeError(
             "robustagg runs outside jax.jit/vmap/grad (its kernels are compiled NumPy code): call it "
@@ -107,11 +170,22 @@ def _single_to_numpy(x: Any) -> tuple[np.ndarray, ArrayContext]:
     return np.asarray(x), _NUMPY_CONTEXT
 
 
+def _with_dtype(ctx: ArrayContext, original: np.dtype) -> ArrayContext:
+    """The context of an input whose NumPy dtype was ``original`` before conversion: records
+    that the result is to be rounded back when that dtype is computed in a wider one. (A
+    PyTorch context already knows its dtype.)"""
+    if ctx.kind == "torch" or not _computed_wider(original):
+        return ctx
+    return dataclasses.replace(ctx, dtype=original, cast_back=True)
+
+
 def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[np.ndarray, ArrayContext]:
     """Return ``x`` as a float32/float64 NumPy array of ``ndim`` dimensions and its context.
 
-    No copy is made for float NumPy (or CPU DLPack) input; the returned array may be a
-    read-only view of the caller's memory and must never be written to.
+    No copy is made for float32/float64 NumPy (or CPU DLPack) input; the returned array may be a
+    read-only view of the caller's memory and must never be written to. Other floating dtypes
+    are converted (float16, bfloat16, float8 to float32; longdouble to float64) and the context
+    rounds results back to them (:meth:`ArrayContext.wrap`).
 
     Parameters
     ----------
@@ -123,6 +197,13 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
         The argument's name, for error messages.
     ndim : int
         The required number of dimensions.
+
+    Returns
+    -------
+    array : numpy.ndarray
+        float32 or float64.
+    context : ArrayContext
+        Where ``x`` came from, and its dtype when results are to be rounded back to it.
     """
     if x is None:
         raise TypeError(f"{rule}: argument {name!r} must be an array, got None")
@@ -137,8 +218,12 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
             )
         rows = []
         ctx = None
+        dtypes = set()
         for i, row in enumerate(x):
-            arr, c = _single_to_numpy(row) if not isinstance(row, (list, tuple)) else (np.asarray(row), _NUMPY_CONTEXT)
+            if isinstance(row, (list, tuple)):
+                arr, c = np.asarray(row), _NUMPY_CONTEXT
+            else:
+                arr, c = _single_to_numpy(row)
             if ctx is None:
                 ctx = c
             if arr.ndim != 1:
@@ -146,6 +231,7 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
                     f"{rule}: argument {name!r} as a sequence must hold 1-D arrays, "
                     f"row {i} has shape {arr.shape}"
                 )
+            dtypes.add(c.dtype if c.kind == "torch" else arr.dtype)
             rows.append(arr)
         lengths = {r.shape[0] for r in rows}
         if len(lengths) > 1:
@@ -154,28 +240,36 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
                 "all rows must have the same length d"
             )
         arr = np.stack([_check_dtype(r, rule, name) for r in rows])
+        if len(dtypes) == 1:  # rows of one dtype: the result comes back in it
+            if ctx.kind != "torch":
+                ctx = _with_dtype(ctx, rows[0].dtype)
+        elif ctx.kind == "torch" and ctx.cast_back:  # mixed dtypes: the stacked (compute) dtype
+            ctx = dataclasses.replace(ctx, cast_back=False)
         return arr, ctx  # type: ignore[return-value]
     try:
         arr, ctx = _single_to_numpy(x)
     except ValueError as exc:  # NumPy refuses ragged nested lists
         raise ValueError(f"{rule}: argument {name!r} could not be read as an array ({exc})") from None
+    original = arr.dtype
     arr = _check_dtype(arr, rule, name)
     if arr.ndim != ndim:
         what = "(n, d) matrix" if ndim == 2 else f"{ndim}-D array"
         raise ValueError(f"{rule}: argument {name!r} must be a {what}, got an array of shape {arr.shape}")
-    return arr, ctx
+    return arr, _with_dtype(ctx, original)
 
 
 def _check_dtype(arr: np.ndarray, rule: str, name: str) -> np.ndarray:
+    """``arr`` in its compute dtype: float32/float64 as they are, the other floating types in
+    float32 (longdouble in float64), integers in float64; anything else is a ``TypeError``."""
     kind = arr.dtype.kind
     if kind == "f":
         if arr.dtype in (np.float32, np.float64):
             return arr
         # float16 computes in float32, longdouble in float64
-        return arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+        return arr.astype(np.float32 if arr.dtype.itemsize <= 4 else np.float64)
     if kind in "iu":
         return arr.astype(np.float64)
-    if kind == "V" and arr.dtype.name.startswith(("bfloat16", "float8")):  # ml_dtypes (JAX)
+    if _computed_wider(arr.dtype):  # ml_dtypes (JAX): bfloat16, float8, ...
         return arr.astype(np.float32)
     raise TypeError(
         f"{rule}: argument {name!r} must hold real floating-point or integer values, "
