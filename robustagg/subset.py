@@ -24,6 +24,7 @@ from ._registry import register_rule
 from ._validation import check_int, prepare
 from .kernels import _field
 from .kernels._distance import blas_single_thread
+from .kernels._thresholds import CAF_LANCZOS_MIN_ROWS
 
 __all__ = ["caf", "mda", "monna", "smea"]
 
@@ -234,7 +235,7 @@ def monna(
 # ----------------------------------------------------------------------------------------
 def _top_eigenpair(M: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndarray]:
     m = M.shape[0]
-    if m > 256:
+    if m >= CAF_LANCZOS_MIN_ROWS:
         try:
             lam, vec = scipy.sparse.linalg.eigsh(M, k=1, which="LA", v0=v0, tol=1e-10)
             return float(lam[0]), vec[:, 0]
@@ -246,6 +247,22 @@ def _top_eigenpair(M: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndar
 
 def _caf_filter(D2: np.ndarray, m: int, fe: int) -> tuple[float, np.ndarray, list]:
     """CAF's filtering loop on the n x n squared distances (see :func:`caf`)."""
+    # Rows near the size limit (docs/conventions.md, "Non-finite rows") would overflow the
+    # squares of the projections: the distances are then scaled by a power of 4, which leaves
+    # the weights' arithmetic exact (square roots included), and the eigenvalues scaled back.
+    scale = 1.0
+    top = float(D2.max(initial=0.0))
+    if top > _CAF_SCALE_ABOVE:
+        scale = 4.0 ** math.ceil(math.log(top, 4))
+        D2 = D2 / scale
+    best, best_c, eigenvalues = _caf_filter_scaled(D2, m, fe)
+    return best * scale, best_c, [lam * scale for lam in eigenvalues]
+
+
+_CAF_SCALE_ABOVE = 1e100  # largest squared distance CAF's filter works on unscaled
+
+
+def _caf_filter_scaled(D2: np.ndarray, m: int, fe: int) -> tuple[float, np.ndarray, list]:
     c = np.ones(m)
     best, best_c = np.inf, c.copy()
     eigenvalues: list = []

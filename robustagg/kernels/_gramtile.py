@@ -31,6 +31,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._thresholds import TILED_GRAM_MAX_ROWS
+
 _A = 3  # rows i of a tile
 _B = 4  # rows j of a tile
 _L = 8  # float32 lanes per accumulator (one 256-bit register)
@@ -38,7 +40,7 @@ _FLUSH = 4096  # columns summed in float32 lanes before the lanes go to float64
 _L2_BYTES = 512 * 1024  # a block of columns of all m rows stays within this (half of L2)
 _MIN_COLS = 256
 _MAX_COLS = 2048
-MAX_ROWS = 256  # above this many rows BLAS is used (at m = 1000 its blocking is twice as fast)
+MAX_ROWS = TILED_GRAM_MAX_ROWS  # above this many rows BLAS is used (at m = 1000 its blocking is twice as fast)
 
 _FMA = "llvm.fmuladd.v8f32"
 

@@ -15,6 +15,7 @@ import numba as nb
 import numpy as np
 
 from ._coordinate import _select  # quickselect (finite values; features are checked finite)
+from ._thresholds import MEANSHIFT_PARALLEL_MIN_ROWS
 
 
 @nb.njit(cache=True, nogil=True)
@@ -61,7 +62,7 @@ def _estimate_bandwidth_parallel(X, n_neighbors):
     return total / n
 
 
-_PARALLEL_MIN_N = 256  # below this the thread start-up costs more than the O(n^2) work
+_PARALLEL_MIN_N = MEANSHIFT_PARALLEL_MIN_ROWS  # below this the thread start-up costs more than the O(n^2) work
 
 
 def estimate_bandwidth_kernel(X, n_neighbors):

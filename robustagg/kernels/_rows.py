@@ -5,6 +5,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._thresholds import ROW_BLOCK
+
 _NF_LANES = 256  # independent accumulators in the non-finite scan
 _NF_CHUNK = 32 * _NF_LANES  # values scanned between two checks
 
@@ -47,7 +49,7 @@ def nonfinite_rows(G):
     return out
 
 
-_ROW_BLOCK = 8192  # columns per block when parallelising over (row, column-block) pairs
+_ROW_BLOCK = ROW_BLOCK  # columns per block when parallelising over (row, column-block) pairs
 _LANES = 64  # independent float64 partial sums of squares: a loop of 64 independent lanes is
 # vectorised by LLVM's loop vectoriser (AVX2: 4 doubles per register) without fast-math flags; 8
 # lanes are fully unrolled first and then stay scalar (checked with inspect_asm: no vmulpd)

@@ -1,6 +1,6 @@
 """Reusable property checks for aggregation rules (public; needs ``hypothesis``).
 
-:func:`check_rule` runs the battery of invariants every rule of this library satisfies (SPEC §1)
+:func:`check_rule` runs the battery of invariants every rule of this library satisfies (docs/conventions.md)
 against any callable ``rule(grads, ...)``::
 
     from robustagg.testing import check_rule
@@ -24,6 +24,10 @@ property               what is checked
 ``torch``              (``torch=True``) a torch tensor in gives a torch tensor out, equal to
                        the NumPy result
 =====================  =====================================================================
+
+Every property runs on drawn matrices and, with ``branches=True`` (the default), on one matrix on
+each side of every size at which the library switches code path (n = 256/257 rows, m²d = 2²⁴,
+column-block edges), so that both paths of each switch meet the same invariants.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from .._registry import call_with_supported, get_rule
@@ -293,16 +297,37 @@ _CHECKS = {
 # ----------------------------------------------------------------------------------------------
 # the battery
 # ----------------------------------------------------------------------------------------------
-def _property_test(check, fn, f, seeded, kwargs, counter, lo, hi, d_min, d_max, dtypes, max_examples, shrink):
-    """A hypothesis test running ``check`` on drawn matrices (and seeds, for random rules)."""
+def _branches():
+    from ..kernels._thresholds import BRANCHES
 
-    @_settings(max_examples, shrink)
+    return BRANCHES
+
+
+def _property_test(
+    check, fn, f, seeded, kwargs, counter, lo, hi, d_min, d_max, dtypes, max_examples, shrink, explicit=()
+):
+    """A hypothesis test running ``check`` on drawn matrices (and seeds, for random rules), and
+    first on each matrix of ``explicit``."""
+
     @given(G=_matrices(lo, hi, d_min, d_max, dtypes), seed=st.integers(0, 2**31 - 1))
     def run(G, seed):
         counter["examples"] += 1
         check(fn, G, f=f, seed=seed if seeded else None, **kwargs)
 
-    return run
+    for G in explicit:
+        run = example(G=G, seed=0)(run)
+    return _settings(max_examples, shrink)(run)
+
+
+def _branch_matrices(rule_name: str | None, k: int, dtypes: Sequence[Any], n_min: int) -> list[np.ndarray]:
+    """One matrix per shape of :func:`~robustagg.testing.strategies.branch_shapes_for` (``n_min``
+    rows at least), the dtypes taken in turn: inputs on both sides of each size switch."""
+    out = []
+    for i, (n, d) in enumerate(rst.branch_shapes_for(rule_name, k)):
+        rng = np.random.default_rng(i)
+        dtype = np.dtype(dtypes[i % len(dtypes)])
+        out.append((rng.normal(size=(max(n, n_min), d)) + 0.5).astype(dtype))
+    return out
 
 
 def check_rule(
@@ -320,6 +345,7 @@ def check_rule(
     max_examples: int = 20,
     shrink: bool = True,
     rule_kwargs: dict | None = None,
+    branches: bool = True,
 ) -> dict[str, int]:
     """Run the property battery against ``rule`` and raise if any property fails.
 
@@ -353,6 +379,11 @@ def check_rule(
         Let hypothesis shrink a failing example to a minimal one (slower on failure).
     rule_kwargs : dict, optional
         Extra keyword arguments for every call of the rule.
+    branches : bool, default True
+        Also run every property on one matrix on each side of every size at which the library
+        switches code path (:func:`~robustagg.testing.strategies.branch_shapes_for`: 256 rows,
+        m²d = 2²⁴, column blocks), the ``nonfinite`` property included. For a registered rule
+        name, the switches that rule goes through; for any other callable, every switch.
 
     Returns
     -------
@@ -384,6 +415,8 @@ def check_rule(
         raise ValueError(f"check_rule: unknown properties {unknown}; available: {list(PROPERTIES)}")
     kwargs = dict(rule_kwargs or {})
     seed_arg = 0 if _accepts_rng(fn) else None
+    registered = name if isinstance(rule, str) and any(name in br.rules for br in _branches()) else None
+    explicit = _branch_matrices(registered, max(f_, 1), dtypes, lo) if branches else []
     failures: dict[str, BaseException] = {}
     passed: dict[str, int] = {}
     for prop in properties:
@@ -403,6 +436,7 @@ def check_rule(
             dtypes,
             max_examples,
             shrink,
+            explicit,
         )
         try:
             run()
