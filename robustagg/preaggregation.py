@@ -337,7 +337,7 @@ def _call(fn, x, f, generator, nonfinite, options):
     return res, None
 
 
-def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
+def pipeline(*steps: Any, name: str | None = None) -> Pipeline:
     r"""Compose pre-aggregators with a rule: ``pipeline("nnm", "krum")`` is NNM then Krum.
 
     Parameters
@@ -353,13 +353,15 @@ def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
 
     Returns
     -------
-    rule : callable
-        ``rule(grads, f=0, *, rng=None, nonfinite="exclude", return_info=False)``. ``f`` goes
-        to every step that accepts it (less the rows excluded as non-finite by the first
-        step); ``rng`` is turned into one Generator shared, in order, by the random steps.
+    rule : Pipeline
+        A callable ``rule(grads, f=0, *, rng=None, nonfinite="exclude", return_info=False)``.
+        ``f`` goes to every step that accepts it (less the rows excluded as non-finite by the
+        first step); ``rng`` is turned into one Generator shared, in order, by the random steps.
         With ``return_info=True`` the diagnostics carry ``steps`` (each step's diagnostics)
         and ``kept``: the input rows that contributed to a row the final rule kept (through
-        the pre-aggregators' ``sources``).
+        the pre-aggregators' ``sources``). The object pickles (to ship it to Dask, Ray or
+        Flower processes) whenever its step functions and options do: registered steps are
+        module-level functions, pickled by reference.
 
     Examples
     --------
@@ -369,17 +371,68 @@ def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
     >>> rule(G, rng=0).shape
     (3,)
     """
-    if len(steps) == 1 and isinstance(steps[0], str) and "+" in steps[0]:
-        steps = tuple(s.strip() for s in steps[0].split("+"))
-    if not steps:
-        raise ValueError("pipeline: needs at least one step (the final rule)")
-    pre = [_resolve(s, PREAGGREGATORS, "pre-aggregator") for s in steps[:-1]]
-    final = _resolve(steps[-1], RULES, "rule")
-    label = name or "+".join(n for _, _, n in (*pre, final))
+    return Pipeline(steps, name=name)
 
-    def composed(
-        grads: Any, f: int = 0, *, rng: Any = None, nonfinite: str = "exclude", return_info: bool = False
+
+class Pipeline:
+    """A composed rule: pre-aggregators then a rule (built by :func:`pipeline`).
+
+    A plain object rather than a closure, so that it pickles by its attributes: the steps as
+    given and the resolved step functions with their options (registered steps are module-level
+    functions, pickled by reference, so the process that unpickles needs no registration).
+
+    Parameters
+    ----------
+    steps : tuple
+        The steps as :func:`pipeline` takes them (a single ``"a+b"`` string is split on ``+``).
+    name : str, optional
+        The composed rule's name (default: the step names joined by ``+``).
+
+    Attributes
+    ----------
+    steps : tuple
+        The steps as given (after splitting a ``"a+b"`` string).
+    name : str
+        The composed rule's name, used in messages and diagnostics.
+    """
+
+    def __init__(self, steps: tuple[Any, ...], name: str | None = None) -> None:
+        steps = tuple(steps)
+        if len(steps) == 1 and isinstance(steps[0], str) and "+" in steps[0]:
+            steps = tuple(s.strip() for s in steps[0].split("+"))
+        if not steps:
+            raise ValueError("pipeline: needs at least one step (the final rule)")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"pipeline: argument 'name' must be a str or None, got {name!r}")
+        pre = [_resolve(s, PREAGGREGATORS, "pre-aggregator") for s in steps[:-1]]
+        final = _resolve(steps[-1], RULES, "rule")
+        self.steps = steps
+        self.name = name or "+".join(n for _, _, n in (*pre, final))
+        self._given_name = name
+        self._pre = pre
+        self._final = final
+        # what a function built by ``def`` would carry (RobustAggregator, the trainer and the
+        # experiment tables read __name__)
+        self.__name__ = self.name.replace("+", "_then_")
+        self.__qualname__ = self.__name__
+        self.__doc__ = f"The composition {self.name} (built by robustagg.pipeline)."
+
+    def __repr__(self) -> str:
+        args = [repr(s) for s in self.steps]
+        if self._given_name is not None:
+            args.append(f"name={self._given_name!r}")
+        return f"robustagg.pipeline({', '.join(args)})"
+
+    def __call__(
+        self,
+        grads: Any,
+        f: int = 0,
+        *,
+        rng: Any = None,
+        nonfinite: str = "exclude",
+        return_info: bool = False,
     ) -> Any:
+        label = self.name
         generator = check_rng(rng, rule=label)
         check_int(f, rule=label, name="f", low=0)
         if not isinstance(return_info, (bool, np.bool_)):
@@ -390,7 +443,7 @@ def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
         sources = None  # (rows of current, n) boolean
         nonfinite_mask = None
         traced = True  # whether every step reported where its rows come from
-        for fn, options, _ in pre:
+        for fn, options, _ in self._pre:
             current, info = _call(fn, current, f_now, generator, nonfinite, options)
             infos.append(info)
             if info is None:
@@ -401,12 +454,12 @@ def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
                 f_now = max(f - int(nonfinite_mask.sum()), 0)
             src = info["sources"] if "sources" in info else np.eye(len(info.kept), dtype=bool)
             sources = src if sources is None else (src.astype(np.int64) @ sources.astype(np.int64)) > 0
-        fn, options, _ = final
+        fn, options, _ = self._final
         out, info = _call(fn, current, f_now, generator, nonfinite, options)
         infos.append(info)
         if not return_info:
             return out
-        if not pre:
+        if not self._pre:
             return out, info
         if nonfinite_mask is None:
             raise TypeError(f"{label}: the pre-aggregators give no diagnostics; return_info=True needs them")
@@ -415,11 +468,6 @@ def pipeline(*steps: Any, name: str | None = None) -> Callable[..., Any]:
         else:
             kept = ~nonfinite_mask
         return out, Diagnostics(label, kept=kept, nonfinite=nonfinite_mask, steps=infos)
-
-    composed.__name__ = label.replace("+", "_then_")
-    composed.__qualname__ = composed.__name__
-    composed.__doc__ = f"The composition {label} (built by robustagg.pipeline)."
-    return composed
 
 
 register_preaggregator("clipping", clipping)
