@@ -22,14 +22,29 @@ Conventions chosen here (and why):
 * **Unweighted.** The rule sees every client once; ``num-examples`` is not used to weight the
   arrays (a Byzantine client could claim any number of examples). Client metrics are averaged
   (weighted, as in FedAvg) over the *kept* clients only.
-* **Malformed replies are Byzantine.** A reply whose arrays do not match the global model's
-  keys and shapes becomes a row of NaN, so the rule's non-finite policy excludes it and counts it
-  against ``f`` (SPEC §1), instead of the whole round failing.
+* **Malformed replies are Byzantine.** A reply is malformed when it does not carry exactly the
+  global model's layers (missing or extra keys, another shape), when a layer is not made of real
+  numbers (strings, bytes, objects, complex numbers, dates; booleans where the model's layer is
+  not boolean), or when reading it raises (unreadable bytes, ragged nested lists). It becomes a
+  row of NaN, so the rule's non-finite policy excludes it and counts it against ``f``
+  (docs/conventions.md, "Flower replies"), instead of the whole round failing. Non-finite values
+  in a well-formed reply are left to that same policy. Integer layers are read as numbers;
+  keys may come in any order (layers are looked up by key).
+* **A short round is skipped, not failed.** When the rule refuses the round's matrix -- fewer
+  usable replies than its bound on n and f allows (``krum`` needs n >= 2f + 3), or no usable
+  reply at all -- the strategy keeps the global arrays (``aggregate_train`` / ``aggregate_fit``
+  return ``None`` arrays), reports ``robustagg-skipped = 1`` in the metrics and logs the reason
+  on the ``robustagg.flower`` logger. Any ``ValueError`` the rule raises on the round's matrix
+  is treated so; ``f`` itself is checked when the strategy is built.
 * **Diagnostics as metrics.** The round's train metrics carry ``robustagg-clients`` (n),
   ``robustagg-kept`` (how many clients the rule kept), ``robustagg-kept-indices`` (their
-  positions among the round's replies), ``robustagg-nonfinite`` and ``robustagg-malformed``.
-  The full :class:`~robustagg.Diagnostics` of every round, with the node ids, is kept in
+  positions among the round's replies), ``robustagg-nonfinite`` (non-finite rows, malformed
+  ones included), ``robustagg-malformed``, ``robustagg-malformed-indices`` and
+  ``robustagg-skipped``. The full :class:`~robustagg.Diagnostics` of every round, with the node
+  ids, why each malformed reply was refused and why a skipped round was skipped, is kept in
   ``strategy.history``.
+* **Pickling.** The strategies and :class:`RobustAggregator` pickle whenever their rule does:
+  every registered rule and every composition ``get_rule`` builds (``"nnm+krum"``) does.
 
 Example
 -------
@@ -42,10 +57,11 @@ Example
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from logging import INFO, WARNING
+from dataclasses import dataclass, field
+from logging import INFO
 from typing import Any
 
 import numpy as np
@@ -75,12 +91,13 @@ from flwr.supercore import log
 
 from ._diagnostics import Diagnostics
 from ._registry import get_rule
-from ._validation import check_choice, check_rng
-from .kernels import nonfinite_rows
+from ._validation import check_choice, check_int, check_rng, nonfinite_mask
 
 __all__ = ["ArrayLayout", "LegacyRobustStrategy", "RobustAggregator", "RobustStrategy"]
 
 AGGREGATE_ON = ("updates", "weights")
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +145,10 @@ class ArrayLayout:
     @property
     def float_dtype(self) -> np.dtype:
         """The dtype of the flat vector: float32 when every layer fits it, float64 otherwise."""
-        return np.result_type(np.float32, *self.dtypes) if self.dtypes else np.dtype(np.float64)
+        if not self.dtypes:
+            return np.dtype(np.float64)
+        dtype = np.result_type(np.float32, *self.dtypes)
+        return dtype if dtype == np.float32 else np.dtype(np.float64)
 
     def matches(self, arrays: Mapping[str, Any] | Sequence[Any]) -> bool:
         """Whether ``arrays`` has the same keys and shapes (dtypes may differ)."""
@@ -182,6 +202,71 @@ def _items(arrays: Mapping[str, Any] | Sequence[Any]) -> list[tuple[str, Any]]:
     if isinstance(arrays, Mapping):
         return [(str(k), v.numpy() if isinstance(v, Array) else v) for k, v in arrays.items()]
     return [(str(i), a) for i, a in enumerate(arrays)]
+
+
+# dtype kinds a reply's layer may have: real numbers (booleans only where the model's layer is one)
+_REAL_KINDS = "fiu"
+
+
+def _read_layers(
+    layout: ArrayLayout, arrays: Mapping[str, Any] | Sequence[Any] | None
+) -> tuple[list[np.ndarray] | None, str | None]:
+    """A reply's layers in the layout's order, or ``(None, why the reply is malformed)``.
+
+    Never raises: whatever a client sent, the answer is its layers or a reason.
+    """
+    if arrays is None:
+        return None, "no arrays (not exactly one ArrayRecord, or unreadable parameters)"
+    try:
+        if isinstance(arrays, Mapping):
+            by_key = {str(k): v for k, v in arrays.items()}
+            if len(by_key) != len(arrays):
+                return None, "two keys with the same name"
+        elif isinstance(arrays, (str, bytes)) or not isinstance(arrays, Sequence):
+            return None, f"a {type(arrays).__name__}, not a dict or list of arrays"
+        else:
+            by_key = {str(i): a for i, a in enumerate(arrays)}
+        if by_key.keys() != set(layout.keys):
+            missing = [k for k in layout.keys if k not in by_key]
+            extra = [k for k in by_key if k not in set(layout.keys)]
+            return None, f"missing layers {missing[:5]}, unexpected layers {extra[:5]}"
+        layers = []
+        for key, shape, dtype in zip(layout.keys, layout.shapes, layout.dtypes, strict=True):
+            value = by_key[key]
+            a = value.numpy() if isinstance(value, Array) else np.asarray(value)
+            if not (a.dtype.kind in _REAL_KINDS or (a.dtype.kind == "b" and dtype.kind == "b")):
+                return None, f"layer {key!r} has dtype {a.dtype}, the model's layer is {dtype}"
+            if a.shape != shape:
+                return None, f"layer {key!r} has shape {a.shape}, the model's layer has {shape}"
+            layers.append(a)
+    except Exception as exc:  # unreadable bytes, ragged nested lists, anything a client can send
+        return None, f"unreadable ({type(exc).__name__}: {exc})"
+    return layers, None
+
+
+def _reply_layout(arrays: Mapping[str, Any] | Sequence[Any] | None) -> ArrayLayout | None:
+    """The layout of a reply made of real-number layers, or None."""
+    if arrays is None:
+        return None
+    try:
+        layout = ArrayLayout.of(arrays)
+    except Exception:  # unreadable: malformed, whatever it is
+        return None
+    if not all(dt.kind in _REAL_KINDS or dt.kind == "b" for dt in layout.dtypes):
+        return None
+    return layout
+
+
+@dataclass
+class _Round:
+    """One round's aggregation, everything the strategies report."""
+
+    arrays: dict[str, np.ndarray] | None
+    info: Diagnostics | None
+    malformed: np.ndarray
+    nonfinite: np.ndarray
+    malformed_reasons: dict[int, str] = field(default_factory=dict)
+    skipped: str | None = None  # why no aggregate was made
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,8 +325,10 @@ class RobustAggregator:
                 f"RobustAggregator: rule {self.rule_name!r} does not accept {unknown}; "
                 f"it accepts {sorted(p for p in params if p != 'grads')}"
             )
-        if f is not None and (var_kw or "f" in params):
-            kwargs["f"] = f
+        if f is not None:
+            f = check_int(f, rule="RobustAggregator", name="f", low=0)
+            if var_kw or "f" in params:
+                kwargs["f"] = f
         self.rule_kwargs = kwargs
         self._pass_rng = var_kw or "rng" in params
         self._pass_info = var_kw or "return_info" in params
@@ -255,7 +342,7 @@ class RobustAggregator:
             out, info = self.rule(G, **kwargs, return_info=True)
         else:
             out = self.rule(G, **kwargs)
-            bad = nonfinite_rows(G)
+            bad = nonfinite_mask(G)
             info = Diagnostics(self.rule_name, kept=~bad, nonfinite=bad)
         return np.asarray(out), info
 
@@ -278,23 +365,37 @@ class RobustAggregator:
         Returns
         -------
         arrays : dict of numpy.ndarray or None
-            The new global arrays (keys, shapes and dtypes of the layout); ``None`` when no
-            client sent usable arrays.
+            The new global arrays (keys, shapes and dtypes of the layout); ``None`` when the
+            round is skipped: no client sent usable arrays, or the rule refused the round's
+            matrix (too few usable clients for its bound on n and f).
         info : Diagnostics or None
-            The rule's diagnostics over the n clients.
+            The rule's diagnostics over the n clients (``None`` for a skipped round).
         malformed : numpy.ndarray of bool, shape (n,)
-            Clients whose arrays did not match the layout (sent to the rule as NaN rows).
+            Clients whose reply was malformed (module docstring; sent to the rule as NaN rows).
         """
+        r = self._aggregate(client_arrays, global_arrays)
+        return r.arrays, r.info, r.malformed
+
+    def _aggregate(
+        self,
+        client_arrays: Sequence[Mapping[str, Any] | Sequence[Any] | None],
+        global_arrays: Mapping[str, Any] | Sequence[Any] | None,
+    ) -> _Round:
+        """:meth:`aggregate`, with the reasons the strategies log and record."""
         n = len(client_arrays)
+        if n == 0:
+            none = np.zeros(0, dtype=bool)
+            return _Round(None, None, none, none, skipped="no replies")
         if global_arrays is None:
             if self.aggregate_on == "updates":
                 raise ValueError(
                     "RobustAggregator: aggregate_on='updates' needs the round's global arrays "
                     "(the strategy records them in configure_train/configure_fit)"
                 )
-            layouts = [ArrayLayout.of(a) for a in client_arrays if a is not None]
+            layouts = [lay for lay in map(_reply_layout, client_arrays) if lay is not None]
             if not layouts:
-                return None, None, np.ones(n, dtype=bool)
+                every = np.ones(n, dtype=bool)
+                return _Round(None, None, every, every, skipped="no client sent real-number arrays")
             layout = Counter((lay.keys, lay.shapes) for lay in layouts).most_common(1)[0][0]
             layout = next(lay for lay in layouts if (lay.keys, lay.shapes) == layout)
         else:
@@ -302,24 +403,42 @@ class RobustAggregator:
         dtype = layout.float_dtype
         G = np.empty((n, layout.size), dtype=dtype)
         malformed = np.zeros(n, dtype=bool)
+        reasons: dict[int, str] = {}
         for i, arrays in enumerate(client_arrays):
-            if arrays is None or not layout.matches(arrays):
+            layers, why = _read_layers(layout, arrays)
+            if layers is None:
                 malformed[i] = True
+                reasons[i] = str(why)
                 G[i] = np.nan
-            else:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    layout.flatten(arrays, out=G[i])
+                continue
+            pos = 0
+            with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: Inf
+                for a, size in zip(layers, layout.sizes, strict=True):
+                    G[i, pos : pos + size] = a.reshape(-1)
+                    pos += size
         base = None
         if self.aggregate_on == "updates":
             base = layout.flatten(global_arrays)
             with np.errstate(over="ignore", invalid="ignore"):
                 G -= base
-        if malformed.all() or nonfinite_rows(G).all():
-            return None, None, malformed
-        out, info = self.aggregate_matrix(G)
+        nonfinite = nonfinite_mask(G)
+        if nonfinite.all():
+            reason = (
+                f"no usable reply ({int(malformed.sum())} malformed, "
+                f"{int((nonfinite & ~malformed).sum())} non-finite of {n})"
+            )
+            return _Round(None, None, malformed, nonfinite, reasons, skipped=reason)
+        try:
+            out, info = self.aggregate_matrix(G)
+        except ValueError as exc:  # the rule's bound on n and f, or another refusal of this matrix
+            reason = (
+                f"the rule {self.rule_name!r} refused the round's {n} replies "
+                f"({int(nonfinite.sum())} of them malformed or non-finite): {exc}"
+            )
+            return _Round(None, None, malformed, nonfinite, reasons, skipped=reason)
         if base is not None:
             out = base + out.astype(dtype, copy=False)
-        return layout.unflatten(out.astype(dtype, copy=False)), info, malformed
+        return _Round(layout.unflatten(out.astype(dtype, copy=False)), info, malformed, nonfinite, reasons)
 
 
 def _signature(fn: Callable[..., Any]) -> tuple[set[str], bool]:
@@ -331,21 +450,43 @@ def _signature(fn: Callable[..., Any]) -> tuple[set[str], bool]:
     return set(params), var_kw
 
 
-def _diagnostic_metrics(info: Diagnostics | None, n: int, malformed: np.ndarray) -> dict[str, Any]:
-    if info is None:
-        return {
-            "robustagg-clients": n,
-            "robustagg-kept": 0,
-            "robustagg-kept-indices": [],
-            "robustagg-nonfinite": n,
-            "robustagg-malformed": int(malformed.sum()),
-        }
+def _diagnostic_metrics(r: _Round) -> dict[str, Any]:
+    if r.info is not None:
+        kept, nonfinite = r.info.kept, r.info.nonfinite
+    else:  # a skipped round: nothing kept
+        kept, nonfinite = np.zeros(r.malformed.shape, dtype=bool), r.nonfinite
     return {
-        "robustagg-clients": n,
-        "robustagg-kept": int(info.kept.sum()),
-        "robustagg-kept-indices": [int(i) for i in np.flatnonzero(info.kept)],
-        "robustagg-nonfinite": int(info.nonfinite.sum()),
-        "robustagg-malformed": int(malformed.sum()),
+        "robustagg-clients": int(r.malformed.size),
+        "robustagg-kept": int(kept.sum()),
+        "robustagg-kept-indices": [int(i) for i in np.flatnonzero(kept)],
+        "robustagg-nonfinite": int(nonfinite.sum()),
+        "robustagg-malformed": int(r.malformed.sum()),
+        "robustagg-malformed-indices": [int(i) for i in np.flatnonzero(r.malformed)],
+        "robustagg-skipped": int(r.skipped is not None),
+    }
+
+
+def _log_round(server_round: int, clients: Sequence[str], r: _Round) -> None:
+    """Log the malformed replies (``clients``: how to name each reply) and, for a skipped round,
+    why it was skipped."""
+    if r.malformed_reasons:
+        logger.warning(
+            "robustagg: round %s: %d malformed replies excluded as Byzantine: %s",
+            server_round,
+            len(r.malformed_reasons),
+            "; ".join(f"{clients[i]}: {why}" for i, why in list(r.malformed_reasons.items())[:10]),
+        )
+    if r.skipped is not None:
+        logger.warning("robustagg: round %s skipped, global arrays kept: %s", server_round, r.skipped)
+
+
+def _history(server_round: int, r: _Round) -> dict[str, Any]:
+    return {
+        "server_round": server_round,
+        "info": r.info,
+        "malformed": r.malformed,
+        "malformed_reasons": r.malformed_reasons,
+        "skipped": r.skipped,
     }
 
 
@@ -379,7 +520,9 @@ class RobustStrategy(_FedAvg):
     ----------
     history : list of dict
         One entry per aggregated round: ``server_round``, ``node_ids`` (reply order),
-        ``info`` (the rule's :class:`~robustagg.Diagnostics`), ``malformed``.
+        ``info`` (the rule's :class:`~robustagg.Diagnostics`, ``None`` for a skipped round),
+        ``malformed`` (boolean mask over the replies), ``malformed_reasons`` (reply index ->
+        why) and ``skipped`` (why the round was skipped, or ``None``).
     global_arrays : ArrayRecord or None
         The arrays sent in the current round (recorded by ``configure_train``).
 
@@ -387,7 +530,11 @@ class RobustStrategy(_FedAvg):
     -----
     The returned MetricRecord holds the client metrics averaged over the kept clients (with
     ``train_metrics_aggr_fn``) plus ``robustagg-clients``, ``robustagg-kept``,
-    ``robustagg-kept-indices``, ``robustagg-nonfinite`` and ``robustagg-malformed``.
+    ``robustagg-kept-indices``, ``robustagg-nonfinite``, ``robustagg-malformed``,
+    ``robustagg-malformed-indices`` and ``robustagg-skipped``. No reply can make
+    ``aggregate_train`` raise: malformed replies are excluded, and a round the rule cannot
+    aggregate (too few usable replies) returns ``None`` arrays with its metrics and a logged
+    reason.
     """
 
     def __init__(
@@ -429,32 +576,32 @@ class RobustStrategy(_FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the replies' arrays with the rule; metrics over the kept clients."""
         valid, _ = self._check_and_log_replies(list(replies), is_train=True, validate=False)
-        if not valid:
-            return None, None
         client_arrays: list[ArrayRecord | None] = []
+        node_ids: list[int] = []
         for msg in valid:
-            records = list(msg.content.array_records.values())
-            client_arrays.append(records[0] if len(records) == 1 else None)
-        new, info, malformed = self.aggregator.aggregate(client_arrays, self.global_arrays)
-        node_ids = [int(msg.metadata.src_node_id) for msg in valid]
-        self.history.append(
-            {"server_round": server_round, "node_ids": node_ids, "info": info, "malformed": malformed}
-        )
+            try:
+                records = list(msg.content.array_records.values())
+                client_arrays.append(records[0] if len(records) == 1 else None)
+            except Exception:  # a reply without readable content
+                client_arrays.append(None)
+            node_ids.append(int(msg.metadata.src_node_id))
+        r = self.aggregator._aggregate(client_arrays, self.global_arrays)
+        _log_round(server_round, [f"node {i}" for i in node_ids], r)
+        self.history.append({**_history(server_round, r), "node_ids": node_ids})
         metrics = MetricRecord()
-        if info is not None:
-            kept = [msg.content for msg, k in zip(valid, info.kept, strict=True) if k]
+        if r.info is not None:
+            kept = [msg.content for msg, k in zip(valid, r.info.kept, strict=True) if k]
             try:
                 client_metrics = self.train_metrics_aggr_fn(kept, self.weighted_by_key)
                 for key, value in client_metrics.items():
                     metrics[key] = value
             except Exception as exc:  # a Byzantine client's metrics must not stop the round
-                log(WARNING, "robustagg: client metrics of the kept clients not aggregated (%s)", exc)
-        for key, value in _diagnostic_metrics(info, len(valid), malformed).items():
+                logger.warning("robustagg: client metrics of the kept clients not aggregated (%s)", exc)
+        for key, value in _diagnostic_metrics(r).items():
             metrics[key] = value
-        if new is None:
-            log(WARNING, "robustagg: no usable client arrays in round %s; global arrays kept", server_round)
+        if r.arrays is None:
             return None, metrics
-        return ArrayRecord({k: Array(v) for k, v in new.items()}), metrics
+        return ArrayRecord({k: Array(v) for k, v in r.arrays.items()}), metrics
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,14 +634,15 @@ class LegacyRobustStrategy(_LegacyFedAvg):
     ----------
     history : list of dict
         One entry per aggregated round: ``server_round``, ``cids`` (result order), ``info``,
-        ``malformed``.
+        ``malformed``, ``malformed_reasons`` and ``skipped``, as for :class:`RobustStrategy`.
 
     Notes
     -----
     The metrics dict holds ``fit_metrics_aggregation_fn`` over the kept clients plus
     ``robustagg-clients``, ``robustagg-kept``, ``robustagg-nonfinite``,
-    ``robustagg-malformed`` and ``robustagg-kept-indices`` as a comma-separated string (legacy
-    metrics are scalars).
+    ``robustagg-malformed``, ``robustagg-skipped`` and ``robustagg-kept-indices`` and
+    ``robustagg-malformed-indices`` as comma-separated strings (legacy metrics are scalars).
+    As with :class:`RobustStrategy`, no result can make ``aggregate_fit`` raise.
     """
 
     def __init__(
@@ -541,24 +689,23 @@ class LegacyRobustStrategy(_LegacyFedAvg):
                 client_arrays.append(parameters_to_ndarrays(res.parameters))
             except Exception:  # unreadable bytes from a Byzantine client
                 client_arrays.append(None)
-        new, info, malformed = self.aggregator.aggregate(client_arrays, self.global_arrays)
-        self.history.append(
-            {
-                "server_round": server_round,
-                "cids": [proxy.cid for proxy, _ in results],
-                "info": info,
-                "malformed": malformed,
-            }
-        )
+        cids = [proxy.cid for proxy, _ in results]
+        r = self.aggregator._aggregate(client_arrays, self.global_arrays)
+        _log_round(server_round, [f"client {cid}" for cid in cids], r)
+        self.history.append({**_history(server_round, r), "cids": cids})
         metrics: dict[str, Scalar] = {}
-        if info is not None and self.fit_metrics_aggregation_fn:
+        if r.info is not None and self.fit_metrics_aggregation_fn:
             kept = [
-                (res.num_examples, res.metrics) for (_, res), k in zip(results, info.kept, strict=True) if k
+                (res.num_examples, res.metrics) for (_, res), k in zip(results, r.info.kept, strict=True) if k
             ]
-            metrics.update(self.fit_metrics_aggregation_fn(kept))
-        diag = _diagnostic_metrics(info, len(results), malformed)
-        diag["robustagg-kept-indices"] = ",".join(map(str, diag["robustagg-kept-indices"]))
+            try:
+                metrics.update(self.fit_metrics_aggregation_fn(kept))
+            except Exception as exc:  # a Byzantine client's metrics must not stop the round
+                logger.warning("robustagg: client metrics of the kept clients not aggregated (%s)", exc)
+        diag = _diagnostic_metrics(r)
+        for key in ("robustagg-kept-indices", "robustagg-malformed-indices"):
+            diag[key] = ",".join(map(str, diag[key]))
         metrics.update(diag)
-        if new is None:
+        if r.arrays is None:
             return None, metrics
-        return ndarrays_to_parameters(list(new.values())), metrics
+        return ndarrays_to_parameters(list(r.arrays.values())), metrics
