@@ -5,8 +5,9 @@ other chunkings are rechunked to that) is aggregated in passes over its column b
 O(n²) quantities reach the driver; the aggregate comes back as a lazy ``(d,)`` Dask array with the
 same column chunks (call ``.compute()`` or store it).
 
-* **Coordinate-wise rules** (``mean``, ``median``, ``trimmed_mean``, ``meamed``): a first pass finds the rows
-  holding NaN/±Inf anywhere (``kernels.nonfinite_rows`` per block, or-reduced), then the public
+* **Coordinate-wise rules** (``mean``, ``median``, ``trimmed_mean``, ``meamed``): a first pass finds the
+  non-finite rows as the validation layer defines them (the rows' squared norms, summed over the
+  blocks: NaN/±Inf, or past ``sq_norm_limit``), then the public
   NumPy rule runs on every column block (``map_blocks``, ``drop_axis=0``) with those rows marked,
   so the block results are exactly the NumPy rule's columns.
 * **Distance-based rules** (``krum``, ``multi_krum``, ``geometric_median``, and the field's
@@ -54,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import kernels
 from ._diagnostics import Diagnostics
 from ._registry import get_rule
-from ._validation import check_choice, check_rng
+from ._validation import check_choice, check_rng, sq_norm_limit
 
 __all__ = [
     "COORDINATEWISE_RULES",
@@ -114,8 +115,16 @@ def _as_column_blocks(X: Any, rule: str) -> da.Array:
     return X
 
 
-def _block_nonfinite(block: np.ndarray) -> np.ndarray:
-    return kernels.nonfinite_rows(np.ascontiguousarray(block))
+def _block_sq_norms(block: np.ndarray) -> np.ndarray:
+    """Each row's sum of squares over the block's columns, in float64 (NaN/Inf propagate)."""
+    B = np.ascontiguousarray(block)
+    return kernels.row_sq_norms(B, np.arange(B.shape[0], dtype=np.int64))
+
+
+def _nonfinite_from_sq_norms(sq: np.ndarray) -> np.ndarray:
+    """The validation layer's non-finite mask from the rows' squared norms over all columns:
+    NaN/Inf, or past ``sq_norm_limit(n)`` (docs/conventions.md, "Non-finite rows")."""
+    return ~(np.asarray(sq) <= sq_norm_limit(np.asarray(sq).shape[0]))
 
 
 def _or(*masks: np.ndarray) -> np.ndarray:
@@ -171,14 +180,19 @@ def _block_rule(block: np.ndarray, rule: str, bad: np.ndarray, kwargs: dict[str,
     return np.asarray(get_rule(rule)(_mark_rows(block, bad), **kwargs))
 
 
-def _block_gram(block: np.ndarray, block_start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Centred Gram matrix of a column block in float64, and the block's non-finite rows.
+def _block_gram(
+    block: np.ndarray, block_start: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centred Gram matrix of a column block in float64, and the rows' squared norms there.
 
     Centring on the block's column mean (over its finite rows) leaves every pairwise distance
     unchanged and avoids the cancellation of an uncentred Gram matrix; non-finite rows are zeroed
     (they are excluded on the driver).
     """
-    bad = _block_nonfinite(block)
+    sq = _block_sq_norms(block)
+    bad = _nonfinite_from_sq_norms(sq)  # past the limit here: past it over all columns too
+    if exclude is not None:
+        bad |= exclude
     B = np.array(block, dtype=np.float64, copy=True)
     if bad.any():
         B[bad] = 0.0
@@ -186,11 +200,11 @@ def _block_gram(block: np.ndarray, block_start: int) -> tuple[np.ndarray, np.nda
             B[~bad] -= B[~bad].mean(axis=0)
     else:
         B -= B.mean(axis=0)
-    return B @ B.T, bad
+    return B @ B.T, sq
 
 
 def _block_mask(block: np.ndarray, block_start: int) -> np.ndarray:
-    return _block_nonfinite(block)
+    return _block_sq_norms(block)
 
 
 def _block_kept_mean(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -206,13 +220,13 @@ def _block_norms_signs(
     block: np.ndarray, block_start: int, columns: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: the sum of squares (float64), the counts of positive, zero and negative entries on
-    the sampled columns that fall in this block, and whether the row is non-finite here."""
+    the sampled columns that fall in this block."""
     B = np.ascontiguousarray(block)
     lo, hi = block_start, block_start + B.shape[1]
     local = (columns[(columns >= lo) & (columns < hi)] - lo).astype(np.int64)
     rows = np.arange(B.shape[0], dtype=np.int64)
     norms, counts = kernels.norms_and_sign_counts(B, rows, local)
-    return norms * norms, counts, _block_nonfinite(B)
+    return norms * norms, counts
 
 
 def _block_signguard_average(
@@ -241,14 +255,14 @@ def _validate_on_driver(rule: str, n: int, dtype: np.dtype, kwargs: dict[str, An
 def _coordinatewise(X: da.Array, rule: str, kwargs: dict[str, Any], return_info: bool):
     n = X.shape[0]
     _validate_on_driver(rule, n, X.dtype, kwargs)
-    bad = np.asarray(_tree_reduce(X, _block_mask), dtype=bool)
+    bad = _nonfinite_from_sq_norms(_tree_reduce(X, _block_mask))
     if bad.all():
         raise ValueError(
             f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
         )
     if kwargs.get("nonfinite") == "raise" and bad.any():
         raise ValueError(
-            f"robustagg.dask.{rule}: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf"
+            f"robustagg.dask.{rule}: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf or overflow"
         )
     out = X.map_blocks(_block_rule, rule, bad, kwargs, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype))
     if return_info:
@@ -287,8 +301,12 @@ def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
             "(the decision runs on the rows' pairwise geometry); pass None or a row index"
         )
     _validate_on_driver(rule, n, X.dtype, kwargs)
-    K, bad = _tree_reduce(X, _block_gram)
-    bad = np.asarray(bad, dtype=bool)
+    K, sq = _tree_reduce(X, _block_gram)
+    bad = _nonfinite_from_sq_norms(sq)
+    if (bad & np.isfinite(sq)).any():
+        # a finite row past the size limit over all columns but not within a block: it entered
+        # the blocks' centring, where its magnitude swamps the other rows' differences
+        K, sq = _tree_reduce(X, _block_gram, bad)
     if bad.all():
         raise ValueError(
             f"robustagg.dask.{rule}: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
@@ -463,15 +481,15 @@ def signguard(
         coords = _sample_coordinates("signguard", d, coordinates, float(coordinate_fraction), gen)
     else:
         coords = np.empty(0, dtype=np.int64)
-    sq, counts, bad = _tree_reduce(X, _block_norms_signs, coords)
-    bad = np.asarray(bad, dtype=bool)
+    sq, counts = _tree_reduce(X, _block_norms_signs, coords)
+    bad = _nonfinite_from_sq_norms(sq)
     if bad.all():
         raise ValueError(
             "robustagg.dask.signguard: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
         )
     if nonfinite == "raise" and bad.any():
         raise ValueError(
-            f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf"
+            f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf or overflow"
         )
     rows = np.flatnonzero(~bad).astype(np.int64)
     m = rows.size

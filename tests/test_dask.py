@@ -77,12 +77,19 @@ def test_dask_equals_numpy(client, rule, kwargs, dtype):
         np.testing.assert_allclose(info.scores, einfo.scores, rtol=1e-8 if dtype == np.float64 else 2e-5)
 
 
+@pytest.mark.parametrize("overflow", [False, True])
 @pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
-def test_dask_nonfinite_rows_as_numpy(client, rule, kwargs):
+def test_dask_nonfinite_rows_as_numpy(client, rule, kwargs, overflow):
     _require(rule)
     G = _matrix(np.float64)
     G[0, 900] = np.nan  # non-finite in one column block only
     G[5, 3] = np.inf
+    if overflow:
+        # finite in every block of 200 columns, but its squared norm over all 1001 columns is
+        # past the validation layer's limit: excluded by both implementations alike
+        limit = np.finfo(np.float64).max / (4 * G.shape[0])
+        G[7] = np.sqrt(limit / 1001 * 1.5) * np.sign(G[7] + 0.5)
+        assert (G[7, :200] ** 2).sum() < limit
     X = da.from_array(G, chunks=(G.shape[0], 200))
     out, info = rdask.aggregate(X, rule, return_info=True, **kwargs)
     expected, einfo = robustagg.get_rule(rule)(G, return_info=True, **kwargs)
@@ -91,6 +98,7 @@ def test_dask_nonfinite_rows_as_numpy(client, rule, kwargs):
     np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9)
     np.testing.assert_array_equal(info.nonfinite, einfo.nonfinite)
     assert info.nonfinite[[0, 5]].all()
+    assert info.nonfinite[7] == overflow
     np.testing.assert_array_equal(info.kept, einfo.kept)
 
 
