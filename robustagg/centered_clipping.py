@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from . import kernels
 from ._array import to_numpy
 from ._registry import register_rule
-from ._validation import check_int, check_real, prepare
+from ._validation import NONFINITE_POLICIES, check_choice, check_int, check_real, prepare
 
 __all__ = ["CenteredClipping", "centered_clipping"]
 
@@ -117,15 +118,34 @@ class CenteredClipping:
     Parameters
     ----------
     tau : float, default 10.0
+        Clipping radius τ > 0.
     n_iters : int, default 5
+        Number of iterations L ≥ 1 per call.
     center : array_like of shape (d,), optional
-        The first round's centre (default zeros).
+        The first round's centre (default zeros); it fixes d.
     nonfinite : {"exclude", "raise"}, default "exclude"
+
+    Every option is validated here, at construction, with the messages of
+    :func:`centered_clipping` (naming ``CenteredClipping``).
 
     Attributes
     ----------
     center : numpy.ndarray or None
-        The current centre (float64), the last aggregate after a call.
+        The current centre (float64, a private copy), the last aggregate after a call.
+
+    Notes
+    -----
+    **The gradients' length d is fixed** by the first call (or the ``center`` given): a call with
+    another d is a ``ValueError`` naming both; :meth:`reset` starts over (from the zero vector,
+    with any d).
+
+    **Thread safety.** One instance may be shared by threads: each call reads the centre,
+    computes and stores the new centre under a lock, so N concurrent calls leave the same
+    centre as the same N calls made one after another in the order they took the lock. (The
+    conversion of the input and of the result happen outside the lock.)
+
+    **Pickling.** The instance pickles (and copies) with its centre and options; the lock is
+    not pickled, a new one is made on unpickling.
 
     Examples
     --------
@@ -135,24 +155,55 @@ class CenteredClipping:
     >>> out = cc(G); out2 = cc(G)   # the second round starts from the first aggregate
     """
 
+    _RULE = "CenteredClipping"
+
     def __init__(self, tau: float = 10.0, n_iters: int = 5, center: Any = None, nonfinite: str = "exclude"):
-        rule = "CenteredClipping"
+        rule = self._RULE
         self.tau = check_real(tau, rule=rule, name="tau", low=0.0, low_open=True)
         self.n_iters = check_int(n_iters, rule=rule, name="n_iters", low=1)
-        self.nonfinite = nonfinite
-        self.center = None if center is None else _center_vector(center, np.asarray(center).shape[-1], rule)
+        self.nonfinite = check_choice(nonfinite, NONFINITE_POLICIES, rule=rule, name="nonfinite")
+        if center is None:
+            self.center = None
+        else:
+            c, _ = to_numpy(center, rule=rule, name="center", ndim=1)
+            self.center = _center_vector(c, c.shape[0], rule)  # a float64 copy, never the caller's memory
+        self._from_construction = center is not None
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
-        """Forget the centre (the next call starts from zeros)."""
-        self.center = None
+        """Forget the centre (also one given at construction): the next call starts from the zero
+        vector and may have any length d."""
+        with self._lock:
+            self.center = None
+            self._from_construction = False
 
     def __call__(self, grads: Any, *, return_info: bool = False) -> Any:
+        """Aggregate one round from the current centre; the aggregate becomes the next centre.
+
+        Parameters
+        ----------
+        grads : array_like, shape (n, d)
+            Client gradients, d as in the previous calls.
+        return_info : bool, default False
+            As for :func:`centered_clipping`.
+        """
         p = prepare("centered_clipping", grads, nonfinite=self.nonfinite, return_info=return_info)
-        v0 = _center_vector(self.center, p.d, "CenteredClipping")
-        v, scales, dist = _run(p, v0, self.tau, self.n_iters)
-        # a private copy: the float64 aggregate is handed back as it is, and a caller scaling it in
-        # place must not move the next round's starting centre
-        self.center = v.copy()
+        with self._lock:
+            if self.center is not None and self.center.shape[0] != p.d:
+                where = (
+                    "given at construction" if self._from_construction else "the previous round's aggregate"
+                )
+                raise ValueError(
+                    f"{self._RULE}: the gradients have length d = {p.d}, but the centre has length "
+                    f"d = {self.center.shape[0]} ({where}); call reset() to start over from the zero "
+                    "vector with the new d, or use a new instance"
+                )
+            v0 = np.zeros(p.d) if self.center is None else self.center
+            v, scales, dist = _run(p, v0, self.tau, self.n_iters)
+            # a private copy: the float64 aggregate is handed back as it is, and a caller scaling it
+            # in place must not move the next round's starting centre
+            self.center = v.copy()
+            self._from_construction = False
         info = None
         if return_info:
             info = p.diagnostics(
@@ -162,6 +213,22 @@ class CenteredClipping:
                 clipped=p.expand(scales < 1.0),
             )
         return p.finish(v, info, return_info)
+
+    def __getstate__(self) -> dict:
+        with self._lock:  # a state no call is halfway through
+            state = self.__dict__.copy()
+        del state["_lock"]  # a lock does not pickle; each copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        d = "" if self.center is None else f", d={self.center.shape[0]}"
+        return (
+            f"CenteredClipping(tau={self.tau!r}, n_iters={self.n_iters!r}, nonfinite={self.nonfinite!r}{d})"
+        )
 
 
 register_rule("centered_clipping", centered_clipping)

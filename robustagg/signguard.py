@@ -586,7 +586,32 @@ class SignGuard:
     rng : None, int or numpy.random.Generator
         One generator is created at construction and advanced by every round.
     **options
-        Any keyword argument of :func:`signguard` (``lower``, ``upper``, ``clustering``, ...).
+        Any keyword argument of :func:`signguard` (``lower``, ``upper``, ``clustering``, ...)
+        except ``reference``, ``rng`` and ``return_info``. They are validated here, at
+        construction, with the messages of :func:`signguard` (naming ``SignGuard``); column
+        indices given as ``coordinates`` are checked against d at each call.
+
+    Attributes
+    ----------
+    previous : numpy.ndarray or None
+        A private copy of the last aggregate (in the compute dtype: float32 or float64).
+    last_info : Diagnostics or None
+        The last call's diagnostics.
+
+    Notes
+    -----
+    **The gradients' length d** of ``"sim"`` and ``"dist"`` is fixed by the previous round (its
+    aggregate is the next reference): a call with another d is a ``ValueError`` naming both;
+    :meth:`reset` starts over with any d. ``"plain"`` keeps no state that depends on d.
+
+    **Thread safety.** One instance may be shared by threads: each call reads the state (the
+    previous aggregate and the rng), computes and stores the new state under a lock, so N
+    concurrent calls leave the same state as the same N calls made one after another in the
+    order they took the lock. (The conversion of the input and of the result happen outside the
+    lock.)
+
+    **Pickling.** The instance pickles (and copies) with its options, rng and previous
+    aggregate; the lock is not pickled, a new one is made on unpickling.
 
     Examples
     --------
@@ -602,53 +627,131 @@ class SignGuard:
         "sim": ("cosine", "signguard_sim"),
         "dist": ("distance", "signguard_dist"),
     }
+    _DEFAULTS = dict(
+        lower=0.1, upper=3.0, coordinate_fraction=0.1, coordinates="random", feature_scaling="none",
+        clustering="meanshift", aggregator="mean", aggregator_options=None, norm_filter=True,
+        sign_clustering=True, clipping=True, nonfinite="exclude",
+    )  # fmt: skip
 
     def __init__(self, variant: str = "plain", *, rng: Any = None, **options: Any) -> None:
+        import threading
+
         check_choice(variant, self._VARIANTS, rule="SignGuard", name="variant")
         for bad in ("reference", "return_info", "rng"):
             if bad in options:
                 raise TypeError(f"SignGuard: {bad!r} is managed by the wrapper; pass it to the call instead")
+        self._opts = self._checked_options(options)
         self.variant = variant
-        self.options = options
+        self.options = dict(options)
         self._seed = rng
         self.rng = check_rng(rng, rule="SignGuard")
         self.previous: np.ndarray | None = None
         self.last_info = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def _checked_options(cls, options: dict) -> dict:
+        """Every option with its default, each checked as :func:`signguard` checks it."""
+        from collections.abc import Mapping
+
+        from ._validation import NONFINITE_POLICIES
+
+        rule = "SignGuard"
+        unknown = set(options) - set(cls._DEFAULTS)
+        if unknown:
+            raise TypeError(f"SignGuard: unknown option(s) {sorted(unknown)}; allowed: {sorted(cls._DEFAULTS)}")
+        o = {**cls._DEFAULTS, **options}
+        lower = check_real(o["lower"], rule=rule, name="lower", low=0.0)
+        check_real(o["upper"], rule=rule, name="upper", low=lower)
+        check_real(o["coordinate_fraction"], rule=rule, name="coordinate_fraction", low=0.0, high=1.0, low_open=True)
+        coordinates = o["coordinates"]
+        if isinstance(coordinates, str):
+            check_choice(coordinates, _COORDINATES, rule=rule, name="coordinates")
+        else:
+            idx = np.asarray(coordinates)
+            if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{rule}: argument 'coordinates' must be 'random', 'window' or a non-empty 1-D array of "
+                    f"integer column indices, got {coordinates!r}"
+                )
+            if idx.min() < 0:
+                raise ValueError(
+                    f"{rule}: argument 'coordinates' holds negative indices ({int(idx.min())}); column "
+                    "indices are in [0, d)"
+                )
+        check_choice(o["feature_scaling"], _SCALINGS, rule=rule, name="feature_scaling")
+        check_choice(o["clustering"], _CLUSTERINGS, rule=rule, name="clustering")
+        if not callable(o["aggregator"]):
+            check_choice(o["aggregator"], _AGGREGATORS, rule=rule, name="aggregator")
+        if o["aggregator_options"] is not None and not isinstance(o["aggregator_options"], Mapping):
+            raise TypeError(
+                f"{rule}: argument 'aggregator_options' must be a dict of keyword arguments or None, "
+                f"got {o['aggregator_options']!r}"
+            )
+        for name in ("norm_filter", "sign_clustering", "clipping"):
+            _check_bool(o[name], rule, name)
+        check_choice(o["nonfinite"], NONFINITE_POLICIES, rule=rule, name="nonfinite")
+        return o
 
     def __call__(self, grads: Any, *, return_info: bool = False) -> Any:
-        """Aggregate one round; remembers the aggregate as the next round's reference."""
+        """Aggregate one round; remembers the aggregate as the next round's reference.
+
+        Parameters
+        ----------
+        grads : array_like, shape (n, d)
+            Client gradients (for ``"sim"``/``"dist"``, d as in the previous round).
+        return_info : bool, default False
+            Also return the round's :class:`~robustagg.Diagnostics`.
+        """
         similarity, rule = self._VARIANTS[self.variant]
-        p, result, info = _run(
-            rule, grads, similarity, self.previous, **self._options(), rng=self.rng, return_info=return_info
-        )
-        # a private copy in the aggregate's own dtype: the array handed back (or the tensor made
-        # from it) may be scaled in place by the caller, which must not change the next round's
-        # reference; a float32 aggregate is widened value by value inside the pass (the same
-        # sums as from its float64 copy) and is read at half the bytes
-        self.previous = np.array(result, copy=True)
-        self.last_info = info
+        # converted once, outside the lock: the rule sees this NumPy view, the result goes back
+        # to the caller's library and dtype through its context
+        G, context = to_numpy(grads, rule=rule, name="grads", ndim=2)
+        with self._lock:
+            reference = self.previous if similarity is not None else None
+            if reference is not None and reference.shape[0] != G.shape[1]:
+                raise ValueError(
+                    f"SignGuard: the gradients have length d = {G.shape[1]}, but the previous round's "
+                    f"had d = {reference.shape[0]} (variant {self.variant!r} measures each row against "
+                    "that aggregate); call reset() to start over with the new d, or use a new instance"
+                )
+            p, result, info = _run(
+                rule, G, similarity, reference, **self._opts, rng=self.rng, return_info=return_info
+            )
+            # a private copy in the aggregate's own dtype: the array handed back (or the tensor made
+            # from it) may be scaled in place by the caller, which must not change the next round's
+            # reference; a float32 aggregate is widened value by value inside the pass (the same
+            # sums as from its float64 copy) and is read at half the bytes
+            self.previous = np.array(result, copy=True)
+            self.last_info = info
+        p.context = context
         return p.finish(result, info, return_info)
 
     aggregate = __call__
 
-    def _options(self) -> dict:
-        defaults = dict(
-            lower=0.1, upper=3.0, coordinate_fraction=0.1, coordinates="random", feature_scaling="none",
-            clustering="meanshift", aggregator="mean", aggregator_options=None, norm_filter=True,
-            sign_clustering=True, clipping=True, nonfinite="exclude",
-        )  # fmt: skip
-        unknown = set(self.options) - set(defaults)
-        if unknown:
-            raise TypeError(f"SignGuard: unknown option(s) {sorted(unknown)}; allowed: {sorted(defaults)}")
-        defaults.update(self.options)
-        return defaults
-
     def reset(self) -> None:
-        """Forget the previous aggregate; re-seed the rng when it was given as an int seed."""
-        self.previous = None
-        self.last_info = None
-        if self._seed is None or isinstance(self._seed, numbers.Integral):
-            self.rng = check_rng(self._seed, rule="SignGuard")
+        """Forget the previous aggregate (the next call may have any d); re-seed the rng when it
+        was given as an int seed (a fresh one for ``rng=None``)."""
+        with self._lock:
+            self.previous = None
+            self.last_info = None
+            if self._seed is None or isinstance(self._seed, numbers.Integral):
+                self.rng = check_rng(self._seed, rule="SignGuard")
+
+    def __getstate__(self) -> dict:
+        import copy
+
+        with self._lock:  # a state no call is halfway through (the rng is advanced in place)
+            state = self.__dict__.copy()
+            state["rng"] = copy.deepcopy(self.rng)
+        del state["_lock"]  # a lock does not pickle; each copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import threading
+
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
