@@ -10,6 +10,10 @@ in, the same library out)::
 Rules and attacks are also available by name (``robustagg.RULES``, ``robustagg.ATTACKS``).
 """
 
+from . import (
+    attacks,  # noqa: E402  (registers the attacks)
+    clustering,  # noqa: E402
+)
 from ._diagnostics import Diagnostics
 from ._registry import (
     ATTACKS,
@@ -21,17 +25,15 @@ from ._registry import (
     register_preaggregator,
     register_rule,
 )
+from ._validation import TooFewClientsError
+from .centered_clipping import *  # noqa: F403
 from .coordinatewise import *  # noqa: F403
 from .distance import *  # noqa: F403
-from .spectral import *  # noqa: F403
-from .preaggregation import *  # noqa: F403
-from .centered_clipping import *  # noqa: F403
-from .subset import *  # noqa: F403
 from .fltrust import *  # noqa: F403
+from .preaggregation import *  # noqa: F403
 from .signguard import *  # noqa: F403
-from . import clustering  # noqa: E402
-
-from . import attacks  # noqa: E402  (registers the attacks)
+from .spectral import *  # noqa: F403
+from .subset import *  # noqa: F403
 
 __version__ = "0.1.0"
 
@@ -40,6 +42,7 @@ __all__ = [
     "Diagnostics",
     "PREAGGREGATORS",
     "RULES",
+    "TooFewClientsError",
     "attacks",
     "get_attack",
     "get_rule",

@@ -29,6 +29,7 @@ from ._diagnostics import Diagnostics
 __all__ = [
     "NONFINITE_POLICIES",
     "Prepared",
+    "TooFewClientsError",
     "check_choice",
     "check_f",
     "check_int",
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 NONFINITE_POLICIES = ("exclude", "raise")
+
+
+class TooFewClientsError(ValueError):
+    """A rule refused its input for the number of rows alone: fewer clients than its bound on n
+    and f allows (Krum: n >= 2f + 3, ...), or no finite row left. A ``ValueError``; integrations
+    (the Flower strategies) catch this one to skip a round, while any other error still fails."""
 
 
 def sq_norm_limit(n: int) -> float:
@@ -165,7 +172,7 @@ def check_f(
     """
     f = check_int(f, rule=rule, name="f", low=0)
     if min_n is not None and n < min_n(f):
-        raise ValueError(
+        raise TooFewClientsError(
             f"{rule}: needs {bound or f'n >= {min_n(f)}'} (n clients, f Byzantine); got n={n}, f={f}, "
             f"so f must be at most {max_f(min_n, n)}"
         )
@@ -310,7 +317,7 @@ def prepare(
     G, ctx = to_numpy(grads, rule=rule, name=name, ndim=2)
     n, d = G.shape
     if n == 0:
-        raise ValueError(f"{rule}: argument {name!r} has no rows (n = 0); at least one client gradient is needed")
+        raise TooFewClientsError(f"{rule}: argument {name!r} has no rows (n = 0); at least one client gradient is needed")
     if d == 0:
         raise ValueError(f"{rule}: argument {name!r} has rows of length d = 0; gradients need at least one coordinate")
     if f is not None or min_n is not None:
@@ -326,7 +333,7 @@ def prepare(
                 "use nonfinite='exclude' to treat them as Byzantine"
             )
         if bad.all():
-            raise ValueError(
+            raise TooFewClientsError(
                 f"{rule}: every row of {name!r} holds NaN or Inf or overflows "
                 f"({_describe_nonfinite(G, bad, name)}); there is nothing to aggregate"
             )

@@ -34,8 +34,9 @@ Conventions chosen here (and why):
   usable replies than its bound on n and f allows (``krum`` needs n >= 2f + 3), or no usable
   reply at all -- the strategy keeps the global arrays (``aggregate_train`` / ``aggregate_fit``
   return ``None`` arrays), reports ``robustagg-skipped = 1`` in the metrics and logs the reason
-  on the ``robustagg.flower`` logger. Any ``ValueError`` the rule raises on the round's matrix
-  is treated so; ``f`` itself is checked when the strategy is built.
+  on the ``robustagg.flower`` logger. That is the rule's :class:`robustagg.TooFewClientsError`;
+  any other error (a bad option, say) still fails the round. ``f`` itself is checked when the
+  strategy is built.
 * **Diagnostics as metrics.** The round's train metrics carry ``robustagg-clients`` (n),
   ``robustagg-kept`` (how many clients the rule kept), ``robustagg-kept-indices`` (their
   positions among the round's replies), ``robustagg-nonfinite`` (non-finite rows, malformed
@@ -91,7 +92,7 @@ from flwr.supercore import log
 
 from ._diagnostics import Diagnostics
 from ._registry import get_rule
-from ._validation import check_choice, check_int, check_rng, nonfinite_mask
+from ._validation import TooFewClientsError, check_choice, check_int, check_rng, nonfinite_mask
 
 __all__ = ["ArrayLayout", "LegacyRobustStrategy", "RobustAggregator", "RobustStrategy"]
 
@@ -430,7 +431,7 @@ class RobustAggregator:
             return _Round(None, None, malformed, nonfinite, reasons, skipped=reason)
         try:
             out, info = self.aggregate_matrix(G)
-        except ValueError as exc:  # the rule's bound on n and f, or another refusal of this matrix
+        except TooFewClientsError as exc:  # the rule's bound on n and f, or no finite row left
             reason = (
                 f"the rule {self.rule_name!r} refused the round's {n} replies "
                 f"({int(nonfinite.sum())} of them malformed or non-finite): {exc}"

@@ -415,3 +415,15 @@ def test_negative_f_is_refused_when_the_strategy_is_built():
         RobustStrategy("krum", f=-1)
     with pytest.raises(TypeError, match="argument 'f' must be an integer"):
         LegacyRobustStrategy("krum", f=1.5)
+
+
+def test_a_bad_rule_option_fails_the_round_instead_of_skipping_it(rng):
+    """Only the rule's bound on n and f (TooFewClientsError) skips a round: a wrong option is the
+    operator's error and must surface, not be logged as a skipped round every round."""
+    g = _model(rng)
+    clients = _clients(rng, g, 9)
+    strategy = RobustStrategy("geometric_median", rule_kwargs={"maxiter": 0})
+    strategy.global_arrays = ArrayRecord({k: Array(v) for k, v in g.items()})
+    replies = [_reply(c, i) for i, c in enumerate(clients)]
+    with pytest.raises(ValueError, match="geometric_median: argument 'maxiter'"):
+        strategy.aggregate_train(1, replies)
