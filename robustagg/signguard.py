@@ -32,6 +32,7 @@ from ._registry import RULES, register_rule
 from ._validation import check_choice, check_real, check_rng, prepare
 from .clustering import estimate_bandwidth as _estimate_bandwidth
 from .clustering import kmeans, largest_cluster, mean_shift
+from .kernels._thresholds import SIGNGUARD_EXACT_GRAM_MAX
 
 __all__ = ["SignGuard", "signguard", "signguard_dist", "signguard_sim"]
 
@@ -42,7 +43,7 @@ _AGGREGATORS = ("mean", "trimmed_mean", "median")
 # SignGuard-Sim without a reference: up to this many m * m * d the Gram matrix is summed directly
 # in float64 (exact to rounding; ~10-20 ms at the limit); above it, through the BLAS pairwise
 # distances (Gram-bound; cosines within ~1e-7 of the direct sums for float32 input)
-_EXACT_GRAM_MAX = 1 << 24
+_EXACT_GRAM_MAX = SIGNGUARD_EXACT_GRAM_MAX
 
 
 def _check_bool(value: Any, rule: str, name: str) -> bool:
