@@ -9,6 +9,11 @@ Used by ``robustagg experiment`` and reusable by the benchmark harness::
 
 The bar draws itself only when its stream is a terminal (and ``enabled`` is not ``False``):
 logs, pipes and CI stay clean. Redraws are throttled (at most ``max_fps`` per second).
+
+With ``lines=True`` progress stays visible when the stream is not a terminal: every
+:meth:`Progress.update` then prints one line, e.g.
+``table1 3/90 (3%) mean/lie 97.1% | 0:41 elapsed, ~19:53 left`` (used by
+``robustagg experiment``, whose cells take seconds to minutes each).
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ class Progress:
     enabled : bool or None
         ``None`` (default) draws only when ``stream`` is a TTY; ``False`` never draws (``--quiet``);
         ``True`` always draws (tests).
+    lines : bool, default False
+        When the bar is not drawn because ``stream`` is not a TTY (``enabled=None``), print one
+        line per :meth:`update` instead: the count, the postfix, the elapsed time and an
+        estimate of the time left (elapsed / done × remaining). ``enabled=False`` still prints
+        nothing.
     stream : file, default ``sys.stderr``
     width : int
         Width of the bar in characters.
@@ -58,14 +68,18 @@ class Progress:
         stream: TextIO | None = None,
         width: int = 28,
         max_fps: float = 10.0,
+        lines: bool = False,
     ) -> None:
         self.total = max(int(total), 0)
         self.desc = desc
         self.stream = sys.stderr if stream is None else stream
+        tty = enabled
         if enabled is None:
             isatty = getattr(self.stream, "isatty", None)
             enabled = bool(isatty and isatty())
         self.enabled = bool(enabled)
+        #: one line per update when not a terminal (and not silenced)
+        self.lines = bool(lines) and tty is None and not self.enabled
         self.width = int(width)
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
         self.count = 0
@@ -81,6 +95,8 @@ class Progress:
         self.count += int(steps)
         if postfix is not None:
             self.postfix = str(postfix)
+        if self.lines:
+            print(self.render_line(), file=self.stream, flush=True)
         self._draw(force=self.count >= self.total > 0)
 
     def set_postfix(self, postfix: str) -> None:
@@ -131,6 +147,27 @@ class Progress:
         if self.postfix:
             line += f" {self.postfix}"
         return line
+
+    def eta(self, elapsed: float | None = None) -> float:
+        """Seconds left, estimated as elapsed / done × remaining (NaN before the first step)."""
+        if elapsed is None:
+            elapsed = time.perf_counter() - self.start
+        if not self.count:
+            return float("nan")
+        return elapsed / self.count * max(self.total - self.count, 0)
+
+    def render_line(self) -> str:
+        """The log line of :meth:`update` in ``lines`` mode (no bar, no carriage return)."""
+        elapsed = time.perf_counter() - self.start
+        head = f"{self.desc} " if self.desc else ""
+        if self.total > 0:
+            count = f"{self.count}/{self.total} ({min(self.count / self.total, 1.0) * 100:.0f}%)"
+            left = "done" if self.count >= self.total else f"~{format_seconds(self.eta(elapsed))} left"
+        else:
+            count, left = f"{self.count} done", ""
+        tail = f"{format_seconds(elapsed)} elapsed" + (f", {left}" if left else "")
+        post = f" {self.postfix}" if self.postfix else ""
+        return f"{head}{count}{post} | {tail}"
 
     def _clear(self) -> None:
         if self._last_len:

@@ -4,6 +4,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import robustagg
 from robustagg import Diagnostics
@@ -19,6 +21,7 @@ from robustagg.training import (
     run_federated,
     sign_fractions,
 )
+from robustagg.training.data import DatasetError
 
 # ------------------------------------------------------------------------------------------------
 # models
@@ -116,9 +119,129 @@ def test_npz_and_arrays(tmp_path, rng):
     with pytest.raises(FileNotFoundError):
         load_dataset(str(tmp_path / "missing.npz"))
     with pytest.raises(ValueError, match="unknown dataset"):
-        load_dataset("mnist")
+        load_dataset("cifar10")
     with pytest.raises(ValueError, match="labels"):
         from_arrays(X, y[:10])
+
+
+def _standardised_oracle(X_train, X_test):
+    """float64, the training set's mean and population std, scale 1 for a constant column."""
+    X_train = np.asarray(X_train, dtype=np.float64)
+    mu, sd = X_train.mean(axis=0), X_train.std(axis=0)
+    const = np.ptp(X_train, axis=0) == 0
+    mu[const], sd[const] = X_train[0, const], 1.0
+    return (X_train - mu) / sd, (np.asarray(X_test, dtype=np.float64) - mu) / sd
+
+
+def test_pixels_and_float32_are_standardised_in_float32(rng):
+    X = rng.integers(0, 256, size=(300, 6, 5), dtype=np.uint8)
+    X[:, 0, 0] = 17  # constant
+    Xt = rng.integers(0, 256, size=(40, 6, 5), dtype=np.uint8)
+    y, yt = np.arange(300) % 4, np.arange(40) % 4
+    before = X.copy()
+    data = from_arrays(X, y, Xt, yt)
+    np.testing.assert_array_equal(X, before)  # the caller's arrays are not touched
+    assert data.X_train.dtype == np.float32 and data.X_test.dtype == np.float32
+    want_tr, want_te = _standardised_oracle(X.reshape(300, -1) / 255.0, Xt.reshape(40, -1) / 255.0)
+    np.testing.assert_allclose(data.X_train, want_tr, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(data.X_test, want_te, rtol=1e-5, atol=1e-5)
+    assert np.all(data.X_train[:, 0] == 0)
+    # float32 input: float32 too, same oracle; float64 and integers other than bytes: float64
+    F = rng.normal(3.0, 2.0, size=(200, 7)).astype(np.float32)
+    d32 = from_arrays(F, np.arange(200) % 3, F[:50], np.arange(50) % 3)
+    assert d32.X_train.dtype == np.float32
+    np.testing.assert_allclose(d32.X_train, _standardised_oracle(F, F[:50])[0], rtol=1e-5, atol=1e-5)
+    assert from_arrays(F.astype(np.float64), np.arange(200) % 3).X_train.dtype == np.float64
+    assert from_arrays(F.astype(np.int16), np.arange(200) % 3).X_train.dtype == np.float64
+
+
+@given(
+    m=st.integers(2, 40),
+    p=st.integers(1, 6),
+    scale=st.sampled_from([1e-3, 1.0, 1e4]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_float32_standardisation_matches_float64_oracle(m, p, scale, seed):
+    r = np.random.default_rng(seed)
+    X = (r.normal(size=(m, p)) * scale + r.normal(size=p) * 10 * scale).astype(np.float32)
+    X[:, 0] = X[0, 0]  # a constant column stays exactly 0
+    y = np.arange(m) % 2
+    data = from_arrays(X, y, X, y)
+    want, _ = _standardised_oracle(X, X)
+    np.testing.assert_allclose(data.X_train, want, rtol=2e-4, atol=2e-4)
+    assert np.all(data.X_train[:, 0] == 0)
+
+
+def test_dataset_fingerprint_follows_content_not_name(tmp_path, rng):
+    X = rng.normal(size=(40, 3))
+    y = np.arange(40) % 2
+    a = from_arrays(X, y, X[:10], y[:10], name="a")
+    b = from_arrays(X.copy(), y.copy(), X[:10].copy(), y[:10].copy(), name="b")
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16
+    X2 = X.copy()
+    X2[5, 1] += 1e-9
+    assert from_arrays(X2, y, X[:10], y[:10]).fingerprint != a.fingerprint
+    y2 = y.copy()
+    y2[[0, 1]] = y2[[1, 0]]
+    assert from_arrays(X, y2, X[:10], y[:10]).fingerprint != a.fingerprint
+    np.savez(tmp_path / "one.npz", x_train=X, y_train=y, x_test=X[:10], y_test=y[:10])
+    np.savez(tmp_path / "two.npz", x_train=X, y_train=y, x_test=X[:10], y_test=y[:10])
+    assert (
+        load_dataset(str(tmp_path / "one.npz")).fingerprint
+        == load_dataset(str(tmp_path / "two.npz")).fingerprint
+    )
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"not a zip"), "not a valid .npz file"),
+        (lambda p: p.write_bytes(_valid_npz_bytes()[:-30]), "not a valid .npz file"),
+        (lambda p: np.savez(p, X=np.array([{"a": 1}] * 4, dtype=object), y=np.arange(4)), "Python objects"),
+        (lambda p: np.savez(p, a=np.zeros(3)), "expected arrays 'X' and 'y'"),
+        (lambda p: np.savez(p, X=np.full((8, 2), np.nan), y=np.arange(8) % 2), "NaN or Inf"),
+        (lambda p: np.savez(p, X=np.zeros((8, 2)), y=np.arange(7)), "8 samples but y has 7 labels"),
+        (lambda p: np.savez(p, X=np.zeros((8, 2)), y=np.zeros(8)), "at least 2 classes"),
+        (lambda p: np.savez(p, X=np.array([["a", "b"]] * 8), y=np.arange(8) % 2), "real numbers"),
+        (lambda p: np.savez(p, X=np.zeros((8, 2)), y=np.linspace(0, 1, 8)), "integer class labels"),
+        (lambda p: np.savez(p, X=np.zeros((4, 2)), y=np.array([0, 0, 1, 1])), "cannot split 4 samples"),
+        (
+            lambda p: np.savez(
+                p,
+                x_train=np.zeros((8, 2)),
+                y_train=np.arange(8) % 2,
+                x_test=np.zeros((3, 5)),
+                y_test=np.arange(3) % 2,
+            ),
+            "train has 2 features, test has 5",
+        ),
+    ],
+    ids=[
+        "not-zip",
+        "truncated",
+        "pickled",
+        "no-arrays",
+        "nan",
+        "labels",
+        "one-class",
+        "strings",
+        "float-labels",
+        "tiny",
+        "features",
+    ],
+)
+def test_bad_npz_files_are_clear_errors_naming_the_file(tmp_path, make, message):
+    path = tmp_path / "data.npz"
+    make(path)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(str(path))
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def _valid_npz_bytes():
+    buf = io.BytesIO()
+    np.savez(buf, X=np.arange(200.0).reshape(100, 2), y=np.arange(100) % 2)
+    return buf.getvalue()
 
 
 def _assert_exact_partition(parts, m):
@@ -261,6 +384,7 @@ def test_attack_sees_all_honest_gradients_and_kept_rates(digits):
         epochs=2,
         rule=norm_filter,
         attack=scale_up,
+        record_signs=True,
     )
     np.testing.assert_array_equal(seen["mask"], res.byzantine)
     assert seen["shape"] == (10, res.summary["d"])
@@ -399,3 +523,107 @@ def test_fltrust_gets_the_servers_root_gradient_and_learns():
     assert res.summary["honest_kept_rate"] > 0.9
     # trains despite 20 % sign-flipping clients, close to the attack-free mean
     assert res.summary["best_accuracy"] > base.summary["best_accuracy"] - 0.1 > 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# the trainer's schedule and precision
+
+
+def test_evaluation_schedule_default_once_an_epoch_and_at_the_end(digits):
+    evaluated = []
+    from robustagg.training import models
+
+    real = models._Model.evaluate
+
+    def spy(self, theta, X, y):
+        evaluated.append(X.shape[0])
+        return real(self, theta, X, y)
+
+    kw = dict(model="logreg", n_clients=10, epochs=3, batch_size=16, record_signs=False)
+    import unittest.mock as mock
+
+    with mock.patch.object(models._Model, "evaluate", spy):
+        res = run_federated(digits, **kw)
+    rpe = res.summary["rounds_per_epoch"]
+    assert rpe > 1
+    assert res.history["round"].tolist() == [0, rpe, 2 * rpe, 3 * rpe]
+    assert res.history["epoch"].tolist() == [0, 1, 2, 3]
+    assert len(evaluated) == 4 and set(evaluated) == {digits.X_test.shape[0]}  # the test set, 4 times
+    assert res.summary["best_accuracy"] == res.history["accuracy"].max()
+    assert res.summary["final_accuracy"] == res.history["accuracy"][-1]
+    # every N rounds, and always after the last one
+    res = run_federated(digits, eval_every=rpe + 1, **kw)
+    total = 3 * rpe
+    want = [0, *range(rpe + 1, total + 1, rpe + 1)]
+    want += [] if want[-1] == total else [total]
+    assert res.history["round"].tolist() == want
+    res1 = run_federated(digits, eval_every=1, **kw)
+    assert res1.history["round"].tolist() == list(range(total + 1))
+    # the same training, only evaluated more often: the evaluations at epoch ends agree
+    base = run_federated(digits, **kw)
+    np.testing.assert_array_equal(res1.history["accuracy"][::rpe], base.history["accuracy"])
+    np.testing.assert_array_equal(res1.theta, base.theta)
+    with pytest.raises(ValueError, match="eval_every"):
+        run_federated(digits, eval_every=0, **kw)
+
+
+def test_sign_statistics_only_when_asked(digits, monkeypatch):
+    from robustagg.training import federated
+
+    calls = []
+    real = federated.sign_fractions
+    monkeypatch.setattr(federated, "sign_fractions", lambda G: calls.append(1) or real(G))
+    kw = dict(model="logreg", n_clients=10, epochs=2, batch_size=16)
+    res = run_federated(digits, **kw)
+    assert calls == [] and not {"honest_signs", "malicious_signs", "lie_signs"} & set(res.history)
+    res = run_federated(digits, record_signs=True, **kw)
+    assert calls and res.history["lie_signs"].shape == (res.summary["rounds"], 3)
+
+
+def test_float32_data_trains_a_float32_model(digits):
+    seen = []
+
+    def capture(grads):
+        G = np.asarray(grads)
+        seen.append(G.dtype)
+        return G.mean(axis=0)
+
+    d32 = from_arrays(
+        digits.X_train.astype(np.float32), digits.y_train, digits.X_test.astype(np.float32), digits.y_test
+    )
+    kw = dict(model="mlp", n_clients=10, epochs=6, batch_size=48, lr=0.1)
+    res32 = run_federated(d32, rule=capture, **kw)
+    assert set(seen) == {np.dtype(np.float32)} and res32.theta.dtype == np.float32
+    seen.clear()
+    res64 = run_federated(digits, rule=capture, **kw)
+    assert set(seen) == {np.dtype(np.float64)} and res64.theta.dtype == np.float64
+    # the same training up to float32 rounding
+    assert abs(res32.summary["best_accuracy"] - res64.summary["best_accuracy"]) < 0.03
+    assert res32.summary["best_accuracy"] > 0.85
+
+
+def test_progress_lines_when_not_a_terminal(monkeypatch):
+    buf = io.StringIO()
+    import types
+
+    from robustagg import _progress
+
+    clock = iter([100.0, 110.0, 130.0])  # the start, then one reading per line
+    monkeypatch.setattr(_progress, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    with Progress(3, "table1", stream=buf, lines=True) as bar:
+        bar.update(1, postfix="mean/lie 97.1%")
+        bar.update(1, postfix="median/lie 95.0%")
+    monkeypatch.undo()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in buf.getvalue() and "|#" not in buf.getvalue()
+    # 10 s for one cell: ~20 s for the other two; 30 s for two: ~15 s for the last
+    assert lines[0].startswith("table1 1/3 (33%) mean/lie 97.1%") and "0:10 elapsed, ~0:20 left" in lines[0]
+    assert lines[1].startswith("table1 2/3 (67%) median/lie 95.0%") and "0:30 elapsed, ~0:15 left" in lines[1]
+    buf = io.StringIO()
+    with Progress(2, "x", stream=buf, lines=True, enabled=False) as bar:  # --quiet
+        bar.update(2)
+    assert buf.getvalue() == ""
+    buf = io.StringIO()
+    with Progress(2, "x", stream=buf) as bar:  # lines not asked: silent off a terminal, as before
+        bar.update(2)
+    assert buf.getvalue() == ""
