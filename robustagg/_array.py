@@ -60,6 +60,7 @@ class ArrayContext:
     device: Any = None
     dtype: Any = None
     cast_back: bool = False
+    rule: str | None = None  # the rule or attack the input was given to (set with cast_back)
 
     def wrap(self, result: np.ndarray, *, cast: bool = True) -> Any:
         """Convert a NumPy result back to the caller's array library, device and dtype.
@@ -73,26 +74,74 @@ class ArrayContext:
             (float16/bfloat16 in, float16/bfloat16 out). ``cast=False`` keeps the compute dtype:
             for intermediate arrays handed to another rule (an attack's line search), so that
             every step computes on the same values as for float32 input.
+
+        Raises
+        ------
+        ValueError
+            When rounding to the caller's dtype turns a finite value into an infinity or NaN (a
+            float16 result beyond 65504, say): the message names the rule and the dtype.
         """
         cast = cast and self.cast_back
         if self.kind == "numpy":
-            return result.astype(self.dtype) if cast else result
+            return self._narrowed(result) if cast else result
         if self.kind == "torch":
             import torch
 
             out = torch.from_numpy(np.ascontiguousarray(result))
             if cast:  # one rounding, on the CPU (half the bytes to move to the device)
                 out = out.to(self.dtype)
+                if self.dtype.itemsize < result.dtype.itemsize:
+                    self._check_range(result, torch.isfinite(out.to(torch.float32)).numpy())
             if self.device is not None and str(self.device) != "cpu":
                 out = out.to(self.device)
             return out
         if cast:  # the ml_dtypes types are NumPy dtypes: the namespace takes them as they are
-            result = result.astype(self.dtype)
+            result = self._narrowed(result)
         xp = self.namespace
         try:
             return xp.asarray(result, device=self.device)
         except TypeError:  # namespaces whose asarray has no device argument
             return xp.asarray(result)
+
+    def _narrowed(self, result: np.ndarray) -> np.ndarray:
+        """``result`` rounded to the caller's NumPy (or ml_dtypes) dtype, range checked."""
+        with np.errstate(over="ignore", invalid="ignore"):  # reported below, in the rule's words
+            out = result.astype(self.dtype)
+        if out.dtype.itemsize < result.dtype.itemsize:
+            self._check_range(result, np.isfinite(out.astype(np.float32)))
+        return out
+
+    def _check_range(self, result: np.ndarray, finite_after: np.ndarray) -> None:
+        """Raise when a value finite in ``result`` is not finite after the rounding."""
+        lost = ~finite_after & np.isfinite(result)
+        if not lost.any():
+            return
+        name = str(self.dtype).removeprefix("torch.")
+        largest = float(np.max(np.abs(result[lost])))
+        raise ValueError(
+            f"{self.rule or 'robustagg'}: the result does not fit in {name}, the input's dtype: "
+            f"{int(lost.sum())} finite value(s), up to {largest:.4g} in magnitude, exceed its largest "
+            f"finite value {_largest_finite(self.dtype):.6g}; the computation ran in float32 (pass "
+            "float32 input to get that result)"
+        )
+
+
+def _largest_finite(dtype: Any) -> float:
+    """The largest finite value of a PyTorch, NumPy or ml_dtypes floating dtype (NaN if unknown)."""
+    if type(dtype).__module__.startswith("torch"):
+        import torch
+
+        return float(torch.finfo(dtype).max)
+    try:
+        return float(np.finfo(dtype).max)
+    except (TypeError, ValueError):
+        pass
+    try:
+        import ml_dtypes
+
+        return float(ml_dtypes.finfo(dtype).max)
+    except Exception:  # pragma: no cover - a float type of another package
+        return float("nan")
 
 
 _NUMPY_CONTEXT = ArrayContext("numpy")
@@ -245,7 +294,7 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
                 ctx = _with_dtype(ctx, rows[0].dtype)
         elif ctx.kind == "torch" and ctx.cast_back:  # mixed dtypes: the stacked (compute) dtype
             ctx = dataclasses.replace(ctx, cast_back=False)
-        return arr, ctx  # type: ignore[return-value]
+        return arr, _named(ctx, rule)  # type: ignore[arg-type]
     try:
         arr, ctx = _single_to_numpy(x)
     except ValueError as exc:  # NumPy refuses ragged nested lists
@@ -255,7 +304,12 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
     if arr.ndim != ndim:
         what = "(n, d) matrix" if ndim == 2 else f"{ndim}-D array"
         raise ValueError(f"{rule}: argument {name!r} must be a {what}, got an array of shape {arr.shape}")
-    return arr, _with_dtype(ctx, original)
+    return arr, _named(_with_dtype(ctx, original), rule)
+
+
+def _named(ctx: ArrayContext, rule: str) -> ArrayContext:
+    """A context that rounds results back carries the rule's name, for its range error."""
+    return dataclasses.replace(ctx, rule=rule) if ctx.cast_back else ctx
 
 
 def _check_dtype(arr: np.ndarray, rule: str, name: str) -> np.ndarray:

@@ -77,7 +77,10 @@ def _as_float32(kind: str, out) -> np.ndarray:
     """An output of ``kind``, checked to be of that library and dtype, as float32 values."""
     lib, dtype = kind.split("-")
     if lib == "numpy":
-        assert isinstance(out, np.ndarray) and out.dtype == np.float16, (type(out), getattr(out, "dtype", None))
+        assert isinstance(out, np.ndarray) and out.dtype == np.float16, (
+            type(out),
+            getattr(out, "dtype", None),
+        )
         return out.astype(np.float32)
     if lib == "torch":
         assert isinstance(out, torch.Tensor) and out.dtype == getattr(torch, dtype), (type(out), out.dtype)
@@ -213,3 +216,42 @@ def test_numpy_float16_median_is_the_float32_median_rounded_once(G):
     out = robustagg.median(G)
     assert out.dtype == np.float16
     np.testing.assert_array_equal(out.astype(np.float32), _round_f16(np.median(G.astype(np.float32), axis=0)))
+
+
+# ------------------------------------------------------------------------------------------------
+# results beyond the caller's dtype
+
+
+@pytest.mark.parametrize("kind", ["numpy-float16", "torch-float16", "jax-float16"])
+def test_a_result_beyond_the_dtypes_range_is_the_rules_error(kind):
+    """A finite float32 result that rounds to Inf in float16 is a ValueError naming the rule and
+    the dtype (no NumPy overflow warning); rows the attack makes non-finite on purpose stay."""
+    import warnings
+
+    X, G32 = _make(kind, _grads())
+    message = (
+        r"^reverse_scaled: the result does not fit in float16, the input's dtype: \d+ finite value\(s\), "
+        r"up to [0-9.e+]+ in magnitude, exceed its largest finite value 65504; the computation ran in float32"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NumPy RuntimeWarning would be an error here
+        with pytest.raises(ValueError, match=message):
+            robustagg.attacks.reverse_scaled(X, 2, r=1e5)
+        with pytest.raises(ValueError, match=r"^fltrust: the result does not fit in float16"):
+            robustagg.fltrust(X, np.full(D, 1e5, dtype=np.float32))
+        out = _as_float32(kind, robustagg.attacks.inf(X, 2))
+    assert np.isinf(out[:2]).all() and np.array_equal(out[2:], G32[2:])
+
+
+def test_ml_dtypes_float8_round_trip_and_range():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    f8 = ml_dtypes.float8_e4m3fn  # no infinities: an overflow would be NaN
+    X = _grads().astype(f8)
+    G32 = X.astype(np.float32)
+    out = robustagg.median(X)
+    assert out.dtype == f8
+    np.testing.assert_array_equal(
+        out.astype(np.float32), np.median(G32, axis=0).astype(f8).astype(np.float32)
+    )
+    with pytest.raises(ValueError, match=r"^reverse_scaled: the result does not fit in float8_e4m3fn.* 448;"):
+        robustagg.attacks.reverse_scaled(X, 2, r=1e4)

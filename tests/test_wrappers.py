@@ -65,7 +65,9 @@ def test_signguard_construction_errors_the_functions_do_not_share():
         robustagg.SignGuard(coordinates=[-1, 2])
     with pytest.raises(TypeError, match=r"^SignGuard: argument 'aggregator_options' must be a dict"):
         robustagg.SignGuard(aggregator_options=[("f", 1)])
-    with pytest.raises(ValueError, match=r"^SignGuard: argument 'variant' must be one of 'plain', 'sim', 'dist'"):
+    with pytest.raises(
+        ValueError, match=r"^SignGuard: argument 'variant' must be one of 'plain', 'sim', 'dist'"
+    ):
         robustagg.SignGuard("cosine")
     with pytest.raises(TypeError, match=r"^SignGuard: 'reference' is managed by the wrapper"):
         robustagg.SignGuard("sim", reference=np.ones(3))
@@ -86,7 +88,11 @@ CC_BAD = [
     (dict(tau=0.0), ValueError, "centered_clipping: argument 'tau' must be in (0.0, inf), got 0.0"),
     (dict(tau="1"), TypeError, "centered_clipping: argument 'tau' must be a real number, got '1' (str)"),
     (dict(n_iters=0), ValueError, "centered_clipping: argument 'n_iters' must be >= 1, got 0"),
-    (dict(n_iters=2.0), TypeError, "centered_clipping: argument 'n_iters' must be an integer, got 2.0 (float)"),
+    (
+        dict(n_iters=2.0),
+        TypeError,
+        "centered_clipping: argument 'n_iters' must be an integer, got 2.0 (float)",
+    ),
     (dict(nonfinite="skip"), ValueError, None),
 ]
 
@@ -152,14 +158,18 @@ def test_centered_clipping_change_of_d_is_a_clear_error_and_reset_starts_over():
     with pytest.raises(ValueError) as err:
         cc(_grads(4, d=30))
     msg = str(err.value)
-    assert msg.startswith("CenteredClipping: the gradients have length d = 30, but the centre has length d = 40")
+    assert msg.startswith(
+        "CenteredClipping: the gradients have length d = 30, but the centre has length d = 40"
+    )
     assert "previous round's aggregate" in msg and "reset()" in msg and "argument 'center'" not in msg
     np.testing.assert_array_equal(cc.center, kept)
     cc.reset()
     G30 = _grads(4, d=30)
     np.testing.assert_array_equal(cc(G30), robustagg.centered_clipping(G30, tau=0.5, n_iters=2))
     given = robustagg.CenteredClipping(center=np.zeros(40))
-    with pytest.raises(ValueError, match=r"d = 30, but the centre has length d = 40 \(given at construction\)"):
+    with pytest.raises(
+        ValueError, match=r"d = 30, but the centre has length d = 40 \(given at construction\)"
+    ):
         given(G30)
 
 
