@@ -103,6 +103,13 @@ class ArrayContext:
         except TypeError:  # namespaces whose asarray has no device argument
             return xp.asarray(result)
 
+    @property
+    def largest_finite(self) -> float | None:
+        """The largest finite value a result can hold once rounded back to the caller's dtype
+        (65504 for float16), or None when results keep their compute dtype: for code that bounds
+        what it computes (an attack's search) to what the caller's dtype can hold."""
+        return _largest_finite(self.dtype) if self.cast_back else None
+
     def _narrowed(self, result: np.ndarray) -> np.ndarray:
         """``result`` rounded to the caller's NumPy (or ml_dtypes) dtype, range checked."""
         with np.errstate(over="ignore", invalid="ignore"):  # reported below, in the rule's words

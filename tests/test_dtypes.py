@@ -255,3 +255,23 @@ def test_ml_dtypes_float8_round_trip_and_range():
     )
     with pytest.raises(ValueError, match=r"^reverse_scaled: the result does not fit in float8_e4m3fn.* 448;"):
         robustagg.attacks.reverse_scaled(X, 2, r=1e4)
+
+
+def test_the_context_tells_the_largest_value_a_result_can_hold():
+    from robustagg._array import to_numpy
+
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    f16, bf16 = 2.0**15 * (2 - 2**-10), 2.0**127 * (2 - 2**-7)  # the largest finite of each format
+    cases = [
+        (np.ones((2, 3), dtype=np.float16), f16),
+        (torch.ones((2, 3), dtype=torch.float16), f16),
+        (torch.ones((2, 3), dtype=torch.bfloat16), bf16),
+        (jnp.ones((2, 3), dtype=jnp.bfloat16), bf16),
+        (np.ones((2, 3), dtype=ml_dtypes.float8_e4m3fn), 2.0**8 * 1.75),  # e4m3fn: S.1111.110
+        (np.ones((2, 3), dtype=np.float32), None),
+        (torch.ones((2, 3), dtype=torch.float64), None),
+        (np.ones((2, 3), dtype=np.int16), None),
+    ]
+    for x, largest in cases:
+        _, ctx = to_numpy(x, rule="r")
+        assert ctx.largest_finite == largest, (x.dtype, ctx.largest_finite)
