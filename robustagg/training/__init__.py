@@ -2,13 +2,16 @@
 
 * :mod:`~robustagg.training.models` -- multinomial logistic regression and a one-hidden-layer
   ReLU MLP with flat parameter vectors and batched per-client gradients;
-* :mod:`~robustagg.training.data` -- digits, a synthetic generator, user arrays or a ``.npz``;
+* :mod:`~robustagg.training.data` -- digits, a synthetic generator, Fashion-MNIST/MNIST, user
+  arrays or a ``.npz``;
+* :mod:`~robustagg.training.idx` -- the validated reader of the MNIST/Fashion-MNIST IDX files
+  and where they are looked for;
 * :mod:`~robustagg.training.partition` -- IID and the paper's non-IID split;
 * :mod:`~robustagg.training.federated` -- the training loop with any rule and any attack;
 * :mod:`~robustagg.training.experiment` -- the paper's experiments (``robustagg experiment``).
 """
 
-from .data import Dataset, from_arrays, load_dataset
+from .data import Dataset, DatasetError, from_arrays, load_dataset
 from .federated import FederatedConfig, FederatedResult, run_federated, sign_fractions
 from .models import MLP, LogisticRegression, make_model
 from .partition import iid_partition, noniid_partition, partition
@@ -16,6 +19,7 @@ from .partition import iid_partition, noniid_partition, partition
 __all__ = [
     "MLP",
     "Dataset",
+    "DatasetError",
     "FederatedConfig",
     "FederatedResult",
     "LogisticRegression",

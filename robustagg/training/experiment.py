@@ -1,10 +1,11 @@
 """``robustagg experiment``: the paper's experiments with the built-in trainer.
 
-Presets (the paper's Section VI on a dataset that needs no download)::
+Presets (the paper's Section VI; by default on a dataset that needs no download)::
 
     robustagg experiment --preset table1 --out runs/table1            # all cells, one seed
     robustagg experiment --preset table1 --quick --out runs/table1q   # reduced budget
     robustagg experiment --preset fig4 --jobs 2 --seeds 0 1 2
+    robustagg experiment --preset table1 --dataset fashion-mnist --jobs 2 --out runs/table1-fmnist
 
 =========  ===============================================================================
 preset     cells
@@ -22,17 +23,42 @@ fig6       non-IID, s = 0.3, 0.5, 0.8 × SOTA attacks × TrMean, Multi-Krum, Bul
            SignGuard-Sim (Fig. 6)
 =========  ===============================================================================
 
+Data (``--dataset``): ``digits`` (the default, scikit-learn's embedded 8×8 digits), ``synthetic``,
+``fashion-mnist`` and ``mnist`` (the paper's data, from the standard IDX files, gzipped or not:
+``--data-dir DIR``, then ``$ROBUSTAGG_DATA``, Debian's ``/usr/share/datasets/<name>/``
+(``apt-get install dataset-fashion-mnist``), Keras' and torchvision's layouts; see
+:mod:`robustagg.training.idx`), or ``PATH.npz``. The dataset is loaded and checked **before any
+cell runs**: a missing or damaged file ends the command with exit code 2 and one line on stderr
+that names the file and what is wrong (for a dataset found nowhere, the places searched and how
+to install it).
+
 Every finished cell is stored as one JSON file under ``OUT/cells/`` named by a hash of its full
-configuration, so an interrupted or repeated run recomputes nothing that is done (``--force``
-recomputes). The run writes ``OUT/results.csv`` (one row per cell and seed), ``OUT/<preset>.md``
-(the table in the paper's layout) and, for the figure presets, ``OUT/<preset>.png`` (needs
-matplotlib, the ``plot`` extra; without it the plot is skipped with a note).
+configuration -- the data entering through a hash of their content (computed once per run), not
+through the dataset's name or path -- so an interrupted or repeated run recomputes nothing that
+is done (``--force`` recomputes), and a file changed in place is never served results computed
+on its old content. A cell that cannot run (a setting the rule refuses, or any error) is listed
+in the table and on stderr but never stored: the next run retries it, and the exit code is 1.
+
+The test accuracy is evaluated once an epoch, before the first and after the last round
+(``--eval-every N``: every N rounds); "best accuracy" is the best of these evaluations. While
+the cells run, a progress bar is drawn on a terminal; otherwise (a log, a pipe, CI) one line per
+finished cell gives the elapsed time and an estimate of the time left (``--quiet``: nothing).
+
+The run writes ``OUT/results.csv`` (one row per cell and seed), ``OUT/<preset>.md`` (the table
+in the paper's layout) and, for the figure presets, ``OUT/<preset>.png`` (needs matplotlib, the
+``plot`` extra; without it the plot is skipped with a note). In the tables the best **defense**
+of each attack column is bold (Mean, no defense, never is), and the titles state the Byzantine
+fraction actually used, f / n with f = round(fraction · n). Under No Attack the designated
+Byzantine clients send honest gradients: the kept-rate tables mark that column (†), and in
+``results.csv`` ``malicious_kept_rate`` is empty there while ``byzantine_kept_rate`` gives the
+kept rate of the designated Byzantine clients under every attack.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import csv
 import hashlib
 import json
@@ -40,9 +66,9 @@ import math
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections import defaultdict
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -103,6 +129,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "hidden": 64,
     "momentum": 0.9,
     "weight_decay": 5e-4,
+    "eval_every": None,  # once an epoch (and after the last round)
 }
 #: epochs per budget
 BUDGETS: dict[str, dict[str, Any]] = {"full": {"epochs": 60}, "quick": {"epochs": 30}}
@@ -131,6 +158,7 @@ CSV_COLUMNS = [
     "final_accuracy",
     "honest_kept_rate",
     "malicious_kept_rate",
+    "byzantine_kept_rate",
     "diverged",
     "epochs",
     "rounds",
@@ -206,26 +234,36 @@ def _cells_fig6(a) -> list[dict]:
     return cells
 
 
+#: preset -> (cells, title); ``{byz}`` in a title is the Byzantine fraction actually used
 PRESETS = {
-    "table1": (_cells_table1, "Table I: best test accuracy (%), rules × attacks, 20 % Byzantine, IID"),
-    "table2": (_cells_table2, "Table II: average kept rate of honest (H) and malicious (M) gradients"),
+    "table1": (_cells_table1, "Table I: best test accuracy (%), rules × attacks, {byz}, IID"),
+    "table2": (
+        _cells_table2,
+        "Table II: average kept rate of honest (H) and malicious (M) gradients, {byz}",
+    ),
     "table3": (
         _cells_table3,
-        "Table III: SignGuard-Sim components (T: norm threshold, C: sign clustering, N: norm clipping)",
+        "Table III: SignGuard-Sim components (T: norm threshold, C: sign clustering, N: norm clipping), {byz}",
     ),
     "fig2": (_cells_fig2, "Fig. 2: sign statistics of honest gradients and of the LIE vector over rounds"),
     "fig4": (_cells_fig4, "Fig. 4: accuracy drop against the Byzantine fraction"),
-    "fig5": (_cells_fig5, "Fig. 5: test accuracy under the time-varying attack"),
-    "fig6": (_cells_fig6, "Fig. 6: best accuracy under non-IID data (IID fraction s)"),
+    "fig5": (_cells_fig5, "Fig. 5: test accuracy under the time-varying attack, {byz}"),
+    "fig6": (_cells_fig6, "Fig. 6: best accuracy under non-IID data (IID fraction s), {byz}"),
 }
+#: the rule that is no defense: never bold as "best"
+NO_DEFENSE = "mean"
 
 
-def build_cells(args: argparse.Namespace) -> list[dict]:
-    """Every cell (one training run) of the preset, one per seed, with its full configuration."""
+def build_cells(args: argparse.Namespace, data_fingerprint: str | None = None) -> list[dict]:
+    """Every cell (one training run) of the preset, one per seed, with its full configuration.
+
+    ``data_fingerprint`` (:attr:`robustagg.training.data.Dataset.fingerprint` of the loaded
+    data) keys the cells by the data's content instead of the dataset's name or path.
+    """
     make, _ = PRESETS[args.preset]
     budget = dict(BUDGETS["quick" if args.quick else "full"])
     base = dict(TRAINING_DEFAULTS)
-    for key in ("n_clients", "lr", "batch_size", "hidden", "epochs", "byzantine_fraction"):
+    for key in ("n_clients", "lr", "batch_size", "hidden", "epochs", "byzantine_fraction", "eval_every"):
         v = getattr(args, key, None)
         if v is not None:
             (budget if key == "epochs" else base)[key] = v
@@ -235,6 +273,8 @@ def build_cells(args: argparse.Namespace) -> list[dict]:
             cell = {
                 "preset": args.preset,
                 "dataset": args.dataset,
+                "data_dir": getattr(args, "data_dir", None),
+                "data": data_fingerprint,
                 "model": args.model,
                 **base,
                 **budget,
@@ -252,9 +292,18 @@ def build_cells(args: argparse.Namespace) -> list[dict]:
     return cells
 
 
+_NOT_IN_ID = ("preset", "cell_id", "variant", "record_signs")
+
+
 def cell_id(cell: dict) -> str:
-    """A stable hash of everything that determines a cell's result (not the preset's name)."""
-    key = {k: v for k, v in cell.items() if k not in ("preset", "cell_id", "variant", "record_signs")}
+    """A stable hash of everything that determines a cell's result (not the preset's name).
+
+    The data enter through their content's fingerprint (``cell["data"]``), not through the
+    dataset's name, path or search directory: a file changed in place gets new cells, a file
+    moved keeps its finished ones.
+    """
+    skip = _NOT_IN_ID + (("dataset", "data_dir") if cell.get("data") else ())
+    key = {k: v for k, v in cell.items() if k not in skip}
     blob = json.dumps(key, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -262,27 +311,73 @@ def cell_id(cell: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 # running one cell
 
+#: loaded datasets by fingerprint (this process's; a worker process loads its own once)
+_DATA: dict[str, Any] = {}
+_DATA_KEEP = 2
+_DATA_LOCK = threading.Lock()
 
-@lru_cache(maxsize=4)
-def _dataset(name: str):
+
+def load_data(dataset: str, data_dir: str | None = None):
+    """Load and check the dataset of a run (``--dataset``, ``--data-dir``), once per process.
+
+    Raises the loader's clear errors (``FileNotFoundError``, ``DatasetError``): the CLI turns
+    them into exit code 2 before any cell runs.
+    """
     from .data import load_dataset
 
-    return load_dataset(name, seed=0)
+    data = load_dataset(dataset, seed=0, data_dir=data_dir)
+    _remember(data)
+    return data
+
+
+def _remember(data) -> None:
+    with _DATA_LOCK:
+        _DATA.pop(data.fingerprint, None)
+        _DATA[data.fingerprint] = data  # the latest last
+        while len(_DATA) > _DATA_KEEP:  # Fashion-MNIST is ~220 MB: keep the latest only
+            del _DATA[next(iter(_DATA))]
+
+
+class DataChangedError(RuntimeError):
+    """The dataset's content is not the one the run's cells were keyed with."""
+
+
+def _dataset_for(cell: dict):
+    fp = cell.get("data")
+    with _DATA_LOCK:
+        data = _DATA.get(fp)
+    if data is not None:
+        return data
+    data = load_data(cell["dataset"], cell.get("data_dir"))
+    if fp is not None and data.fingerprint != fp:
+        raise DataChangedError(
+            f"dataset {cell['dataset']!r} changed while the run was going on (content "
+            f"{data.fingerprint}, the run started with {fp}); rerun the command"
+        )
+    return data
 
 
 def run_cell(cell: dict) -> dict:
-    """Train one cell; return a JSON-serialisable record (``error`` set for invalid settings)."""
+    """Train one cell; return a JSON-serialisable record.
+
+    A cell that cannot run -- a setting the rule refuses (e.g. Bulyan's n >= 4f + 3) or any
+    other error -- returns a record with ``error`` set; such a record is reported but never
+    stored as finished, so the next run retries the cell.
+    """
     from .federated import FederatedConfig, run_federated
 
     keys = FederatedConfig.__dataclass_fields__
     config = FederatedConfig(**{k: v for k, v in cell.items() if k in keys})
-    config.record_signs = True  # cheap, and what fig2 plots; stored for every cell
+    config.record_signs = bool(cell.get("record_signs"))  # only fig2 reports them (they cost)
     record: dict[str, Any] = {"cell": cell}
     t0 = time.perf_counter()
     try:
-        result = run_federated(_dataset(cell["dataset"]), config)
-    except ValueError as exc:  # a setting the rule refuses (e.g. Bulyan's n >= 4f + 3)
+        result = run_federated(_dataset_for(cell), config)
+    except ValueError as exc:  # a setting the rule refuses
         record.update(error=str(exc), summary={"seconds": time.perf_counter() - t0})
+        return record
+    except Exception as exc:  # noqa: BLE001 - one cell's failure must not end the run
+        record.update(error=f"{type(exc).__name__}: {exc}", summary={"seconds": time.perf_counter() - t0})
         return record
     d = result.to_dict(history=True)
     record.update(
@@ -308,12 +403,8 @@ def _slim_history(h: dict) -> dict:
 
 
 def _worker_init() -> None:
+    """A worker process (spawned for ``--jobs``) runs one thread of Numba and BLAS for good."""
     os.environ["NUMBA_NUM_THREADS"] = "1"
-    _limit_threads()
-
-
-def _limit_threads() -> None:
-    """One thread for Numba and BLAS: cells run in parallel processes, not threads."""
     try:
         import numba
 
@@ -328,6 +419,31 @@ def _limit_threads() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """One thread for Numba and BLAS while cells run in this process, restored afterwards.
+
+    Cells are small (threads cost more than they give) and, with ``--jobs``, run in parallel
+    processes; the caller's process keeps its own settings once the run is over.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            import numba
+
+            old = numba.get_num_threads()
+            numba.set_num_threads(1)
+            stack.callback(numba.set_num_threads, old)
+        except Exception:  # pragma: no cover - numba without threading layer
+            pass
+        try:
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(1))
+        except Exception:  # pragma: no cover - threadpoolctl is a scikit-learn dependency
+            pass
+        yield
+
+
 # ----------------------------------------------------------------------------------------------
 # storage
 
@@ -336,16 +452,25 @@ def _cell_path(out: str, cid: str) -> str:
     return os.path.join(out, "cells", f"{cid}.json")
 
 
-def _load_record(out: str, cid: str) -> dict | None:
+def _load_record(out: str, cid: str, need_signs: bool = False) -> dict | None:
+    """A finished record of the cell, or ``None`` (none stored, unreadable, an error, or one
+    without the sign statistics that ``need_signs`` asks for)."""
     path = _cell_path(out, cid)
     try:
         with open(path) as fh:
-            return json.load(fh)
+            rec = json.load(fh)
     except (OSError, ValueError):
         return None
+    if not isinstance(rec, dict) or rec.get("error") or "summary" not in rec:
+        return None  # an error is never a finished result (older versions stored some)
+    if need_signs and "honest_signs" not in rec.get("history", {}):
+        return None
+    return rec
 
 
 def _save_record(out: str, record: dict) -> None:
+    if record.get("error"):
+        raise ValueError("a record with an error is not a finished cell")
     path = _cell_path(out, record["cell"]["cell_id"])
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
@@ -376,7 +501,8 @@ def _csv_row(record: dict) -> dict:
         "best_accuracy": pct(s.get("best_accuracy")),
         "final_accuracy": pct(s.get("final_accuracy")),
         "honest_kept_rate": rate(s.get("honest_kept_rate")),
-        "malicious_kept_rate": rate(s.get("malicious_kept_rate")),
+        "malicious_kept_rate": "" if c["attack"] == "none" else rate(s.get("malicious_kept_rate")),
+        "byzantine_kept_rate": rate(s.get("malicious_kept_rate")),
         "diverged": s.get("diverged", ""),
         "epochs": c["epochs"],
         "rounds": s.get("rounds", ""),
@@ -445,7 +571,10 @@ def _table(
     bold_best=True,
     scale=100.0,
     digits=2,
+    contender=lambda r: r != NO_DEFENSE,
 ) -> str:
+    """A markdown table; with ``bold_best`` the best value of each column among the rows for
+    which ``contender(row)`` holds (by default every defense: Mean is no defense) is bold."""
     lines = [
         "| " + header0 + " | " + " | ".join(col_label(c) for c in cols) + " |",
         "|" + "---|" * (len(cols) + 1),
@@ -453,36 +582,77 @@ def _table(
     best = {}
     if bold_best:
         for c in cols:
-            vals = [stats.get((r, c), (float("nan"),))[0] for r in rows]
+            vals = [stats.get((r, c), (float("nan"),))[0] for r in rows if contender(r)]
             finite = [v for v in vals if math.isfinite(v)]
             best[c] = max(finite) if finite else None
     for r in rows:
         out = []
         for c in cols:
             m, s = stats.get((r, c), (float("nan"), float("nan")))
-            out.append(_fmt(m, s, scale, digits, bold=bold_best and best.get(c) is not None and m == best[c]))
+            bold = bold_best and contender(r) and best.get(c) is not None and m == best[c]
+            out.append(_fmt(m, s, scale, digits, bold=bold))
         lines.append(f"| {row_label(r)} | " + " | ".join(out) + " |")
     return "\n".join(lines)
+
+
+def _f_of(record: dict) -> tuple[int, int]:
+    """``(f, n)`` actually used by a cell: the run's summary, else ``f = round(fraction · n)``."""
+    s, c = record.get("summary", {}), record["cell"]
+    n = int(s.get("n_clients") or c["n_clients"])
+    f = s.get("f")
+    return (int(round(c["byzantine_fraction"] * n)) if f is None else int(f)), n
+
+
+def _byzantine_text(records: list[dict]) -> str:
+    """``"20 % Byzantine (f = 10 of n = 50)"``: the fraction actually used, f / n."""
+    used = sorted(
+        {_f_of(r) for r in records if r["cell"].get("variant") != "baseline"} or {_f_of(r) for r in records}
+    )
+    if not used:
+        return "Byzantine fraction unknown"
+    parts = [f"{100 * f / n:.3g} %" for f, n in used]
+    if len(used) == 1:
+        f, n = used[0]
+        return f"{parts[0]} Byzantine (f = {f} of n = {n})"
+    return "Byzantine " + ", ".join(
+        f"{p} (f = {f} of n = {n})" for p, (f, n) in zip(parts, used, strict=True)
+    )
+
+
+def _eval_text(c: dict) -> str:
+    every = c.get("eval_every")
+    return "once an epoch" if every is None else f"every {every} round(s)"
 
 
 def _context_line(records: list[dict]) -> str:
     c = records[0]["cell"]
     seeds = sorted({r["cell"]["seed"] for r in records})
+    data = f", content {c['data']}" if c.get("data") else ""
     return (
-        f"Dataset `{c['dataset']}`, model `{c['model']}`, n = {c['n_clients']} clients, "
+        f"Dataset `{c['dataset']}`{data}; model `{c['model']}`, n = {c['n_clients']} clients, "
         f"{c['epochs']} epochs (batch {c['batch_size']}, lr {c['lr']}, momentum {c['momentum']}, "
-        f"weight decay {c['weight_decay']}), seeds {seeds}."
+        f"weight decay {c['weight_decay']}); test accuracy evaluated {_eval_text(c)} and after the "
+        f"last round; seeds {seeds}."
     )
+
+
+def _title(preset: str, records: list[dict]) -> str:
+    return PRESETS[preset][1].format(byz=_byzantine_text(records) if records else "")
 
 
 def markdown(preset: str, records: list[dict]) -> str:
     """The preset's table(s) in the paper's layout."""
     ok = [r for r in records if not r.get("error")]
-    title = PRESETS[preset][1]
-    parts = [f"# {title}", "", _context_line(records) if records else "", ""]
+    parts = [f"# {_title(preset, records)}", "", _context_line(records) if records else "", ""]
     if preset not in ("fig2", "table2"):
         parts += [
-            "Accuracy: best test accuracy over training in % (mean ± std over seeds when there are several).",
+            "Accuracy: best test accuracy over the evaluations in % (mean ± std over seeds when there "
+            "are several)."
+            + (
+                f" Bold: the best defense in each column ({_p(NO_DEFENSE)} is no defense)."
+                if preset in ("table1", "table3")
+                else ""
+            ),
             "",
         ]
     if preset == "table1":
@@ -510,6 +680,8 @@ def markdown(preset: str, records: list[dict]) -> str:
             lambda r: _num(r["summary"].get("malicious_kept_rate")),
         )
         parts.append(_kept_table(h, m, _p))
+        if "none" in h[1]:
+            parts += ["", IDLE_NOTE]
     elif preset == "table2":
         h = _grid(
             ok,
@@ -533,9 +705,11 @@ def markdown(preset: str, records: list[dict]) -> str:
             for c in cols:
                 vals.append(_fmt(*h[2].get((a, c), (math.nan, math.nan)), scale=1.0, digits=4))
                 vals.append(_fmt(*m[2].get((a, c), (math.nan, math.nan)), scale=1.0, digits=4))
-            lines.append(f"| {_p(a)} | " + " | ".join(vals) + " |")
+            lines.append(f"| {_attack_label(a)} | " + " | ".join(vals) + " |")
         parts.append("\n".join(lines))
-        parts += ["", "Best test accuracy (%):", ""]
+        if "none" in rows:
+            parts += ["", IDLE_NOTE]
+        parts += ["", "Best test accuracy (%; bold: the best defense in each column):", ""]
         rows, cols, stats = _grid(ok, lambda r: r["cell"]["rule"], lambda r: r["cell"]["attack"], _acc)
         parts.append(_table(rows, cols, stats, _p, _p, header0="GAR"))
     elif preset == "table3":
@@ -615,10 +789,26 @@ def markdown(preset: str, records: list[dict]) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+#: marks the No Attack column/row of the kept-rate tables (see IDLE_NOTE)
+IDLE_MARK = "†"
+IDLE_NOTE = (
+    f"{IDLE_MARK} No Attack: the f designated Byzantine clients send honest gradients; M there is "
+    "their kept rate, not that of malicious gradients."
+)
+
+
+def _attack_label(attack: str) -> str:
+    """An attack's name in a kept-rate table: No Attack is marked (IDLE_NOTE)."""
+    return f"{_p(attack)} {IDLE_MARK}" if attack == "none" else _p(attack)
+
+
 def _kept_table(h, m, label) -> str:
     rows, cols, hs = h
     ms = m[2]
-    lines = ["| GAR | " + " | ".join(_p(c) for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    lines = [
+        "| GAR | " + " | ".join(_attack_label(c) for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     for r in rows:
         vals = []
         for c in cols:
@@ -849,24 +1039,52 @@ def _fraction(text: str) -> float:
 
 
 def _dataset_arg(text: str) -> str:
-    if text in ("digits", "synthetic"):
+    from .data import DATASET_NAMES
+
+    if text in DATASET_NAMES:
         return text
     if text.endswith(".npz"):
         if not os.path.isfile(text):
             raise argparse.ArgumentTypeError(f"dataset file {text!r} does not exist")
         return os.path.abspath(text)
-    raise argparse.ArgumentTypeError(f"expected digits, synthetic or a path to a .npz file, got {text!r}")
+    raise argparse.ArgumentTypeError(
+        f"expected {', '.join(DATASET_NAMES)} or a path to a .npz file, got {text!r}"
+    )
+
+
+def _directory(text: str) -> str:
+    if not os.path.isdir(os.path.expanduser(text)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return os.path.abspath(os.path.expanduser(text))
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``robustagg experiment``."""
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = "presets:\n" + "\n".join(f"  {k:7s} {v[1]}" for k, v in PRESETS.items())
+    default_byz = f"{100 * TRAINING_DEFAULTS['byzantine_fraction']:g} % Byzantine"
+    p.epilog = "presets:\n" + "\n".join(
+        f"  {k:7s} {v[1].format(byz=default_byz)}" for k, v in PRESETS.items()
+    )
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="table1", help="which experiment (default table1)"
     )
     p.add_argument(
-        "--dataset", type=_dataset_arg, default="digits", help="digits (default), synthetic, or PATH.npz"
+        "--dataset",
+        type=_dataset_arg,
+        default="digits",
+        help="digits (default, embedded), synthetic, fashion-mnist, mnist (the standard IDX files, "
+        "gzipped or not; see --data-dir), or PATH.npz (arrays X, y or x_train, y_train, x_test, y_test). "
+        "Loaded and checked before any cell runs",
+    )
+    p.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        type=_directory,
+        default=None,
+        metavar="DIR",
+        help="where to look first for fashion-mnist/mnist: DIR/NAME/, DIR/FashionMNIST/raw/ "
+        "(torchvision), DIR itself; then $ROBUSTAGG_DATA, /usr/share/datasets/NAME/ "
+        "(apt-get install dataset-fashion-mnist), ~/.keras/datasets, ./data/FashionMNIST/raw/",
     )
     p.add_argument("--model", choices=("mlp", "logreg"), default="mlp", help="model (default mlp)")
     p.add_argument(
@@ -941,9 +1159,23 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"MLP hidden units (default {TRAINING_DEFAULTS['hidden']})",
     )
+    g.add_argument(
+        "--eval-every",
+        dest="eval_every",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="evaluate the test accuracy every N rounds (default: once an epoch); always before the "
+        "first and after the last round. 'best accuracy' is the best of these evaluations",
+    )
     p.add_argument("--force", action="store_true", help="recompute cells already stored in OUT")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw the figure")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no summary on stderr (progress: a bar on a terminal, otherwise one line "
+        "per finished cell with the elapsed time and an estimate of the time left)",
+    )
 
 
 def _validate_names(args) -> None:
@@ -968,16 +1200,23 @@ def _missing_rules(cells: list[dict]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a preset; returns the exit code (0 when every cell finished)."""
+    """Run a preset; returns the exit code (0 when every cell finished, 1 when some could not).
+
+    The dataset is loaded and checked before any cell runs: a missing or damaged file raises
+    (``FileNotFoundError`` or ``DatasetError``; the CLI prints one line and exits with 2).
+    """
     args.seeds = sorted({s for group in args.seeds for s in (group if isinstance(group, list) else [group])})
     _validate_names(args)
-    cells = build_cells(args)
-    missing = _missing_rules(cells)
+    missing = _missing_rules(build_cells(args))
     if missing:
         raise ValueError(
             f"rules {', '.join(missing)} of preset {args.preset} are not available in this installation; "
             "choose others with --rules"
         )
+    data_dir = getattr(args, "data_dir", None)
+    args.data_dir = os.path.abspath(data_dir) if data_dir else None
+    data = load_data(args.dataset, args.data_dir)  # before any cell: a bad file stops here
+    cells = build_cells(args, data.fingerprint)
     out = args.out or os.path.join("runs", args.preset + ("-quick" if args.quick else ""))
     try:
         os.makedirs(os.path.join(out, "cells"), exist_ok=True)
@@ -987,7 +1226,7 @@ def run(args: argparse.Namespace) -> int:
     records: dict[str, dict] = {}
     todo = []
     for c in cells:
-        rec = None if args.force else _load_record(out, c["cell_id"])
+        rec = None if args.force else _load_record(out, c["cell_id"], need_signs=c["record_signs"])
         if rec is not None:
             records[c["cell_id"]] = rec
         else:
@@ -998,26 +1237,35 @@ def run(args: argparse.Namespace) -> int:
     from .._progress import Progress
 
     t0 = time.perf_counter()
-    failures = 0
+    failed: list[dict] = []
     note = lambda msg: None if args.quiet else print(msg, file=sys.stderr)  # noqa: E731
     note(
         f"robustagg experiment {args.preset}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
-        f"{len(todo)} to run with {args.jobs} job(s) -> {out}"
+        f"{len(todo)} to run with {args.jobs} job(s) on {data.name} ({data.X_train.shape[0]} training "
+        f"samples, {data.n_features} features, data {data.fingerprint}) -> {out}"
     )
-    with Progress(len(todo), desc=args.preset, enabled=False if args.quiet else None) as bar:
+    with Progress(len(todo), desc=args.preset, enabled=False if args.quiet else None, lines=True) as bar:
 
         def done(rec: dict) -> None:
-            _save_record(out, rec)
-            records[rec["cell"]["cell_id"]] = rec
             c = rec["cell"]
-            acc = rec.get("summary", {}).get("best_accuracy")
-            status = "error" if rec.get("error") else (f"{100 * acc:.1f}%" if acc is not None else "n/a")
+            if rec.get("error"):  # reported, never stored: the next run retries it
+                failed.append(rec)
+                print(
+                    f"cell {c['rule']}/{c['attack']} seed {c['seed']} could not run: {rec['error']}",
+                    file=sys.stderr,
+                )
+                status = "error"
+            else:
+                _save_record(out, rec)
+                acc = rec.get("summary", {}).get("best_accuracy")
+                status = f"{100 * acc:.1f}%" if acc is not None else "n/a"
+            records[c["cell_id"]] = rec
             bar.update(1, postfix=f"{c['rule']}/{c['attack']} {status}")
 
         if args.jobs == 1 or len(todo) <= 1:
-            _limit_threads()
-            for c in todo:
-                done(run_cell(c))
+            with _one_thread():
+                for c in todo:
+                    done(run_cell(c))
         else:
             ctx = multiprocessing.get_context(
                 "spawn"
@@ -1035,13 +1283,10 @@ def run(args: argparse.Namespace) -> int:
                     try:
                         for fut in cf.as_completed(futures):
                             try:
-                                done(fut.result())
-                            except Exception as exc:  # a crash in one cell must not lose the others
-                                failures += 1
-                                c = futures[fut]
-                                bar.write(
-                                    f"cell {c['rule']}/{c['attack']} seed {c['seed']} failed: {type(exc).__name__}: {exc}"
-                                )
+                                rec = fut.result()
+                            except Exception as exc:  # a crashed worker must not lose the other cells
+                                rec = {"cell": futures[fut], "error": f"{type(exc).__name__}: {exc}"}
+                            done(rec)
                     except KeyboardInterrupt:
                         for fut in futures:
                             fut.cancel()
@@ -1079,4 +1324,10 @@ def run(args: argparse.Namespace) -> int:
         )
         if plot_note:
             print(f"note: {plot_note}", file=sys.stderr)
-    return 1 if failures else 0
+    if failed:
+        print(
+            f"robustagg experiment {args.preset}: {len(failed)} of {len(todo)} cell(s) could not run "
+            "(listed in the table; not stored, so the next run retries them)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
