@@ -1,5 +1,5 @@
 """Model-poisoning attacks: functions over the (n, d) matrix of honest gradients that return a
-new matrix with the Byzantine rows replaced (SPEC §4).
+new matrix with the Byzantine rows replaced (docs/conventions.md, "Attacks").
 
 Every attack is ``attack(grads, f, *, <options>, rng=None)`` with ``f`` an int (the first f
 rows are Byzantine) or a boolean mask of length n, and is registered by name in

@@ -11,20 +11,31 @@ Every attack starts with ``a = prepare_attack("name", grads, f, rng=rng)`` and e
   caller's array library, device and dtype;
 * ``a.rng`` -- a ``numpy.random.Generator`` (only when the attack asked for one).
 
-Statistics follow SPEC §4: μ and σ are coordinate-wise over the honest gradients of **all n
-clients** (σ with ``ddof=1``) unless the attack's ``benign_only=True`` restricts them to the
-benign rows. They are accumulated in float64 over column blocks, so that the peak extra memory
-stays O(n · block + d) whatever the dtype of the input.
+Statistics follow docs/conventions.md ("Attacks"): μ and σ are coordinate-wise over the honest
+gradients of **all n clients** (σ with ``ddof=1``) unless the attack's ``benign_only=True``
+restricts them to the benign rows. They are accumulated in float64 over column blocks, so that
+the peak extra memory stays O(n · block + d) whatever the dtype of the input.
+
+Non-finite honest rows (docs/conventions.md, "Attacks and non-finite honest rows"): a row for
+which :func:`robustagg._validation.nonfinite_mask` is True (NaN/±Inf, or a squared norm past
+``float64.max / (4 n)``) is left out of every statistic. :meth:`AttackInput.finite_rows` is the
+one place that selects the finite rows (and raises when too few remain); every attack takes its
+statistics over :meth:`AttackInput.reference_rows`, :meth:`AttackInput.finite_benign_rows` or
+rows checked by :meth:`AttackInput.require_finite_own_rows`, all of which go through it. Values
+are written into the Byzantine rows through :meth:`AttackInput.put`, which refuses NaN/Inf (an
+overflow in the input's dtype) so that an attack never sends a non-finite row it did not mean to
+send; only ``inf`` and ``nan`` write theirs directly.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .._array import ArrayContext, to_numpy
-from .._validation import check_int, check_rng
+from .._validation import check_int, check_rng, nonfinite_mask
 
 __all__ = ["AttackInput", "prepare_attack"]
 
@@ -48,7 +59,7 @@ class AttackInput:
         Present when the attack asked for randomness.
     """
 
-    __slots__ = ("name", "G", "byzantine", "context", "rng", "n", "d")
+    __slots__ = ("name", "G", "byzantine", "context", "rng", "n", "d", "_sq_norms", "_known")
 
     def __init__(self, name: str, G: np.ndarray, byzantine: np.ndarray, context: ArrayContext, rng):
         self.name = name
@@ -57,6 +68,8 @@ class AttackInput:
         self.context = context
         self.rng = rng
         self.n, self.d = G.shape
+        self._sq_norms = None  # float64 (n,): the rows' squared norms, filled in as rows are asked about
+        self._known = None
 
     # --- row sets -------------------------------------------------------------------------
     @property
@@ -78,11 +91,97 @@ class AttackInput:
     def all_rows(self) -> np.ndarray:
         return np.arange(self.n, dtype=np.int64)
 
-    def reference_rows(self, benign_only: bool) -> np.ndarray:
-        """The rows statistics are taken over: all n rows (SPEC default) or the benign ones."""
+    def reference_rows(self, benign_only: bool, needed: int = 1, what: str = "its statistics") -> np.ndarray:
+        """The finite rows statistics are taken over: of all n clients (the default) or the benign ones.
+
+        Rows that are non-finite for the library are left out (:meth:`finite_rows`); a
+        ``ValueError`` names the attack when fewer than ``needed`` remain.
+        """
         if not isinstance(benign_only, (bool, np.bool_)):
             raise TypeError(f"{self.name}: argument 'benign_only' must be a bool, got {benign_only!r}")
-        return self.benign_rows if benign_only else self.all_rows
+        if benign_only:
+            return self.finite_rows(self.benign_rows, needed, what, "benign rows")
+        return self.finite_rows(self.all_rows, needed, what, "honest gradients of all n clients")
+
+    def finite_benign_rows(self, needed: int = 1, what: str = "its statistics") -> np.ndarray:
+        """The finite benign rows (see :meth:`finite_rows`)."""
+        return self.finite_rows(self.benign_rows, needed, what, "benign rows")
+
+    # --- non-finite honest rows ------------------------------------------------------------
+    def nonfinite(self, rows: np.ndarray) -> np.ndarray:
+        """bool (len(rows),): which of ``rows`` :func:`robustagg._validation.nonfinite_mask` marks.
+
+        Only the rows asked about are read (one float64 squared-norm pass each, remembered): an
+        attack that needs its f Byzantine rows does not read the other n - f.
+        """
+        if self._sq_norms is None:
+            self._sq_norms = np.zeros(self.n, dtype=np.float64)
+            self._known = np.zeros(self.n, dtype=bool)
+        todo = rows[~self._known[rows]]
+        if todo.size:
+            from ..kernels import row_sq_norms
+
+            self._sq_norms[todo] = row_sq_norms(self.G, np.ascontiguousarray(todo, dtype=np.int64))
+            self._known[todo] = True
+        # the rows not asked about have a placeholder norm 0 and are not read from the mask
+        return nonfinite_mask(self.G, self._sq_norms)[rows]
+
+    def finite_rows(self, rows: np.ndarray, needed: int, what: str, of: str) -> np.ndarray:
+        """The rows of ``rows`` whose honest gradient is finite for the library, in order.
+
+        The one selection every attack's statistics go through (docs/conventions.md, "Attacks
+        and non-finite honest rows"): a row holding NaN/±Inf or with a squared norm past
+        ``float64.max / (4 n)`` is left out.
+
+        Parameters
+        ----------
+        rows : numpy.ndarray of int64
+            Candidate rows (ascending).
+        needed : int
+            How many finite rows the statistic needs.
+        what : str
+            The statistic, for the message (e.g. "the standard deviation (ddof=1)").
+        of : str
+            What ``rows`` are, for the message (e.g. "benign rows").
+
+        Raises
+        ------
+        ValueError
+            Fewer than ``needed`` finite rows: names the attack, how many rows were finite and
+            how many it needs.
+        """
+        candidates = rows.size
+        if candidates:
+            rows = rows[~self.nonfinite(rows)]
+        if rows.size < needed:
+            unit = "row" if needed == 1 else "rows"
+            if candidates == 0:
+                detail = f"there are no {of}"
+            elif rows.size < candidates:
+                detail = (
+                    f"only {rows.size} of the {candidates} {of} {'is' if rows.size == 1 else 'are'} finite "
+                    f"(the other {candidates - rows.size} hold NaN/Inf or have a squared norm past "
+                    "float64.max/(4n))"
+                )
+            else:
+                detail = f"there {'is' if candidates == 1 else 'are'} only {candidates} {of}"
+            raise ValueError(
+                f"{self.name}: {what} needs at least {needed} {unit} of finite honest gradients; {detail} "
+                f"(n={self.n}, f={self.f})"
+            )
+        return rows
+
+    def require_finite_own_rows(self, what: str) -> None:
+        """Raise unless every Byzantine row's own honest gradient is finite (the attacks that send
+        a function of it: sign flip, reverse, noise); :meth:`finite_rows` decides."""
+        rows = self.byzantine_rows
+        self.finite_rows(rows, rows.size, what, "Byzantine rows (their own honest gradients)")
+
+    @property
+    def rule_rows(self) -> int:
+        """How many rows a rule aggregates: the Byzantine rows and the finite benign rows (a
+        rule excludes a non-finite benign row). The n of LIE's Eq. (2) and of ByzMean's mean."""
+        return self.f + self.finite_rows(self.benign_rows, 0, "", "").size
 
     # --- statistics (float64) -------------------------------------------------------------
     def _blocks(self, n_rows: int):
@@ -137,6 +236,28 @@ class AttackInput:
     def output(self) -> np.ndarray:
         """A fresh copy of ``G`` (C order, the input's dtype) to write the Byzantine rows into."""
         return np.array(self.G, dtype=self.G.dtype, order="C", copy=True)
+
+    def put(self, out: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` (one (d,) vector for every row, or one row each) into ``out[rows]``.
+
+        The values are cast to ``out``'s dtype first; a NaN/Inf among them (a value that
+        overflows the dtype, or an overflow while computing it) is a ``ValueError`` naming the
+        attack: an attack never sends a non-finite row it does not mean to send.
+        """
+        values = np.asarray(values)
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = values.astype(out.dtype, copy=False)
+        if not np.isfinite(cast).all():
+            with np.errstate(invalid="ignore"):
+                finite = np.isfinite(values)
+                largest = float(np.max(np.abs(values[finite]))) if finite.any() else math.nan
+            raise ValueError(
+                f"{self.name}: the Byzantine rows it computes are not finite in {out.dtype} (an overflow: "
+                f"the largest finite |value| is {largest:.3g}, the largest {out.dtype} is "
+                f"{float(np.finfo(out.dtype).max):.3g}); the input's scale or the attack's options "
+                "put them out of range"
+            )
+        out[rows] = cast
 
     def finish(self, out: np.ndarray) -> Any:
         """Cast to the input's dtype and convert back to the caller's array library."""

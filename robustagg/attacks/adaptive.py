@@ -100,7 +100,11 @@ def line_search(
     extend : int, default 60
         Most doublings of γ past the grid while the damage keeps growing (0: grid only).
     benign_only : bool, default False
-        μ, σ and s over the benign rows only (default: all n honest gradients, SPEC §4).
+        μ, σ and s over the benign rows only (default: all n honest gradients,
+        docs/conventions.md). Either way over the finite rows only: a row holding NaN/Inf or
+        with a squared norm past ``float64.max / (4 n)`` is left out of μ, σ, s and the benign
+        mean, and out of the matrix the rule is evaluated on (the rule would exclude it), so the
+        search sees what the rule aggregates.
     rng : None, int or numpy.random.Generator
         Seeds the rule's randomness.
     return_info : bool, default False
@@ -147,23 +151,34 @@ def line_search(
         )
     if a.f == a.n:
         raise ValueError(f"line_search: needs at least one benign row; got n={a.n}, f={a.f}")
-    rows = a.reference_rows(benign_only)
+    if "std" in directions:
+        rows = a.reference_rows(benign_only, 2, "direction 'std' (the standard deviation, ddof=1)")
+    else:
+        rows = a.reference_rows(benign_only, 1, "the mean of the reference rows")
+    benign = a.finite_benign_rows(1, "the benign mean (the target of the damage)")
     mu = a.mean(rows)
     K, _ = a.centered_gram(rows, mu)
     scale = math.sqrt(max(float(np.trace(K)) / rows.size, 0.0))
     if scale == 0.0:
         scale = max(float(np.linalg.norm(mu)), 1.0)
-    target = a.mean(a.benign_rows)
+    target = a.mean(benign)
     seed = int(a.rng.integers(2**63 - 1))
     byz = a.byzantine_rows
-    work = out.copy()  # reused for every evaluation; `out` receives the winner
+    # The matrix the rule is evaluated on, reused for every evaluation (`out` receives the
+    # winner): the Byzantine rows and the finite benign rows, in order.
+    seen = np.union1d(byz, benign)
+    if seen.size == a.n:
+        work, work_byz = out.copy(), byz
+    else:
+        work, work_byz = out[seen], np.searchsorted(seen, byz)
     dtype = a.G.dtype
     evaluations = 0
 
     def damage(x: np.ndarray) -> float:
         nonlocal evaluations
         evaluations += 1
-        work[byz] = x.astype(dtype)
+        with np.errstate(over="ignore"):  # a row past the dtype is Inf: the rule excludes it
+            work[work_byz] = x.astype(dtype)
         kwargs = dict(rule_kwargs)
         kwargs.setdefault("f", a.f)
         kwargs.setdefault("rng", seed)
@@ -222,7 +237,7 @@ def line_search(
         if v_best > best[0]:
             best = (v_best, g_best, direction, mu + g_best * u)
     value, gamma, direction, x = best
-    out[byz] = x.astype(dtype)
+    a.put(out, byz, x)
     res = a.finish(out)
     if return_info:
         return res, {
@@ -297,16 +312,16 @@ def sign_matching(
     norm_scale : float, default 1.0
         Norm of x relative to the median L2 norm of the reference gradients.
     benign_only : bool, default False
-        Reference gradients: all n honest gradients (default) or the benign rows only.
+        Reference gradients: all n honest gradients (default) or the benign rows only; the
+        finite ones only (a row holding NaN/Inf or with a squared norm past
+        ``float64.max / (4 n)`` is left out of μ, the sign counts and the norms).
     """
     norm_scale = check_real(norm_scale, rule="sign_matching", name="norm_scale", low=0.0)
     a = prepare_attack("sign_matching", grads, f, rng=rng)
     out = a.output()
     if a.f == 0:
         return a.finish(out)
-    rows = a.reference_rows(benign_only)
-    if rows.size == 0:
-        raise ValueError(f"sign_matching: needs at least one reference row; got n={a.n}, f={a.f}")
+    rows = a.reference_rows(benign_only, 1, "the mean, sign counts and norms of the reference rows")
     mu = a.mean(rows)
     positives = np.zeros(rows.size)
     zeros = np.zeros(rows.size)
@@ -347,7 +362,7 @@ def sign_matching(
     norm_x = float(np.linalg.norm(x))
     if norm_x > 0:
         x *= target_norm / norm_x
-    out[a.byzantine_rows] = x.astype(a.G.dtype)
+    a.put(out, a.byzantine_rows, x)
     return a.finish(out)
 
 

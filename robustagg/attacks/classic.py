@@ -1,4 +1,4 @@
-"""The model-poisoning attacks of the SignGuard paper and of the field (SPEC §4).
+"""The model-poisoning attacks of the SignGuard paper and of the field (docs/conventions.md, "Attacks").
 
 Every attack has the signature ``attack(grads, f, *, <options>, rng=None)``: ``grads`` is the
 (n, d) matrix of the gradients that all n clients computed honestly (any array library),
@@ -10,6 +10,12 @@ is omniscient (the paper's threat model): it sees every honest gradient.
 Unless ``benign_only=True``, the statistics μ (mean) and σ (standard deviation, ``ddof=1``)
 are coordinate-wise over the honest gradients of all n clients, Byzantine clients included
 (they too computed an honest gradient before replacing it).
+
+Non-finite honest rows (docs/conventions.md, "Attacks and non-finite honest rows"): a row that
+holds NaN/±Inf or whose squared norm is past ``float64.max / (4 n)`` is left out of every
+statistic; too few finite rows for a statistic is a ``ValueError`` naming the attack. The
+Byzantine rows are never NaN/Inf (except for :func:`inf` and :func:`nan`, which mean it), and the
+benign rows are returned as they came, a non-finite one included (the rules exclude it).
 """
 
 from __future__ import annotations
@@ -68,20 +74,24 @@ def gaussian(grads: Any, f: Any, *, sigma: float = 0.5, rng: Any = None) -> Any:
     a = prepare_attack("gaussian", grads, f, rng=rng, random=True)
     out = a.output()
     rows = a.byzantine_rows
-    out[rows] = sigma * a.rng.standard_normal((rows.size, a.d), dtype=a.G.dtype)
+    with np.errstate(over="ignore"):
+        a.put(out, rows, sigma * a.rng.standard_normal((rows.size, a.d), dtype=a.G.dtype))
     return a.finish(out)
 
 
 def noise(grads: Any, f: Any, *, sigma: float = 0.5, rng: Any = None) -> Any:
     r"""Noise attack: each Byzantine row is its own honest gradient plus :math:`\mathcal N(0, \sigma^2 I)`.
 
-    Parameters are those of :func:`gaussian` (``sigma`` default 0.5).
+    Parameters are those of :func:`gaussian` (``sigma`` default 0.5). Every Byzantine row's own
+    gradient must be finite (a ``ValueError`` otherwise).
     """
     sigma = check_real(sigma, rule="noise", name="sigma", low=0.0)
     a = prepare_attack("noise", grads, f, rng=rng, random=True)
     out = a.output()
     rows = a.byzantine_rows
-    out[rows] += sigma * a.rng.standard_normal((rows.size, a.d), dtype=a.G.dtype)
+    a.require_finite_own_rows("adding noise to each Byzantine row's own gradient")
+    with np.errstate(over="ignore", invalid="ignore"):
+        a.put(out, rows, a.G[rows] + sigma * a.rng.standard_normal((rows.size, a.d), dtype=a.G.dtype))
     return a.finish(out)
 
 
@@ -89,12 +99,14 @@ def sign_flip(grads: Any, f: Any, *, rng: Any = None) -> Any:
     r"""Sign-flipping attack: each Byzantine row sends :math:`-g_i`, its own gradient reversed.
 
     The paper's Section V ("reversed gradients without scaling"). ``rng`` is accepted (and
-    ignored) so that generic code can pass it to every attack.
+    ignored) so that generic code can pass it to every attack. Every Byzantine row's own
+    gradient must be finite (a ``ValueError`` otherwise).
     """
     a = prepare_attack("sign_flip", grads, f, rng=rng)
     out = a.output()
     rows = a.byzantine_rows
-    out[rows] = -a.G[rows]
+    a.require_finite_own_rows("reversing each Byzantine row's own gradient")
+    a.put(out, rows, -a.G[rows])
     return a.finish(out)
 
 
@@ -103,6 +115,9 @@ def reverse_scaled(grads: Any, f: Any, *, r: float = 3.0, rng: Any = None) -> An
 
     The paper's ablation (Table III) uses ``r`` equal to SignGuard's upper norm bound R = 3 (so
     that the rows pass the norm filter), or r = 100 when no norm filter / clipping is applied.
+
+    Every Byzantine row's own gradient must be finite, and so must :math:`-r\, g_i` in the
+    input's dtype (a ``ValueError`` otherwise).
 
     Parameters
     ----------
@@ -113,7 +128,9 @@ def reverse_scaled(grads: Any, f: Any, *, r: float = 3.0, rng: Any = None) -> An
     a = prepare_attack("reverse_scaled", grads, f, rng=rng)
     out = a.output()
     rows = a.byzantine_rows
-    out[rows] = (-r) * a.G[rows]
+    a.require_finite_own_rows("reversing and scaling each Byzantine row's own gradient")
+    with np.errstate(over="ignore", invalid="ignore"):
+        a.put(out, rows, (-r) * a.G[rows])
     return a.finish(out)
 
 
@@ -168,29 +185,40 @@ def lie_z(n: int, f: int) -> float:
 
 
 def _lie_vector(a: AttackInput, z: float | None, benign_only: bool) -> np.ndarray:
-    rows = a.reference_rows(benign_only)
+    rows = a.reference_rows(benign_only, 2, "the standard deviation (ddof=1)")
     if z is None:
-        z = lie_z(a.n, a.f)
+        n_rule = a.rule_rows
+        try:
+            z = lie_z(n_rule, a.f)
+        except ValueError as exc:
+            if n_rule == a.n:
+                raise
+            raise ValueError(
+                f"{exc} (n is the number of rows a rule aggregates: the {a.f} Byzantine rows and the "
+                f"{n_rule - a.f} finite benign rows of the n={a.n} given)"
+            ) from None
     else:
         z = check_real(z, rule=a.name, name="z")
     mu, sigma = a.mean_std(rows)
-    return mu - z * sigma
+    with np.errstate(over="ignore", invalid="ignore"):
+        return mu - z * sigma
 
 
 def lie(grads: Any, f: Any, *, z: float | None = None, benign_only: bool = False, rng: Any = None) -> Any:
     r"""A Little Is Enough (Baruch et al., NeurIPS 2019; the paper's Eq. (1)).
 
     Every Byzantine row sends :math:`\mu - z\,\sigma` (coordinate-wise mean and standard
-    deviation, ``ddof=1``).
+    deviation, ``ddof=1``, over the finite reference rows; at least 2 are needed).
 
     Parameters
     ----------
     z : float or None, default None
-        ``None`` is the paper's Eq. (2), :func:`lie_z` (0.253347 for n = 50, f = 10). The
-        paper's experiments use z = 0.3.
+        ``None`` is the paper's Eq. (2), :func:`lie_z` (0.253347 for n = 50, f = 10), with n
+        the number of rows a rule aggregates: the Byzantine rows and the finite benign rows
+        (all n when every benign row is finite). The paper's experiments use z = 0.3.
     benign_only : bool, default False
         Take μ and σ over the benign rows only (default: over the honest gradients of all n
-        clients, SPEC §4).
+        clients, docs/conventions.md).
     rng : ignored
         Accepted for a uniform signature.
     """
@@ -198,7 +226,7 @@ def lie(grads: Any, f: Any, *, z: float | None = None, benign_only: bool = False
     out = a.output()
     if a.f == 0:
         return a.finish(out)
-    out[a.byzantine_rows] = _lie_vector(a, z, benign_only)
+    a.put(out, a.byzantine_rows, _lie_vector(a, z, benign_only))
     return a.finish(out)
 
 
@@ -219,7 +247,10 @@ def byzmean(
     .. math:: g_{m_2} = \frac{(n - m_1)\, g_1 - \sum_{i \in \text{benign}} g_i}{m_2}
 
     so that :math:`\frac1n\big(m_1 g_1 + m_2 g_{m_2} + \sum_{\text{benign}} g_i\big) = g_1`.
-    The first :math:`m_1` Byzantine rows (in row order) send :math:`g_1`.
+    The first :math:`m_1` Byzantine rows (in row order) send :math:`g_1`. A benign row that is
+    non-finite is excluded by every rule: the sum is over the finite benign rows and n counts
+    the rows a rule aggregates (the f Byzantine rows and the finite benign ones), so the mean of
+    those rows is :math:`g_1`.
 
     Parameters
     ----------
@@ -241,19 +272,24 @@ def byzmean(
         if target.shape[0] != a.d:
             raise ValueError(f"byzmean: argument 'g1' must have length d={a.d}, got {target.shape[0]}")
         target = target.astype(np.float64)
+        if not np.isfinite(target).all():
+            raise ValueError("byzmean: argument 'g1' must be finite; it holds NaN or Inf")
     byz = a.byzantine_rows
     m1 = a.f // 2
     m2 = a.f - m1
-    benign = a.benign_rows
+    benign = a.finite_benign_rows(0)
     benign_sum = a.mean(benign) * benign.size if benign.size else np.zeros(a.d)
-    second = ((a.n - m1) * target - benign_sum) / m2
-    out[byz[:m1]] = target
-    out[byz[m1:]] = second
+    with np.errstate(over="ignore", invalid="ignore"):
+        second = ((a.f + benign.size - m1) * target - benign_sum) / m2
+    a.put(out, byz[:m1], target)
+    a.put(out, byz[m1:], second)
     return a.finish(out)
 
 
 def ipm(grads: Any, f: Any, *, eps: float = 0.1, rng: Any = None) -> Any:
     r"""Inner-product manipulation (Xie et al., UAI 2019): every Byzantine row sends :math:`-\varepsilon\,\bar g_{\text{benign}}`.
+
+    The benign mean is over the finite benign rows (at least one is needed).
 
     Parameters
     ----------
@@ -268,7 +304,9 @@ def ipm(grads: Any, f: Any, *, eps: float = 0.1, rng: Any = None) -> Any:
         return a.finish(out)
     if a.f == a.n:
         raise ValueError(f"ipm: needs at least one benign row to take the mean of; got n={a.n}, f={a.f}")
-    out[a.byzantine_rows] = -eps * a.mean(a.benign_rows)
+    benign = a.finite_benign_rows(1, "the mean of the benign rows")
+    with np.errstate(over="ignore", invalid="ignore"):
+        a.put(out, a.byzantine_rows, -eps * a.mean(benign))
     return a.finish(out)
 
 
@@ -330,9 +368,10 @@ def _min_max_sum(
     if a.f == 0:
         res = a.finish(out)
         return (res, {"gamma": 0.0, "direction": direction}) if return_info else res
-    rows = a.reference_rows(benign_only)
-    if rows.size == 0:
-        raise ValueError(f"{kind}: benign_only=True needs at least one benign row; got n={a.n}, f={a.f}")
+    if direction == "std":
+        rows = a.reference_rows(benign_only, 2, "direction='std' (the standard deviation, ddof=1)")
+    else:
+        rows = a.reference_rows(benign_only, 1, f"direction={direction!r} (the mean)")
     mu = a.mean(rows)
     p = perturbation(a, direction, mu, rows)
     K, (c_dot_p,) = a.centered_gram(rows, mu, (p,))
@@ -366,7 +405,7 @@ def _min_max_sum(
                 break
             gamma *= 1.0 - tol
     x = mu + gamma * p
-    out[a.byzantine_rows] = x
+    a.put(out, a.byzantine_rows, x)
     res = a.finish(out)
     if return_info:
         return res, {"gamma": gamma, "direction": direction, "threshold": threshold}
@@ -418,7 +457,8 @@ def min_max(
         :math:`-\operatorname{sign}(\mu)`. A zero perturbation (σ = 0, μ = 0) gives γ = 0.
     benign_only : bool, default False
         μ, σ and the reference gradients :math:`g_i` are the honest gradients of all n clients
-        (default) or of the benign rows only.
+        (default) or of the benign rows only; in both cases the finite ones only (at least 2
+        for ``direction="std"``, 1 otherwise).
     tol : float, default 1e-12
         Relative tolerance of the bisection.
     return_info : bool, default False

@@ -42,7 +42,10 @@ def fang(grads: Any, f: Any, *, b: float = 2.0, benign_only: bool = False, rng: 
     benign_only : bool, default False
         Take μ, g_min and g_max over the benign rows only (default: over the honest gradients
         of all n clients, this library's convention for omniscient attackers; the paper's
-        full-knowledge attacker knows the benign ones).
+        full-knowledge attacker knows the benign ones). Either way over the finite rows only:
+        a row holding NaN/Inf or with a squared norm past ``float64.max / (4 n)`` is left out
+        (docs/conventions.md, "Attacks and non-finite honest rows"); the draws do not depend on
+        it.
     rng : None, int or numpy.random.Generator
         Randomness of the draws; the same seed gives the same matrix.
 
@@ -62,9 +65,9 @@ def fang(grads: Any, f: Any, *, b: float = 2.0, benign_only: bool = False, rng: 
     rows = a.byzantine_rows
     if rows.size == 0:
         return a.finish(out)
-    ref = a.reference_rows(benign_only)
-    if ref.size == 0:
+    if benign_only and rows.size == a.n:
         raise ValueError("fang: no benign row to take statistics over (every row is Byzantine)")
+    ref = a.reference_rows(benign_only, 1, "the mean, minimum and maximum of the reference rows")
     mu = a.mean(ref)
     g_min = np.empty(a.d)
     g_max = np.empty(a.d)
@@ -73,18 +76,20 @@ def fang(grads: Any, f: Any, *, b: float = 2.0, benign_only: bool = False, rng: 
         g_min[j0:j1] = block.min(axis=0)
         g_max[j0:j1] = block.max(axis=0)
     down = mu >= 0  # push below the smallest honest value
-    lo = np.where(down, np.where(g_min > 0, g_min / b, b * g_min), g_max)
-    hi = np.where(down, g_min, np.where(g_max > 0, b * g_max, g_max / b))
-    span = hi - lo
+    with np.errstate(over="ignore", invalid="ignore"):  # b * g past float64: put() refuses it
+        lo = np.where(down, np.where(g_min > 0, g_min / b, b * g_min), g_max)
+        hi = np.where(down, g_min, np.where(g_max > 0, b * g_max, g_max / b))
+        span = hi - lo
     # a few rows at a time (the Generator fills row-major, so the draws are the same as one
     # (f, d) call): no (f, d) float64 temporaries
     step = max(1, (1 << 20) // max(a.d, 1))
     for r0 in range(0, rows.size, step):
         chunk = rows[r0 : r0 + step]
         u = a.rng.random((chunk.size, a.d))
-        u *= span
-        u += lo
-        out[chunk] = u
+        with np.errstate(over="ignore", invalid="ignore"):
+            u *= span
+            u += lo
+        a.put(out, chunk, u)
     return a.finish(out)
 
 

@@ -23,9 +23,9 @@ def mimic_target(grads: Any, f: Any) -> int:
 
 
 def _heuristic_target(a) -> int:
-    benign = a.benign_rows
-    if benign.size == 0:
+    if a.f == a.n:
         raise ValueError("mimic: every row is Byzantine; there is no benign row to copy")
+    benign = a.finite_benign_rows(1, "copying a benign row")
     if benign.size == 1:
         return int(benign[0])
     # Gram matrix of the centred benign rows from their pairwise distances (shared kernel)
@@ -54,7 +54,9 @@ def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> 
     of largest variance. The paper estimates z online over the first rounds and then keeps
     the target fixed; this stateless function computes it from the current round (z comes
     from the n × n Gram matrix of the centred benign rows, no d × d matrix). Ties (scores
-    equal to a relative 1e-9): the lowest index.
+    equal to a relative 1e-9): the lowest index. Only finite benign rows are candidates (and
+    enter z): a row holding NaN/Inf or with a squared norm past ``float64.max / (4 n)`` is
+    never copied (docs/conventions.md, "Attacks and non-finite honest rows").
 
     Parameters
     ----------
@@ -63,7 +65,7 @@ def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> 
     f : int or array_like of bool
         The first ``f`` rows are Byzantine, or a boolean mask.
     target : int, optional
-        Index of the benign row to copy; ``None`` for the heuristic.
+        Index of the benign row to copy (it must be finite); ``None`` for the heuristic.
     rng : ignored
         Accepted so that generic code can pass it to every attack.
 
@@ -90,7 +92,12 @@ def mimic(grads: Any, f: Any, *, target: int | None = None, rng: Any = None) -> 
             raise ValueError(
                 f"mimic: argument 'target'={t} is a Byzantine row; it must be a benign row to copy"
             )
-    out[rows] = a.G[t]
+        if a.nonfinite(np.array([t], dtype=np.int64))[0]:
+            raise ValueError(
+                f"mimic: argument 'target'={t} is a benign row that holds NaN/Inf or has a squared norm "
+                "past float64.max/(4n); copying it would send a non-finite row"
+            )
+    a.put(out, rows, a.G[t])
     return a.finish(out)
 
 

@@ -4,6 +4,12 @@ Plain NumPy over float64, loops where they make the formula plain, no shared cod
 :mod:`robustagg.attacks`: the Min-Max/Min-Sum search evaluates the constraint from explicit
 pairwise distances (an O(n² d) tensor) and bisects on it. Use them on small inputs only. Each
 takes ``(G, byzantine_mask, ...)`` and returns the attacked float64 matrix.
+
+Non-finite honest rows (docs/conventions.md, "Attacks and non-finite honest rows"): a row is
+left out of every statistic when it holds NaN/±Inf or when its squared norm is above
+``float64.max / (4 n)`` (checked row by row in :func:`naive_finite_rows`). The n of LIE's Eq. (2)
+and of ByzMean's mean is the number of rows a rule aggregates: the Byzantine rows and the
+finite benign rows. The sign-flip references assume finite Byzantine rows.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "naive_byzmean",
+    "naive_finite_rows",
     "naive_ipm",
     "naive_lie",
     "naive_lie_z",
@@ -23,6 +30,31 @@ __all__ = [
     "naive_reverse_scaled",
     "naive_sign_flip",
 ]
+
+
+def naive_finite_rows(G) -> np.ndarray:
+    """Boolean mask over the rows of G: True where the row is finite for the library."""
+    G = np.asarray(G)
+    n = G.shape[0]
+    limit = np.finfo(np.float64).max / (4 * n)
+    finite = np.zeros(n, dtype=bool)
+    for i in range(n):
+        values = [float(v) for v in G[i]]
+        sq_norm = sum(v * v for v in values)  # Python floats: an overflow gives inf, past the limit
+        finite[i] = all(math.isfinite(v) for v in values) and sq_norm <= limit
+    return finite
+
+
+def _reference(G, byz, benign_only):
+    """The rows statistics are taken over: finite, of the benign rows or of all n."""
+    candidates = ~np.asarray(byz) if benign_only else np.ones(len(G), dtype=bool)
+    return np.flatnonzero(candidates & naive_finite_rows(G))
+
+
+def _rule_rows(G, byz):
+    """How many rows a rule aggregates: the Byzantine rows and the finite benign rows."""
+    byz = np.asarray(byz)
+    return int(byz.sum() + (~byz & naive_finite_rows(G)).sum())
 
 
 def _stats(G: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,10 +85,9 @@ def naive_reverse_scaled(G, byz, r):
 
 
 def naive_lie(G, byz, z=None, benign_only=False):
-    n = G.shape[0]
-    rows = np.flatnonzero(~byz) if benign_only else np.arange(n)
+    rows = _reference(G, byz, benign_only)
     if z is None:
-        z = naive_lie_z(n, int(byz.sum()))
+        z = naive_lie_z(_rule_rows(G, byz), int(byz.sum()))
     mu, sigma = _stats(G, rows)
     out = np.array(G, dtype=np.float64)
     out[byz] = mu - z * sigma
@@ -64,13 +95,13 @@ def naive_lie(G, byz, z=None, benign_only=False):
 
 
 def naive_byzmean(G, byz, g1):
-    n = G.shape[0]
+    n = _rule_rows(G, byz)
     f = int(byz.sum())
     m1 = f // 2
     m2 = f - m1
     out = np.array(G, dtype=np.float64)
     benign_sum = np.zeros(G.shape[1])
-    for i in np.flatnonzero(~byz):
+    for i in np.flatnonzero(~byz & naive_finite_rows(G)):
         benign_sum += G[i]
     byz_rows = np.flatnonzero(byz)
     for k, i in enumerate(byz_rows):
@@ -80,13 +111,12 @@ def naive_byzmean(G, byz, g1):
 
 def naive_ipm(G, byz, eps):
     out = np.array(G, dtype=np.float64)
-    out[byz] = -eps * G[~byz].astype(np.float64).mean(axis=0)
+    out[byz] = -eps * G[~byz & naive_finite_rows(G)].astype(np.float64).mean(axis=0)
     return out
 
 
 def _naive_search(G, byz, direction, benign_only, kind):
-    n = G.shape[0]
-    rows = np.flatnonzero(~byz) if benign_only else np.arange(n)
+    rows = _reference(G, byz, benign_only)
     R = G[rows].astype(np.float64)
     mu, sigma = _stats(G, rows)
     if direction == "std":
