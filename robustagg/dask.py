@@ -41,6 +41,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -338,6 +339,23 @@ def _distance_based(X: da.Array, rule: str, kwargs: dict[str, Any], return_info:
 # --------------------------------------------------------------------------------------------
 
 
+def _in_caller_dtype(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """float16 input is computed in float32 and the (lazy) aggregate cast back to float16, as
+    the NumPy rules do (docs/conventions.md, "Dtypes")."""
+
+    @functools.wraps(fn)
+    def wrapper(X: Any, *args: Any, **kwargs: Any):
+        result = fn(X, *args, **kwargs)
+        if getattr(X, "dtype", None) != np.float16:
+            return result
+        if isinstance(result, tuple):
+            return (result[0].astype(np.float16), *result[1:])
+        return result.astype(np.float16)
+
+    return wrapper
+
+
+@_in_caller_dtype
 def aggregate(X: Any, rule: str, *, return_info: bool = False, **kwargs: Any):
     """Aggregate the rows of a Dask array with a robustagg rule.
 
@@ -415,6 +433,7 @@ def geometric_median(X: Any, *, return_info: bool = False, **kwargs: Any):
     return aggregate(X, "geometric_median", return_info=return_info, **kwargs)
 
 
+@_in_caller_dtype
 def signguard(
     X: Any,
     *,

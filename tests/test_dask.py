@@ -213,3 +213,16 @@ def test_dask_geometric_median_combination(client):
     out, info = rdask.geometric_median(X, return_info=True)
     np.testing.assert_allclose(info.combination.sum(), 1.0, rtol=1e-12)
     np.testing.assert_allclose(info.combination @ G, out.compute(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule,kwargs", [("median", {}), ("krum", {"f": 2}), ("signguard", {"rng": 0})])
+def test_dask_float16_comes_back_as_float16(client, rule, kwargs):
+    G = _matrix(np.float16)
+    X = da.from_array(G, chunks=(G.shape[0], 300))
+    out = rdask.aggregate(X, rule, **kwargs)
+    assert out.dtype == np.float16
+    got = out.compute()
+    assert got.dtype == np.float16
+    expected = robustagg.get_rule(rule)(G, **kwargs)  # the NumPy rule: float32 inside, float16 out
+    assert expected.dtype == np.float16
+    np.testing.assert_array_equal(got, expected)
