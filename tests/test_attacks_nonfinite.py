@@ -310,6 +310,25 @@ def test_too_few_finite_benign_rows_with_benign_only():
 # ---------------------------------------------------------------------------------------------
 # values past the input's dtype
 # ---------------------------------------------------------------------------------------------
+def test_line_search_on_float16_evaluates_the_rule_in_float32():
+    """float16 input computes in float32 and is rounded back once: the rule is evaluated on the
+    float32 rows (a candidate past 65504 is not an Inf row, and every evaluation sees the values
+    a float32 input gives), and the result is the float32 search's, rounded."""
+    received = set()
+
+    def coordinate_median(grads, f):
+        X = np.asarray(grads)
+        received.add(X.dtype)
+        return np.median(X, axis=0)
+
+    G = np.random.default_rng(7).normal(size=(12, 5)).astype(np.float16)
+    out = attacks.line_search(G, 3, rule=coordinate_median, rng=0)
+    assert received == {np.dtype(np.float32)}
+    assert out.dtype == np.float16 and np.isfinite(out[:3]).all()
+    expected = attacks.line_search(G.astype(np.float32), 3, rule=coordinate_median, rng=0)
+    np.testing.assert_array_equal(out, expected.astype(np.float16))
+
+
 def test_overflow_in_the_dtype_raises_instead_of_sending_inf():
     G = np.full((6, 3), 1e38, dtype=np.float32)  # finite for the library: float32 cannot overflow it
     G[::2] *= -1

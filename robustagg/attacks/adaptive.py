@@ -182,7 +182,7 @@ def line_search(
         kwargs = dict(rule_kwargs)
         kwargs.setdefault("f", a.f)
         kwargs.setdefault("rng", seed)
-        agg = call_with_supported(rule_fn, a.context.wrap(work), **kwargs)
+        agg = call_with_supported(rule_fn, a.context.wrap(work, cast=False), **kwargs)
         if isinstance(agg, tuple):
             agg = agg[0]
         from .._array import to_numpy
