@@ -1,4 +1,4 @@
-"""The field's attacks (issue 8): Fang et al.'s full-knowledge attack and mimic."""
+"""The field's attacks: Fang et al.'s full-knowledge attack and mimic."""
 
 import numpy as np
 import pytest
