@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -12,8 +11,8 @@ import scipy.sparse.linalg
 
 from . import kernels
 from ._registry import register_rule
+from ._threads import blas_threads
 from ._validation import check_int, check_real, check_rng, prepare
-from .kernels._distance import blas_single_thread
 
 __all__ = ["dnc"]
 
@@ -123,8 +122,9 @@ def dnc(
     all_scores = np.empty((niters, m), dtype=np.float64)
     kept_rounds = np.zeros((niters, m), dtype=bool)
     # small (m, b) products: BLAS threads only add contention; from a few hundred rows on, the
-    # (m, m) products and eigendecompositions are worth BLAS's threads
-    with blas_single_thread() if m < _BLAS_THREADED_ROWS else contextlib.nullcontext():
+    # (m, m) products and eigendecompositions are worth BLAS's threads (the caller's setting,
+    # never another call's limit: blas_threads(None) waits until single-thread sections leave)
+    with blas_threads(1 if m < _BLAS_THREADED_ROWS else None):
         # float32 input with many rows: the rounds' Grams by SGEMM (float32 blocks of centred
         # values, block products added in float64 -- the pairwise distances' scheme), twice
         # DGEMM's speed; scores then carry ~1e-6 relative error, far below any meaningful gap

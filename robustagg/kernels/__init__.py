@@ -32,6 +32,9 @@ Shared kernels (issue 2) -- ``m = len(rows)``; all accumulate in float64:
   ``column_closest_to_median_mean(G, rows, beta) -> G.dtype (d,)`` (Bulyan's second stage).
 """
 
+# First of all: importing robustagg._threads prepares Numba's threading layer (TBB, fork- and
+# thread-safe, wherever it can be loaded), which must happen before the first parallel kernel
+from .. import _threads  # noqa: F401
 from ._coordinate import (
     clipped_column_mean,
     column_closest_to_median_mean,

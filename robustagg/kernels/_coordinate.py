@@ -919,7 +919,7 @@ def _closest_to_median_sort(G, rows, beta):
     Blocks run on a small pool of threads (the transpose, NumPy's sort and the sums release the
     GIL); each block's columns are independent, so the result does not depend on the thread
     count."""
-    from ._distance import _executor
+    from .._threads import executor as _executor
 
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size

@@ -5,9 +5,10 @@ Scheme (no catastrophic cancellation in float32, no copy of G):
 1. Columns are split into chunks whose boundaries depend on d only, and the chunks' (m, m)
    float64 partials are added in chunk order (so the result is bit-identical whatever the
    thread count). The tiled float32 path (step 2) runs the chunks on Numba's threads, one
-   chunk per thread at a time (a forked child uses the pool instead); the BLAS path runs them
-   on a small pool of threads (``numba.get_num_threads()`` of them), each with BLAS limited to
-   one thread, at most two partials per thread alive at a time.
+   chunk per thread at a time (a child forked from a process running GNU OpenMP uses the
+   pool instead); the BLAS path runs them on a small pool of threads
+   (``numba.get_num_threads()`` of them), each with BLAS limited to one thread, at most two
+   partials per thread alive at a time.
 2. Every row is **shifted by a common vector s** (a shift common to all rows leaves every
    distance unchanged; what it changes is the scale ``N_i = |g_i - s|^2`` against which the
    Gram formula cancels). Inside a chunk, blocks of columns are multiplied in the input's
@@ -45,14 +46,15 @@ only needed when it returns None).
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numba as nb
 import numpy as np
 
+# the worker pool and BLAS limits live in robustagg._threads (fork- and thread-safe); the
+# names stay importable from here
+from .._threads import blas_single_thread, numba_threads_usable
+from .._threads import executor as _executor
 from . import _gramtile
 from ._coordinate import argsort_stable, median_of
 
@@ -71,45 +73,6 @@ _MAX_CHUNKS = 256
 _RTOL32 = 1e-1  # recompute pairs with D_ij <= rtol * (N_i + N_j)
 _RTOL64 = 1e-6
 _PAIR_BLOCK = 4096  # columns per block in the direct recomputation
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_controller = None
-
-
-_pool_pid = 0
-_IMPORT_PID = os.getpid()  # a different pid: this is a forked child
-
-
-def _executor(threads: int) -> ThreadPoolExecutor:
-    """The shared worker pool, recreated when the thread count changes or after a fork (a
-    forked child inherits the pool object but not its threads)."""
-    global _pool, _pool_size, _pool_pid
-    with _pool_lock:
-        pid = os.getpid()
-        if _pool is None or _pool_size != threads or _pool_pid != pid:
-            if _pool is not None and _pool_pid == pid:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="robustagg-gram")
-            _pool_size = threads
-            _pool_pid = pid
-        return _pool
-
-
-def blas_single_thread():
-    """A context manager limiting BLAS to one thread (no-op without threadpoolctl)."""
-    global _controller
-    try:
-        import threadpoolctl
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
-    if _controller is None:
-        _controller = threadpoolctl.ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
-
 
 @nb.njit(cache=True, nogil=True)
 def _centre_block(G, rows, ref, j0, bw, buf):
@@ -271,11 +234,11 @@ def _gram(G, rows, ref, threads=None, work=None):
         # a few float32 rows: the register-tiled kernel
         direct = ref < 0 and G.strides[1] == G.itemsize
         block, kb = _block_width(m, work), _gramtile.block_columns(m)
-        if os.getpid() == _IMPORT_PID:  # on Numba's threads
+        if numba_threads_usable():  # on Numba's threads
             b = np.asarray(bounds, dtype=np.int64)
             return _symmetrise(_tile_gram_chunks(G, rows, ref, direct, b, block, kb, threads))
-        # a forked child: Numba's OpenMP threads may not be used there once the parent used
-        # them, so the same chunks run on the (re-created) pool
+        # a child forked from a process running GNU OpenMP (a user's NUMBA_THREADING_LAYER=omp):
+        # Numba's threads may not be used there, so the same chunks run on the pool
 
         def task(c):
             acc = np.empty((m, m), dtype=np.float64)
