@@ -311,3 +311,22 @@ def test_clipped_clustering_matches_sklearn_partition(rng):
     assert info.kept.tolist() == keep.tolist() == [False] * 3 + [True] * 7
     np.testing.assert_allclose(out, ref, rtol=1e-10)
     assert info.threshold == pytest.approx(np.median(np.linalg.norm(G, axis=1)))
+
+
+@pytest.mark.parametrize("rule", ["caf", "dnc"])
+def test_lanczos_paths_are_reproducible_across_processes(rule):
+    """From 257 rows CAF's (and from 256 DnC's) top eigenpair comes from ARPACK, whose own start
+    vector is random: the library passes a fixed one, so two processes give the same bits."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, robustagg\n"
+        "G = np.random.default_rng(5).normal(size=(300, 40)); G[:30] += 3\n"
+        f"print(robustagg.{rule}(G, f=30, **({{'rng': 0}} if '{rule}' == 'dnc' else {{}})).tobytes().hex())\n"
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True).stdout
+        for _ in range(3)
+    }
+    assert len(outs) == 1

@@ -345,7 +345,7 @@ def check_rule(
     max_examples: int = 20,
     shrink: bool = True,
     rule_kwargs: dict | None = None,
-    branches: bool = True,
+    branches: bool | str = True,
 ) -> dict[str, int]:
     """Run the property battery against ``rule`` and raise if any property fails.
 
@@ -379,11 +379,12 @@ def check_rule(
         Let hypothesis shrink a failing example to a minimal one (slower on failure).
     rule_kwargs : dict, optional
         Extra keyword arguments for every call of the rule.
-    branches : bool, default True
+    branches : bool or str, default True
         Also run every property on one matrix on each side of every size at which the library
         switches code path (:func:`~robustagg.testing.strategies.branch_shapes_for`: 256 rows,
         m²d = 2²⁴, column blocks), the ``nonfinite`` property included. For a registered rule
-        name, the switches that rule goes through; for any other callable, every switch.
+        name, the switches that rule goes through; for any other callable, every switch; a
+        string names the rule whose switches to use (for a wrapper around a registered rule).
 
     Returns
     -------
@@ -415,8 +416,10 @@ def check_rule(
         raise ValueError(f"check_rule: unknown properties {unknown}; available: {list(PROPERTIES)}")
     kwargs = dict(rule_kwargs or {})
     seed_arg = 0 if _accepts_rng(fn) else None
-    registered = name if isinstance(rule, str) and any(name in br.rules for br in _branches()) else None
-    explicit = _branch_matrices(registered, max(f_, 1), dtypes, lo) if branches else []
+    target = branches if isinstance(branches, str) else (name if isinstance(rule, str) else None)
+    if target is not None and not any(target in br.rules for br in _branches()):
+        target = None
+    explicit = _branch_matrices(target, max(f_, 1), dtypes, lo) if branches else []
     failures: dict[str, BaseException] = {}
     passed: dict[str, int] = {}
     for prop in properties:
