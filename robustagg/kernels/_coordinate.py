@@ -11,7 +11,9 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic, overload
 
-_BLOCK = 2048  # columns per parallel block
+from ._thresholds import COLUMN_BLOCK, NETWORK_MAX_ROWS
+
+_BLOCK = COLUMN_BLOCK  # columns per parallel block
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -368,7 +370,7 @@ def _trimmed_mean_select(G, rows, k):
 
 
 _NET_BLOCK = 128  # columns per block in the sorting-network kernels (SIMD lanes are columns)
-_NET_MAX_ROWS = 256  # above this many rows the per-column quickselect is used
+_NET_MAX_ROWS = NETWORK_MAX_ROWS  # above this many rows the per-column quickselect is used
 _ROW_PAD = 16  # lanes of padding between network buffer rows (see _key_buffer)
 _ROW = _NET_BLOCK + _ROW_PAD  # network buffer row stride
 
