@@ -136,19 +136,3 @@ def test_large_blocks_and_thread_chunks():
         out, all_finite = K._ranks_mean_network(G, rows, pa, pb, 5, 16, chunks)
         assert all_finite
         np.testing.assert_array_equal(out, ref)
-
-
-@given(columns(m_max=40), st.data())
-def test_checked_kernel_reports_every_nonfinite_value(case, data):
-    """One NaN/±Inf anywhere in the rows (any row, any column, in a sorted group of 8 or in the
-    remainder rows) makes ``all_finite`` False; finite rows give True and the trimmed mean."""
-    G, rows, m = case
-    k = data.draw(st.integers(0, (m - 1) // 2))
-    out, ok = K.column_trimmed_mean_checked(G, rows, k)
-    assert ok
-    np.testing.assert_array_equal(out, K.column_trimmed_mean(G, rows, k))
-    G = G.copy()
-    r = rows[data.draw(st.integers(0, m - 1))]
-    j = data.draw(st.integers(0, G.shape[1] - 1))
-    G[r, j] = data.draw(st.sampled_from([np.nan, -np.nan, np.inf, -np.inf]))
-    assert not K.column_trimmed_mean_checked(G, rows, k)[1]

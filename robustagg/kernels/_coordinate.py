@@ -19,13 +19,11 @@ _BLOCK = COLUMN_BLOCK  # columns per parallel block
 @nb.njit(cache=True, parallel=True, nogil=True)
 def column_mean_checked(G, rows):
     """Mean over ``rows`` of each column of G (float64 accumulation, returned as G.dtype) and
-    whether every column sum is finite.
+    whether every column sum is finite (a by-product: the rows are finite, the validation layer
+    excluded the others, so the rules do not use it).
 
-    One pass over G. A NaN or ±Inf anywhere in the rows makes its column sum non-finite (NaN and
-    Inf never vanish from a sum), so ``all_finite`` True proves that the rows were finite; False
-    means a non-finite value -- or, for float64 input, a sum that overflowed -- and the caller
-    decides with the exact per-row scan. Rows are added four at a time from contiguous row
-    slices (a quarter of the accumulator traffic of one at a time).
+    One pass over G. Rows are added four at a time from contiguous row slices (a quarter of the
+    accumulator traffic of one at a time).
     """
     n_rows = rows.size
     d = G.shape[1]
@@ -190,8 +188,9 @@ def clipped_column_mean(G, rows, norms, threshold):
 # blocks of 128 columns held as int32 sort keys (float32) in a padded (m, 128) buffer; each
 # aligned group of 8 rows is sorted, and pairs of groups merged, in registers while loading.
 # Above: the per-column quickselect / sort below, on a transposed block (one column's m values
-# contiguous). Only the network path for median/trimmed mean meets NaN (it reports it, see
-# column_trimmed_mean_checked); otherwise non-finite rows are excluded before.
+# contiguous). Both paths get finite rows only: the validation layer excludes the others before
+# any kernel runs (docs/conventions.md, "Non-finite rows"). The network kernel's NaN flag is a
+# by-product of its sort keys and is not used for the policy.
 # ---------------------------------------------------------------------------------------------
 
 _SEL_BLOCK = 512  # columns per transposed buffer
@@ -773,26 +772,15 @@ def column_trimmed_mean(G: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     result is bit-identical under any row permutation); above: a per-column quickselect. With
     ``k = (m - 1) // 2`` this is the median (the average of the two middle values for even m,
     NumPy's convention)."""
-    if int(k) == 0:
-        return column_mean(G, np.ascontiguousarray(rows, dtype=np.int64))
-    return column_trimmed_mean_checked(G, rows, k)[0]
-
-
-def column_trimmed_mean_checked(G: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, bool]:
-    """``column_trimmed_mean`` and whether the rows were finite, in the same pass over G:
-    ``(out, True)`` proves every value of the rows finite (and ``out`` is the trimmed mean);
-    ``(out, False)`` means a NaN/±Inf (or, for k = 0 and float64, an overflowing sum) and
-    ``out`` must be recomputed on the finite rows. Above ``_NET_MAX_ROWS`` rows the check
-    is not made: the caller scans first (the quickselect needs finite rows)."""
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
     k = int(k)
     if k == 0:
-        return column_mean_checked(G, rows)
+        return column_mean(G, rows)
     if m <= _NET_MAX_ROWS:
         pa, pb = _network(m, k, m - k - 1, True)
-        return _ranks_mean_network(G, rows, pa, pb, k, m - k - 1, _n_chunks())
-    return _trimmed_mean_select(G, rows, k), True
+        return _ranks_mean_network(G, rows, pa, pb, k, m - k - 1, _n_chunks())[0]
+    return _trimmed_mean_select(G, rows, k)
 
 
 def column_median(G: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -39,9 +39,8 @@ Scheme (no catastrophic cancellation in float32, no copy of G):
    ~1e-9 for float64), typically far less (~1e-7 for float32 rows whose distance is comparable
    to their distance from the shift).
 
-A NaN/Inf row makes its Gram diagonal non-finite whatever the shift, so
-``pairwise_sq_distances_checked`` proves the rows finite on the way (SPEC §1's scan is then
-only needed when it returns None).
+The rows are finite (the validation layer excludes the others, docs/conventions.md); a float32
+block Gram that still overflows is redone in float64.
 """
 
 from __future__ import annotations
@@ -532,7 +531,7 @@ def _central(D, rtol, cls):
     return int(c), _count_flags(D, s, rtol, cls)
 
 
-def _pairwise(G, rows, check_finite):
+def _pairwise(G, rows):
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
     rtol = _RTOL32 if G.dtype == np.float32 else _RTOL64
@@ -544,13 +543,9 @@ def _pairwise(G, rows, check_finite):
     ref = int(rows[0])
     if _contiguous_rows(G, rows):
         c = _probe_shift(G, rows, rtol) if m > 2 else -1
-        if c is None and check_finite:
-            return None  # a NaN/Inf already in the probe's columns: no full pass needed
         ref = -1 if c is None or c < 0 else int(rows[c])
     C = _gram(G, rows, ref)
     if not np.all(np.isfinite(np.diag(C))):
-        if check_finite:
-            return None  # a NaN/Inf row (or a float32 overflow): the caller scans the rows
         # finite rows whose float32 block Gram overflowed: blocks in float64
         ref = int(rows[0])
         C = _gram(G, rows, ref, work=np.float64)
@@ -594,15 +589,7 @@ def pairwise_sq_distances(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
     docstring for the scheme and its accuracy). ``G`` is float32 or float64, any layout; only
     block-sized pieces are copied. Exactly equal rows get exactly equal rows of distances.
     """
-    return _pairwise(G, rows, check_finite=False)
-
-
-def pairwise_sq_distances_checked(G: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
-    """``pairwise_sq_distances``, or ``None`` when the Gram diagonal is not finite (a row holds
-    NaN/Inf, or a float32 block overflowed): the Gram pass then proves the rows finite, and a
-    rule may skip the separate non-finite scan (``prepare(scan_nonfinite=False)``) and scan
-    only when this returns None."""
-    return _pairwise(G, rows, check_finite=True)
+    return _pairwise(G, rows)
 
 
 @nb.njit(cache=True, nogil=True)
