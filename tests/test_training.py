@@ -167,6 +167,7 @@ def test_float32_standardisation_matches_float64_oracle(m, p, scale, seed):
     X[:, 0] = X[0, 0]  # a constant column stays exactly 0
     y = np.arange(m) % 2
     data = from_arrays(X, y, X, y)
+    assert data.X_train.dtype == np.float32
     want, _ = _standardised_oracle(X, X)
     np.testing.assert_allclose(data.X_train, want, rtol=2e-4, atol=2e-4)
     assert np.all(data.X_train[:, 0] == 0)
