@@ -424,8 +424,12 @@ def _one_thread():
     """One thread for Numba and BLAS while cells run in this process, restored afterwards.
 
     Cells are small (threads cost more than they give) and, with ``--jobs``, run in parallel
-    processes; the caller's process keeps its own settings once the run is over.
+    processes; the caller's process keeps its own settings once the run is over. BLAS goes
+    through the library's one BLAS section (:func:`robustagg._threads.blas_single_thread`, which
+    coordinates with rules running in other threads); Numba's count is per thread.
     """
+    from .._threads import blas_single_thread
+
     with contextlib.ExitStack() as stack:
         try:
             import numba
@@ -435,12 +439,7 @@ def _one_thread():
             stack.callback(numba.set_num_threads, old)
         except Exception:  # pragma: no cover - numba without threading layer
             pass
-        try:
-            from threadpoolctl import threadpool_limits
-
-            stack.enter_context(threadpool_limits(1))
-        except Exception:  # pragma: no cover - threadpoolctl is a scikit-learn dependency
-            pass
+        stack.enter_context(blas_single_thread())
         yield
 
 
