@@ -124,9 +124,8 @@ class CenteredClipping:
     center : array_like of shape (d,), optional
         The first round's centre (default zeros); it fixes d.
     nonfinite : {"exclude", "raise"}, default "exclude"
-
-    Every option is validated here, at construction, with the messages of
-    :func:`centered_clipping` (naming ``CenteredClipping``).
+        Every option is validated here, at construction, with the messages of
+        :func:`centered_clipping` (naming ``CenteredClipping``).
 
     Attributes
     ----------
