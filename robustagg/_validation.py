@@ -17,6 +17,7 @@ apply the policy themselves.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -60,24 +61,41 @@ def sq_norm_limit(n: int) -> float:
     return float(np.finfo(np.float64).max) / (4.0 * max(int(n), 1))
 
 
-def nonfinite_mask(G: np.ndarray, sq_norms: np.ndarray | None = None) -> np.ndarray:
+def nonfinite_mask(G: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask over the rows of ``G``: True where a row is non-finite for the library.
 
-    A row is non-finite when it holds a NaN or ±Inf, or when its squared L2 norm (accumulated
-    in float64) exceeds :func:`sq_norm_limit` -- the one finiteness check every rule,
-    pre-aggregator and attack applies. A first cheap pass computes every row's squared norm
-    (one read of G, at memory speed; NaN and Inf propagate into it); only when some norm is not
-    below the limit are those rows looked at one by one.
+    A row is non-finite when it holds a NaN or ±Inf, or when its squared L2 norm exceeds
+    :func:`sq_norm_limit` (of n = ``G.shape[0]``) -- the one finiteness check every rule,
+    pre-aggregator and attack applies. A first cheap pass reads G once
+    (``kernels.screen_rows``: NaN/Inf, and whether some value exceeds ``sqrt(limit / d)``, below
+    which no row can reach the limit); only the rows it flags as large -- never for float32
+    input, whose finite rows cannot reach the limit -- get their squared norm computed exactly,
+    one by one, scaled so that no square overflows.
 
-    ``sq_norms`` may be passed when they are already known (float64, shape (n,)).
+    ``rows`` (int indices) restricts the check to those rows: the mask is then over ``rows``.
     """
-    from .kernels import row_sq_norms
+    from .kernels import screen_rows
 
-    n = G.shape[0]
-    if sq_norms is None:
-        sq_norms = row_sq_norms(G, np.arange(n, dtype=np.int64))
-    # "not <=" catches NaN too
-    return ~(sq_norms <= sq_norm_limit(n))
+    n, d = G.shape
+    rows = np.arange(n, dtype=np.int64) if rows is None else np.ascontiguousarray(rows, dtype=np.int64)
+    limit = sq_norm_limit(n)
+    bound = math.inf if G.dtype == np.float32 else math.sqrt(limit / d) * (1.0 - 1e-12)
+    flags = screen_rows(G, rows, bound)
+    bad = flags == 1
+    for r in np.flatnonzero(flags == 2):
+        bad[r] = _row_sq_norm(G[rows[r]]) > limit
+    return bad
+
+
+def _row_sq_norm(row: np.ndarray) -> float:
+    """A finite row's squared norm as a Python float, ``inf`` when it exceeds float64: the
+    row is scaled by its largest magnitude first, so no square overflows."""
+    scale = float(np.max(np.abs(row)))
+    if scale == 0.0:
+        return 0.0
+    r = row.astype(np.float64) / scale
+    with np.errstate(over="ignore"):
+        return scale * scale * float(r @ r)
 
 
 def _describe_nonfinite(G: np.ndarray, bad: np.ndarray, name: str) -> str:
@@ -209,14 +227,11 @@ class Prepared:
         Indices of the rows the rule must use (all rows when every row is finite).
     all_finite : bool
         Whether no row was excluded (then ``rows`` is ``arange(n)``).
-    sq_norms : numpy.ndarray of float64, shape (m,)
-        Squared norms of the rows in ``rows`` (computed by the finiteness check: rules that
-        need them do not read G again).
     """
 
-    __slots__ = ("rule", "G", "n", "d", "f", "f_eff", "nonfinite", "rows", "all_finite", "context", "_sq_norms")
+    __slots__ = ("rule", "G", "n", "d", "f", "f_eff", "nonfinite", "rows", "all_finite", "context")
 
-    def __init__(self, rule, G, f, nonfinite, context: ArrayContext, sq_norms: np.ndarray):
+    def __init__(self, rule, G, f, nonfinite, context: ArrayContext):
         self.rule = rule
         self.G = G
         self.n, self.d = G.shape
@@ -227,12 +242,6 @@ class Prepared:
         k = int(nonfinite.sum())
         self.f_eff = None if f is None else max(f - k, 0)
         self.context = context
-        self._sq_norms = sq_norms
-
-    @property
-    def sq_norms(self) -> np.ndarray:
-        """Squared L2 norms (float64) of the rows in ``rows``, from the finiteness check's pass."""
-        return self._sq_norms if self.all_finite else self._sq_norms[self.rows]
 
     @property
     def m(self) -> int:
@@ -322,10 +331,7 @@ def prepare(
         raise ValueError(f"{rule}: argument {name!r} has rows of length d = 0; gradients need at least one coordinate")
     if f is not None or min_n is not None:
         f = check_f(0 if f is None else f, n, rule=rule, min_n=min_n, bound=bound)
-    from .kernels import row_sq_norms
-
-    sq_norms = row_sq_norms(G, np.arange(n, dtype=np.int64))
-    bad = nonfinite_mask(G, sq_norms)
+    bad = nonfinite_mask(G)
     if bad.any():
         if nonfinite == "raise":
             raise ValueError(
@@ -337,4 +343,4 @@ def prepare(
                 f"{rule}: every row of {name!r} holds NaN or Inf or overflows "
                 f"({_describe_nonfinite(G, bad, name)}); there is nothing to aggregate"
             )
-    return Prepared(rule, G, f, bad, ctx, sq_norms)
+    return Prepared(rule, G, f, bad, ctx)

@@ -141,13 +141,22 @@ def test_nonfinite_mask_matches_a_row_by_row_reference():
     rng = np.random.default_rng(3)
     for n, d in [(5, 3), (300, 7), (40, 9000)]:
         G = rng.normal(size=(n, d))
-        rows = rng.choice(n, size=min(n, 4), replace=False)
+        rows = rng.choice(n, size=min(n, 5), replace=False)
         G[rows[0], 0] = np.nan
         G[rows[1], -1] = -np.inf
         G[rows[2]] *= 1e160
         limit = np.finfo(np.float64).max / (4 * n)
+        # rows on either side of the limit: the cheap pass flags them as large (a value past
+        # sqrt(limit / d)), the exact scaled norm decides
+        G[rows[3]] = np.sqrt(limit / d) * (1.0 + 1e-9)
+        if n > 5:
+            G[rows[4] if len(rows) > 4 else 0] = np.sqrt(limit / d) * (1.0 - 1e-9)
+            G[1, 0] = np.sqrt(limit) * 0.5  # one huge value, the rest small: under the limit
         expected = np.array([not _sq_norm(G[i]) <= limit for i in range(n)])
         np.testing.assert_array_equal(nonfinite_mask(G), expected)
+        assert expected[rows[3]] and not expected[1] or rows[3] == 1
+        sub = np.sort(rows)
+        np.testing.assert_array_equal(nonfinite_mask(G, sub), expected[sub])
         with np.errstate(over="ignore"):
             G32 = G.astype(np.float32)  # the 1e160 row becomes +-inf
         np.testing.assert_array_equal(nonfinite_mask(G32), ~np.isfinite(G32).all(axis=1))

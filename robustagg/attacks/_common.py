@@ -59,7 +59,7 @@ class AttackInput:
         Present when the attack asked for randomness.
     """
 
-    __slots__ = ("name", "G", "byzantine", "context", "rng", "n", "d", "_sq_norms", "_known")
+    __slots__ = ("name", "G", "byzantine", "context", "rng", "n", "d", "_bad", "_known")
 
     def __init__(self, name: str, G: np.ndarray, byzantine: np.ndarray, context: ArrayContext, rng):
         self.name = name
@@ -68,7 +68,7 @@ class AttackInput:
         self.context = context
         self.rng = rng
         self.n, self.d = G.shape
-        self._sq_norms = None  # float64 (n,): the rows' squared norms, filled in as rows are asked about
+        self._bad = None  # bool (n,): the rows' verdicts, filled in as rows are asked about
         self._known = None
 
     # --- row sets -------------------------------------------------------------------------
@@ -111,20 +111,17 @@ class AttackInput:
     def nonfinite(self, rows: np.ndarray) -> np.ndarray:
         """bool (len(rows),): which of ``rows`` :func:`robustagg._validation.nonfinite_mask` marks.
 
-        Only the rows asked about are read (one float64 squared-norm pass each, remembered): an
-        attack that needs its f Byzantine rows does not read the other n - f.
+        Only the rows asked about are read (once each, remembered): an attack that needs its f
+        Byzantine rows does not read the other n - f.
         """
-        if self._sq_norms is None:
-            self._sq_norms = np.zeros(self.n, dtype=np.float64)
+        if self._bad is None:
+            self._bad = np.zeros(self.n, dtype=bool)
             self._known = np.zeros(self.n, dtype=bool)
         todo = rows[~self._known[rows]]
         if todo.size:
-            from ..kernels import row_sq_norms
-
-            self._sq_norms[todo] = row_sq_norms(self.G, np.ascontiguousarray(todo, dtype=np.int64))
+            self._bad[todo] = nonfinite_mask(self.G, todo)
             self._known[todo] = True
-        # the rows not asked about have a placeholder norm 0 and are not read from the mask
-        return nonfinite_mask(self.G, self._sq_norms)[rows]
+        return self._bad[rows]
 
     def finite_rows(self, rows: np.ndarray, needed: int, what: str, of: str) -> np.ndarray:
         """The rows of ``rows`` whose honest gradient is finite for the library, in order.

@@ -56,6 +56,7 @@ from ._rows import (
     row_norms,
     row_sq_distances_to,
     row_sq_norms,
+    screen_rows,
 )
 from ._signs import (
     cosines_in_place,
@@ -69,7 +70,7 @@ from ._signs import (
     sq_norm,
 )
 
-__all__ = ["column_mean", "nonfinite_rows"]
+__all__ = ["column_mean", "nonfinite_rows", "screen_rows"]
 __all__ += [
     "dots_with",
     "floyd_draws",

@@ -49,6 +49,52 @@ def nonfinite_rows(G):
     return out
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _chunk_large(row, j0, j1, bound, cnt):
+    """Add to the ``cnt`` lanes how many of ``row[j0:j1]`` exceed ``bound`` in magnitude (a
+    NaN compares false: the non-finite test catches it); branch-free and vectorised."""
+    m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
+    for c in range(j0, m, _NF_LANES):
+        seg = row[c : c + _NF_LANES]
+        for k in range(_NF_LANES):
+            cnt[k] += abs(seg[k]) > bound
+    extra = 0
+    for j in range(m, j1):
+        extra += abs(row[j]) > bound
+    return extra
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def screen_rows(G, rows, bound):
+    """One read of the rows ``rows`` of G, per row: 1 when it holds a NaN or ±Inf, else 2 when
+    some value exceeds
+    ``bound`` in magnitude, else 0. The validation layer's cheap first pass: with
+    ``bound = sqrt(limit / d)`` a row marked 0 has a squared norm of at most ``limit``, and only
+    the rows marked 2 need their norm computed exactly."""
+    m = rows.size
+    d = G.shape[1]
+    bounded = bound < np.inf  # float32 input passes inf: only the NaN/Inf test is made
+    out = np.zeros(m, dtype=np.int8)
+    for i in nb.prange(m):
+        row = G[rows[i]]
+        acc = np.zeros(_NF_LANES, dtype=G.dtype)
+        cnt = np.zeros(_NF_LANES, dtype=np.int32)
+        large = 0
+        for j0 in range(0, d, _NF_CHUNK):
+            j1 = min(d, j0 + _NF_CHUNK)
+            if _chunk_nonfinite(row, j0, j1, acc):
+                out[i] = 1
+                break
+            if bounded:
+                large += _chunk_large(row, j0, j1, bound, cnt)
+        if out[i] == 0:
+            for k in range(_NF_LANES):
+                large += cnt[k]
+            if large > 0:
+                out[i] = 2
+    return out
+
+
 _ROW_BLOCK = ROW_BLOCK  # columns per block when parallelising over (row, column-block) pairs
 _LANES = 64  # independent float64 partial sums of squares: a loop of 64 independent lanes is
 # vectorised by LLVM's loop vectoriser (AVX2: 4 doubles per register) without fast-math flags; 8
