@@ -108,13 +108,13 @@ def test_gram_stage_agrees_with_the_blas_path(monkeypatch):
 
 @pytest.mark.parametrize("ref", [-1, 3])
 def test_pool_path_of_a_forked_child_gives_the_same_bits(monkeypatch, ref):
-    """In a forked child the tiled chunks run on the Python pool instead of Numba's threads:
-    the same partials added in the same order."""
+    """In a child forked from a process running GNU OpenMP the tiled chunks run on the Python
+    pool instead of Numba's threads: the same partials added in the same order."""
     rng = np.random.default_rng(8)
     G = rng.standard_normal((23, 70001)).astype(np.float32)
     rows = np.arange(23)
     numba_threads = [K._gram(G, rows, ref, threads=t) for t in (1, 2)]
-    monkeypatch.setattr(K, "_IMPORT_PID", -1)
+    monkeypatch.setattr(K, "numba_threads_usable", lambda: False)
     pool = [K._gram(G, rows, ref, threads=t) for t in (1, 2)]
     for a in numba_threads + pool[1:]:
         assert np.array_equal(a, pool[0])

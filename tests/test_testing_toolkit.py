@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import robustagg
-from robustagg.testing import PropertyFailure, check_rule
+from robustagg.testing import PROPERTIES, PropertyFailure, check_rule
 from robustagg.testing import strategies as rst
+from robustagg.testing.strategies import branch_shapes_for
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
 
@@ -126,43 +127,77 @@ KNOWN_ORDER_DEPENDENCE = {
 }
 
 
+def _fltrust(grads, f=None):
+    """FLTrust with a root gradient near the finite rows' median (it needs one of length d)."""
+    G = np.asarray(grads)
+    finite = G[np.isfinite(G).all(axis=1)].astype(np.float64)
+    root = (np.median(finite, axis=0) if len(finite) else np.zeros(G.shape[1])) + 0.1
+    return robustagg.fltrust(grads, root.astype(G.dtype))
+
+
+#: rules with a required side input, called through a wrapper that supplies it
+WRAPPED = {"fltrust": _fltrust}
+
+
 def _library_rule_cases():
     cases = []
     for name, fn in sorted(robustagg.RULES.items()):
         params = inspect.signature(fn).parameters
-        required = [
-            p
-            for p in list(params.values())[1:]
-            if p.default is inspect.Parameter.empty and p.name != "f" and p.kind is not p.VAR_KEYWORD
-        ]
-        if required or ("root_gradient" in params):
-            continue  # needs a side input (e.g. FLTrust's root gradient): not a plain rule(grads, f)
         takes_f = "f" in params
         coordinatewise = fn.__module__ == "robustagg.coordinatewise"
-        marks = ()
-        if name in KNOWN_ORDER_DEPENDENCE:
-            marks = pytest.mark.xfail(
-                reason=KNOWN_ORDER_DEPENDENCE[name], raises=PropertyFailure, strict=False
-            )
-        cases.append(pytest.param(name, 1 if takes_f else None, coordinatewise, id=name, marks=marks))
+        cases.append(pytest.param(name, 1 if takes_f else None, coordinatewise, id=name))
     return cases
 
 
 @pytest.mark.slow  # mostly Numba compiling each rule for float32/float64 and read-only input
 @pytest.mark.parametrize("name, f, coordinatewise", _library_rule_cases())
 def test_battery_passes_on_every_registered_rule(name, f, coordinatewise):
-    check_rule(
-        name,
+    """Every property on drawn matrices and on both sides of every size switch the rule goes
+    through (256 rows, m²d = 2²⁴, column blocks: ``branches``), the non-finite policy included.
+    Rules whose textbook tie rule depends on the rows' order skip only the permutation check."""
+    properties = None
+    if name in KNOWN_ORDER_DEPENDENCE:
+        properties = [p for p in PROPERTIES if p not in ("permutation", "honest_range")]
+    passed = check_rule(
+        WRAPPED.get(name, name),
         f=f,
         coordinatewise=coordinatewise,
         torch=True,
+        properties=properties,
         max_examples=3,
         n_min=4 * (f or 0) + 3,
         n_max=4 * (f or 0) + 8,
         d_min=2,
         d_max=6,
         shrink=False,
+        branches=name,
     )
+    # every property ran at least on the explicit inputs at the size switches
+    assert min(passed.values()) >= len(branch_shapes_for(name, k=max(f or 0, 1)))
+    if name in KNOWN_ORDER_DEPENDENCE:  # and the order dependence is real, not a test artefact
+        with pytest.raises(PropertyFailure, match="permutation"):
+            check_rule(name, f=f, properties=["permutation"], max_examples=3, shrink=False, branches=name)
+
+
+def test_the_battery_reaches_past_256_rows_and_fails_a_rule_broken_only_there():
+    """A median that is right up to 256 rows and returns NaN above is caught by the explicit
+    inputs at the switch, although every drawn matrix is small."""
+
+    def median_broken_above_256(grads, f=0):
+        G = np.asarray(grads, dtype=np.float64)
+        G = G[np.isfinite(G).all(axis=1)]
+        if G.shape[0] > 256:
+            return np.full(G.shape[1], np.nan, dtype=np.asarray(grads).dtype)
+        return np.median(G, axis=0).astype(np.asarray(grads).dtype)
+
+    with pytest.raises(PropertyFailure) as exc:
+        check_rule(median_broken_above_256, f=1, properties=["shape", "nonfinite"], max_examples=2, shrink=False)
+    assert set(exc.value.failures) == {"shape", "nonfinite"}
+    # without the explicit inputs the small drawn matrices miss the defect
+    passed = check_rule(
+        median_broken_above_256, f=1, properties=["shape", "nonfinite"], max_examples=2, shrink=False, branches=False
+    )
+    assert set(passed) == {"shape", "nonfinite"}
 
 
 # ---------------------------------------------------------------------------------------------
