@@ -1,4 +1,4 @@
-"""Classical rules against their NumPy references, side by side in one run (issue 2's figures).
+"""Classical rules against their NumPy references, side by side in one run.
 
 At n = 50, d = 10^6, float32 (``--quick``: d = 10^5) on a synthetic attacked matrix (honest
 ``mu + N(0, 1)`` rows, the first f = 10 replaced by the LIE vector):

@@ -1,4 +1,4 @@
-"""Timings of the field's rules, pre-aggregators and attacks (issue 8).
+"""Timings of the field's rules, pre-aggregators and attacks.
 
     python benchmarks/bench_field.py                      # n=50 d=1e6 and n=1000 d=1e5, float32
     python benchmarks/bench_field.py --sizes 50x1e5 --repeats 5

@@ -5,8 +5,8 @@
 
 1. n = 50, d = 10^6, float32, the input of record (``robustagg bench``'s matrix: 10 LIE rows),
    side by side (interleaved calls): the read floor (one streaming pass, as ``robustagg bench``
-   measures it), one ``np.mean(G, axis=0)``, ``signguard`` (targets: <= 3x np.mean, issue 4;
-   <= 3x the read floor, issue 6), ``signguard_sim`` / ``signguard_dist`` with a reference (the
+   measures it), one ``np.mean(G, axis=0)``, ``signguard`` (targets: <= 3x np.mean;
+   <= 3x the read floor), ``signguard_sim`` / ``signguard_dist`` with a reference (the
    training loop's case) and without one (Gram-bound: against one ``G @ G.T`` and the shared
    ``pairwise_sq_distances``; ``G @ G.T`` is timed after the interleaved calls, since
    OpenBLAS's worker threads spin after a call). Wall-clock medians and CPU time per call (all threads);
@@ -154,7 +154,7 @@ def main() -> None:
             f"    {name:30s} {wall[name] * 1e3:8.1f} {cpu[name] * 1e3:8.1f} {wall[name] / floor:8.2f} "
             f"{wall[name] / t_mean:8.2f} {wall[name] / t_gram:8.2f} {cpu[name] / floor_cpu:16.2f}"
         )
-    print("    targets: signguard <= 3x np.mean (issue 4), signguard* <= 3x the read floor (issue 6)")
+    print("    targets: signguard <= 3x np.mean, signguard* <= 3x the read floor")
     G = ref = None  # free the matrix before the next case
     if args.only_first:
         return

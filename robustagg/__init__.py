@@ -51,9 +51,9 @@ __all__ = [
     "register_rule",
 ]
 __all__ += coordinatewise.__all__  # noqa: F405
-__all__ += distance.__all__ + spectral.__all__  # noqa: F405  (issue 2)
-__all__ += __import__("sys").modules[f"{__name__}.signguard"].__all__ + ["clustering"]  # issue 4
-# issue 8: the field's rules (modules named like their main function are read from sys.modules)
+__all__ += distance.__all__ + spectral.__all__  # noqa: F405
+__all__ += __import__("sys").modules[f"{__name__}.signguard"].__all__ + ["clustering"]
+# the field's rules (modules named like their main function are read from sys.modules)
 import sys as _sys  # noqa: E402
 
 for _m in ("preaggregation", "centered_clipping", "subset", "fltrust"):

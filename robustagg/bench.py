@@ -80,7 +80,7 @@ QUICK_N = (10, 50)
 QUICK_D = (10**3, 10**4)
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of the (n, d) matrix; larger cells are skipped
 F_FRACTION = 0.2  # the paper's 20 % Byzantine clients
-LIE_Z = 0.3  # the experiments' LIE z (SPEC §4), used to build the attacked input
+LIE_Z = 0.3  # the experiments' LIE z (docs/conventions.md, Attacks), used to build the attacked input
 
 
 # ============================================================================================
@@ -461,7 +461,7 @@ NUMPY_BASELINES: dict[str, Callable[..., np.ndarray]] = {
 }
 """Plain NumPy/SciPy implementations, keyed by rule name or ``"attack:<name>"``.
 
-Rules follow SPEC conventions with their defaults (so that, for the deterministic rules, the
+Rules follow the conventions of docs/conventions.md with their defaults (so that, for the deterministic rules, the
 harness can also report how far the library's result is from the baseline's). The baselines are
 what a careful user writes with NumPy: one vectorised expression per step, distances through the
 Gram matrix, sorting for order statistics, scikit-learn for Mean-Shift."""

@@ -224,7 +224,7 @@ def largest_cluster(labels: Any) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------
-# clipped clustering (issue 8)
+# clipped clustering
 # ----------------------------------------------------------------------------------------
 def clipped_clustering(
     grads: Any,

@@ -3,9 +3,8 @@
 All of them work on the accurate pairwise squared distances of ``kernels.pairwise_sq_distances``
 (the geometric median's Weiszfeld iterations too, through ``||g_i - z||^2 = (D lam)_i -
 lam^T D lam / 2``), computed over the finite rows only (``Prepared.rows``) without copying the
-(n, d) matrix. The Gram pass doubles as the non-finite check: a NaN/Inf row makes its Gram
-diagonal non-finite, so the separate scan of SPEC §1 runs (and its policy applies unchanged)
-only when the pass reports one.
+(n, d) matrix; the validation layer has excluded the non-finite rows before (docs/conventions.md,
+"Non-finite rows").
 
 Few finite rows. With ``nonfinite="exclude"``, k non-finite rows count against ``f``: the rule
 runs on n' = n - k rows with f' = max(f - k, 0). The bounds (n >= 2f + 3 for Krum, n >= 4f + 3

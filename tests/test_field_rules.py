@@ -1,4 +1,4 @@
-"""The field's rules (issue 8): naive oracles, the property battery, diagnostics, validation."""
+"""The field's rules: naive oracles, the property battery, diagnostics, validation."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Kernels of issue 2 against float64 direct computations and SciPy."""
+"""The shared kernels against float64 direct computations and SciPy."""
 
 import numpy as np
 import pytest

@@ -5,7 +5,7 @@ fast-math flags (Byzantine input carries NaN/Inf).
 Convention: a kernel that aggregates takes ``(G, rows)`` where ``rows`` is an int64 array of
 the row indices to use (the finite rows), so that excluding a Byzantine row never copies G.
 
-Shared kernels (issue 2) -- ``m = len(rows)``; all accumulate in float64:
+Shared kernels -- ``m = len(rows)``; all accumulate in float64:
 
 * ``row_norms(G, rows) -> float64 (m,)`` L2 norms; ``row_sq_norms`` the squares.
 * ``row_sq_distances_to(G, rows, z) -> float64 (m,)``: ``||g_r - z||^2`` for a float64 (d,) ``z``.
@@ -80,7 +80,7 @@ __all__ += [
     "norms_signs_and_similarity",
 ]
 __all__ += ["cosines_in_place", "offdiag_row_medians", "sq_norm"]
-__all__ += [  # issue 2: shared row, distance and coordinate-wise selection kernels
+__all__ += [  # shared row, distance and coordinate-wise selection kernels
     "centred_gram",
     "clip_rows",
     "clip_scales",

@@ -1,4 +1,4 @@
-"""Kernels of the field's rules (issue 8): group means (bucketing), dense mixing (NNM), the
+"""Kernels of the field's rules: group means (bucketing), dense mixing (NNM), the
 Gram-domain helpers and exact searches of the subset rules (MDA, SMEA).
 
 Row norms, clipping, weighted sums, distances to a point, pairwise distances and the

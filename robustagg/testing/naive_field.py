@@ -1,5 +1,5 @@
 """Slow, obviously-correct reference implementations of the field's rules, pre-aggregators
-and attacks (issue 8), used as test oracles. They work on finite NumPy float64 matrices,
+and attacks, used as test oracles. They work on finite NumPy float64 matrices,
 loop over rows, subsets and coordinates, and form d × d covariance matrices where the fast
 versions use n × n Gram matrices -- independent routes to the same numbers.
 

@@ -2,7 +2,7 @@
 
 Plain Python/NumPy loops in float64, written for clarity, not speed. They take an (n, d)
 NumPy matrix of **finite** rows (apply the non-finite policy before calling them) and return
-float64 results; the conventions are those of the library (SPEC §2):
+float64 results; the conventions are those of the library (docs/conventions.md, Classical rules):
 
 * median: the average of the two middle values for even n;
 * Krum: squared distances, ``n - f - 2`` nearest others, ties to the lowest index;
