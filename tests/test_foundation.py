@@ -122,7 +122,7 @@ def test_diagnostics_access(rng):
     _, info = robustagg.mean(rng.normal(size=(3, 2)), return_info=True)
     assert info.rule == "mean" and info["kept"].all() and "kept" in info
     with pytest.raises(AttributeError, match="available"):
-        info.scores
+        _ = info.scores
     h, m = info.kept_rate(np.array([True, False, False]))
     assert h == 1.0 and m == 1.0
 

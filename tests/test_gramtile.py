@@ -100,7 +100,7 @@ def test_gram_stage_agrees_with_the_blas_path(monkeypatch):
     assert np.array_equal(tiled[0], tiled[-1])  # the thread count does not change the bits
     monkeypatch.setattr(T, "MAX_ROWS", 0)
     blas = [c() for c in calls]
-    for a, b in zip(tiled, blas):
+    for a, b in zip(tiled, blas, strict=True):
         assert np.array_equal(a, a.T)
         scale = np.sqrt(np.outer(np.diag(b), np.diag(b)))
         assert np.all(np.abs(a - b) <= 1e-5 * scale)

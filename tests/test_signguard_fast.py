@@ -58,7 +58,7 @@ def test_fused_kernels_match_numpy(seed, n, d, dtype):
         for distance in (False, True):
             a = kernels.norms_signs_and_similarity(G, rows, coords, r32, distance, group)
             b = kernels.norms_signs_and_similarity(G, rows, coords, r32.astype(np.float64), distance, group)
-            for x, y in zip(a, b):
+            for x, y in zip(a, b, strict=True):
                 np.testing.assert_array_equal(x, y)
 
 
