@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .._registry import call_with_supported, get_attack, get_rule
+from .._validation import nonfinite_mask
 from .data import Dataset
 from .models import make_model
 from .partition import partition, partition_label
@@ -470,6 +471,12 @@ def run_federated(
                 yb[byzantine] = C - 1 - yb[byzantine]
             G, losses = model.client_gradients(theta, Xb, yb, batcher.weights)
             train_loss[t] = float(losses[~byzantine].mean())
+            if (~nonfinite_mask(G)[~byzantine]).sum() < 2:
+                # the model's own gradients are no longer finite for (almost) every honest client:
+                # the run has diverged (no attack can take statistics, no rule aggregate)
+                t += 1
+                diverged_at = t
+                break
             if f and attack not in ("none", "label_flip"):
                 sent = _call_attack(attack, G, byzantine, cfg.attack_kwargs, rng_attack)
             else:
