@@ -1,6 +1,6 @@
 """The non-finite policy of docs/conventions.md at every size: rows holding NaN/±Inf, or finite
 rows whose squared norm overflows, are excluded and reported by every registered rule at
-n = 300 and n = 1000 (past every row threshold of ``robustagg.kernels._thresholds``), on both
+n = 300 and n = 1000 (past every row threshold of ``robustagg._thresholds``), on both
 sides of each size switch, and ``nonfinite="raise"`` raises a ValueError naming the rule.
 Huge finite rows never turn an output into NaN or an error that names no rule."""
 
@@ -10,7 +10,7 @@ import pytest
 import robustagg
 from robustagg._registry import call_with_supported
 from robustagg._validation import nonfinite_mask, sq_norm_limit
-from robustagg.kernels import _thresholds
+from robustagg import _thresholds
 from robustagg.testing.strategies import branch_shapes_for
 
 RULE_NAMES = sorted(robustagg.RULES)

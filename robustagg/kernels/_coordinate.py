@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.core.extending import intrinsic, overload
 
-from ._thresholds import COLUMN_BLOCK, NETWORK_MAX_ROWS
+from .._thresholds import COLUMN_BLOCK, NETWORK_MAX_ROWS
 
 _BLOCK = COLUMN_BLOCK  # columns per parallel block
 

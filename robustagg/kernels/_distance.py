@@ -54,11 +54,12 @@ import numpy as np
 # names stay importable from here
 from .._threads import blas_single_thread, numba_threads_usable
 from .._threads import executor as _executor
+from .._thresholds import DISTANCE_BLOCK
 from . import _gramtile
 from ._coordinate import argsort_stable, median_of
 
-_BLOCK32 = 4096  # columns per block, float32 input (float32 SGEMM accumulation length)
-_BLOCK64 = 4096  # columns per block, float64 input
+_BLOCK32 = DISTANCE_BLOCK  # columns per block, float32 input (float32 SGEMM accumulation length)
+_BLOCK64 = DISTANCE_BLOCK  # columns per block, float64 input
 _BUF_BYTES = 2 << 20  # a centred block's buffer holds at most this (narrower blocks for large m)
 _MIN_BLOCK = 256
 _PROBE_BLOCKS = 4  # the shift is chosen on this many blocks of columns spread over d

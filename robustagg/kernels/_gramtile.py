@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._thresholds import TILED_GRAM_MAX_ROWS
+from .._thresholds import TILED_GRAM_MAX_ROWS
 
 _A = 3  # rows i of a tile
 _B = 4  # rows j of a tile

@@ -15,7 +15,7 @@ import numba as nb
 import numpy as np
 
 from ._coordinate import _select  # quickselect (finite values; features are checked finite)
-from ._thresholds import MEANSHIFT_PARALLEL_MIN_ROWS
+from .._thresholds import MEANSHIFT_PARALLEL_MIN_ROWS
 
 
 @nb.njit(cache=True, nogil=True)

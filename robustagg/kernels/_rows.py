@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._thresholds import ROW_BLOCK
+from .._thresholds import ROW_BLOCK
 
 _NF_LANES = 256  # independent accumulators in the non-finite scan
 _NF_CHUNK = 32 * _NF_LANES  # values scanned between two checks

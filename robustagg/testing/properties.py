@@ -298,7 +298,7 @@ _CHECKS = {
 # the battery
 # ----------------------------------------------------------------------------------------------
 def _branches():
-    from ..kernels._thresholds import BRANCHES
+    from .._thresholds import BRANCHES
 
     return BRANCHES
 

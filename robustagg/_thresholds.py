@@ -1,4 +1,5 @@
-"""Every input size at which the library changes code path, in one place.
+"""Every input size at which the library changes code path, in one place (pure Python: importing
+it loads no kernel).
 
 A kernel that switches path at some size is two kernels, and both must satisfy the same
 properties (the non-finite policy included). Keeping each switch here, with the quantity it
