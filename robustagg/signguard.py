@@ -32,7 +32,7 @@ from ._registry import RULES, register_rule
 from ._validation import check_choice, check_real, check_rng, prepare
 from .clustering import estimate_bandwidth as _estimate_bandwidth
 from .clustering import kmeans, largest_cluster, mean_shift
-from .kernels._thresholds import SIGNGUARD_EXACT_GRAM_MAX
+from ._thresholds import SIGNGUARD_EXACT_GRAM_MAX
 
 __all__ = ["SignGuard", "signguard", "signguard_dist", "signguard_sim"]
 

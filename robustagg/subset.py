@@ -24,7 +24,7 @@ from ._registry import register_rule
 from ._validation import check_int, prepare
 from .kernels import _field
 from .kernels._distance import blas_single_thread
-from .kernels._thresholds import CAF_LANCZOS_MIN_ROWS
+from ._thresholds import CAF_LANCZOS_MIN_ROWS
 
 __all__ = ["caf", "mda", "monna", "smea"]
 
