@@ -8,9 +8,18 @@ in, the same library out)::
     aggregate, info = robustagg.krum(grads, f=10, return_info=True)
 
 Rules and attacks are also available by name (``robustagg.RULES``, ``robustagg.ATTACKS``).
+
+Import cost: importing the package imports every rule module (each registers its rules), but
+not the Numba kernels, SciPy or scikit-learn: those are imported when a rule that needs them is
+first called (``robustagg._lazy``; docs/performance.md). ``robustagg.kernels`` is imported on
+first access to the attribute (PEP 562). Numba's threading layer is still prepared at import
+(``robustagg._threads``, docs/conventions.md "Threads, fork and BLAS").
 """
 
+# First: prepare Numba's threading layer (TBB where it can be loaded), so that it is in place
+# before the caller's or robustagg's first parallel Numba call
 from . import (
+    _threads,  # noqa: F401
     attacks,  # noqa: E402  (registers the attacks)
     clustering,  # noqa: E402
 )
@@ -61,3 +70,19 @@ for _m in ("preaggregation", "centered_clipping", "subset", "fltrust"):
 from .clustering import clipped_clustering  # noqa: E402
 
 __all__ += ["clipped_clustering"]
+
+# Submodules that are not imported with the package, imported on first attribute access
+# (``robustagg.kernels`` was bound by the package's import before the kernels became lazy)
+_LAZY_SUBMODULES = ("kernels",)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_LAZY_SUBMODULES))

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
 from ._array import to_numpy
+from ._lazy import LazyModule
 from ._registry import register_rule
 from ._validation import NONFINITE_POLICIES, check_choice, check_int, check_real, prepare
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["CenteredClipping", "centered_clipping"]
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ._lazy import LazyModule
 from ._validation import check_int, check_real, check_rng
-from .kernels import _meanshift as _ms
+
+_ms = LazyModule("robustagg.kernels._meanshift", globals(), "_ms")  # imported at the first call
 
 __all__ = ["estimate_bandwidth", "kmeans", "largest_cluster", "mean_shift"]
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import kernels
+from ._lazy import LazyModule
 from ._registry import register_rule
 from ._validation import prepare
-from .kernels._field import column_mean_around_median
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["mean", "median", "trimmed_mean"]
 
@@ -178,6 +179,8 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
     """
     p = prepare("meamed", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f", nonfinite=nonfinite,
                 return_info=return_info)
+    from .kernels._field import column_mean_around_median
+
     result = column_mean_around_median(p.G, p.rows, p.m - p.f_eff)
     return p.finish(result, return_info=return_info)
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from ._lazy import LazyModule
 from ._registry import register_rule
 from ._validation import check_int, check_real, prepare
-from .kernels._distance import repeated_krum
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["bulyan", "geometric_median", "krum", "multi_krum"]
 
@@ -215,6 +216,8 @@ def bulyan(
     E. M. El Mhamdi, R. Guerraoui, S. Rouault. *The Hidden Vulnerability of Distributed Learning
     in Byzantium*. ICML 2018.
     """
+    from .kernels._distance import repeated_krum
+
     kw = dict(f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info)
     p = prepare("bulyan", grads, **kw)
     p, D = _finite_distances(p, "bulyan", grads, **kw)

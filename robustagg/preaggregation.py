@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
 from ._diagnostics import Diagnostics
+from ._lazy import LazyModule
 from ._registry import PREAGGREGATORS, RULES, call_with_supported, register_preaggregator
 from ._validation import check_int, check_real, check_rng, prepare
-from .kernels import _field
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
+_field = LazyModule("robustagg.kernels._field", globals(), "_field")
 
 __all__ = ["arc", "bucketing", "clipping", "nnm", "pipeline"]
 

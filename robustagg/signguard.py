@@ -26,13 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
 from ._array import to_numpy
+from ._lazy import LazyModule
 from ._registry import RULES, register_rule
+from ._thresholds import SIGNGUARD_EXACT_GRAM_MAX
 from ._validation import check_choice, check_real, check_rng, prepare
 from .clustering import estimate_bandwidth as _estimate_bandwidth
 from .clustering import kmeans, largest_cluster, mean_shift
-from ._thresholds import SIGNGUARD_EXACT_GRAM_MAX
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["SignGuard", "signguard", "signguard_dist", "signguard_sim"]
 

@@ -6,20 +6,21 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse.linalg
 
-from . import kernels
+from ._lazy import LazyModule
 from ._registry import register_rule
 from ._threads import blas_threads
+from ._thresholds import DNC_BLAS_THREADED_MIN_ROWS, DNC_FUSE_RATIO, DNC_LANCZOS_MIN_ROWS
 from ._validation import check_int, check_real, check_rng, prepare
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["dnc"]
 
-_FUSE_RATIO = 16  # gather every round in the scan pass when niters * b * _FUSE_RATIO <= d
-_BLAS_THREADED_ROWS = 256  # from this many rows on the rounds use BLAS's threads
+_FUSE_RATIO = DNC_FUSE_RATIO  # gather every round in the scan pass when niters * b * _FUSE_RATIO <= d
+_BLAS_THREADED_ROWS = DNC_BLAS_THREADED_MIN_ROWS  # from this many rows on the rounds use BLAS's threads
 _ROUND_BLOCK = 1024  # sampled columns per block of a round's Gram matrix
-_LANCZOS_ROWS = 256  # from this many rows the top eigenpair comes from Lanczos (ARPACK)
+_LANCZOS_ROWS = DNC_LANCZOS_MIN_ROWS  # from this many rows the top eigenpair comes from Lanczos (ARPACK)
 _LANCZOS_MAXITER = 300  # ARPACK restarts before falling back to LAPACK
 _LANCZOS_V0 = 0x5EED  # seed of the fixed Lanczos start vector (no dependence on the caller's rng)
 
@@ -180,6 +181,9 @@ def _top_eigenpair(gram: np.ndarray) -> tuple[float, np.ndarray]:
     top eigenvalues are close, Lanczos costs about what dsyevr does. If ARPACK does not
     converge within ``_LANCZOS_MAXITER`` restarts, dsyevr is used. The start vector is not the
     constant vector, which lies in the null space of a column-centred Gram."""
+    import scipy.linalg
+    import scipy.sparse.linalg
+
     m = gram.shape[0]
     if m >= _LANCZOS_ROWS:
         v0 = np.random.default_rng(_LANCZOS_V0).standard_normal(m)

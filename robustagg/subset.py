@@ -15,16 +15,16 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse.linalg
 
-from . import kernels
 from ._array import to_numpy
+from ._lazy import LazyModule
 from ._registry import register_rule
-from ._validation import check_int, prepare
-from .kernels import _field
-from .kernels._distance import blas_single_thread
+from ._threads import blas_single_thread
 from ._thresholds import CAF_LANCZOS_MIN_ROWS
+from ._validation import check_int, prepare
+
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
+_field = LazyModule("robustagg.kernels._field", globals(), "_field")
 
 __all__ = ["caf", "mda", "monna", "smea"]
 
@@ -237,6 +237,9 @@ _CAF_LANCZOS_V0 = 0x5EED  # seed of the fixed Lanczos start vector (no dependenc
 
 
 def _top_eigenpair(M: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndarray]:
+    import scipy.linalg
+    import scipy.sparse.linalg
+
     m = M.shape[0]
     if m >= CAF_LANCZOS_MIN_ROWS:
         if v0 is None:  # ARPACK's own start vector is random: the output would vary run to run

@@ -24,7 +24,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtri
 
 from .._registry import register_attack
 from .._validation import check_choice, check_real
@@ -181,6 +180,8 @@ def lie_z(n: int, f: int) -> float:
             f"lie: z=None (Eq. 2) gives Phi^-1({n - s}/{n - f}), which is infinite for n={n}, f={f}; "
             f"it needs f < floor(n/2 + 1) = {s} and n >= 3. Pass z explicitly."
         )
+    from scipy.special import ndtri
+
     return float(ndtri(p))
 
 

@@ -7,11 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from .._lazy import LazyModule
 from .._registry import register_attack
+from .._threads import blas_single_thread
 from .._validation import check_int
-from ..kernels import _field
-from ..kernels._distance import blas_single_thread
 from ._common import prepare_attack
+
+_field = LazyModule("robustagg.kernels._field", globals(), "_field")  # imported at the first call
 
 __all__ = ["mimic", "mimic_target"]
 

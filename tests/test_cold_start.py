@@ -1,0 +1,126 @@
+"""Cold start: ``import robustagg`` loads no kernel, SciPy subpackage or scikit-learn.
+
+Import checks run in fresh interpreters (``subprocess``): the test process has long imported
+everything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_TIMEOUT = 600  # a cold Numba cache compiles kernels in the subprocess
+
+
+def _python(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+    """Run ``code`` in a fresh interpreter; its stdout (stderr joins the error on failure)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT,
+        env=env,
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _last_json(out: str):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ the import
+
+_HEAVY_SCIPY = ("scipy.linalg", "scipy.sparse", "scipy.special", "scipy.spatial", "scipy.cluster", "scipy.stats")
+
+
+def test_import_loads_no_kernel_scipy_subpackage_or_sklearn():
+    """After ``import robustagg`` (NumPy imported first): no ``robustagg.kernels`` module, no
+    scikit-learn, no SciPy module beyond those Numba's own import brings (the threading layer is
+    prepared at import, which imports Numba), and the threading-layer setup did run."""
+    report = _last_json(
+        _python(
+            """
+            import json, sys
+            import numpy
+            import robustagg, robustagg._threads
+            print(json.dumps({
+                "modules": sorted(sys.modules),
+                "setup_done": robustagg._threads._setup_done,
+            }))
+            """
+        )
+    )
+    numba_only = set(_last_json(_python("import json, sys, numpy, numba; print(json.dumps(sorted(sys.modules)))")))
+    mods = set(report["modules"])
+    assert not [m for m in mods if m == "robustagg.kernels" or m.startswith("robustagg.kernels.")]
+    assert not [m for m in mods if m == "sklearn" or m.startswith("sklearn.")]
+    assert not [m for m in mods if m.startswith(_HEAVY_SCIPY)]
+    assert {m for m in mods if m.split(".")[0] == "scipy"} <= numba_only
+    assert report["setup_done"] is True
+
+
+def test_registries_and_public_names_work_before_the_kernels_load():
+    """Every rule, pre-aggregator and attack is registered by the import alone (the same tables
+    as once every kernel module is imported); every name of ``__all__`` resolves, ``dir`` lists
+    it, ``from robustagg import *`` binds it; a call then loads the kernels and gives the right
+    result, and the rule modules then hold the kernel modules themselves."""
+    report = _last_json(
+        _python(
+            """
+            import json, sys
+            import numpy as np
+            import robustagg
+            tables = lambda: {k: sorted(getattr(robustagg, k)) for k in ("RULES", "PREAGGREGATORS", "ATTACKS")}
+            before = tables()
+            loaded_before = "robustagg.kernels" in sys.modules
+            names = list(robustagg.__all__)
+            missing_attr = [n for n in names if getattr(robustagg, n, None) is None]
+            listed = set(dir(robustagg))
+            ns = {}
+            exec("from robustagg import *", ns)
+            G = np.random.default_rng(0).standard_normal((9, 7)).astype(np.float32)
+            med = robustagg.median(G)
+            import robustagg.kernels, robustagg.attacks.mimic, robustagg.clustering, robustagg.subset
+            after = tables()
+            print(json.dumps({
+                "before": before, "after": after, "loaded_before": loaded_before,
+                "missing_attr": missing_attr, "not_in_dir": sorted(set(names) - listed),
+                "not_star_imported": sorted(set(names) - set(ns)), "kernels_in_dir": "kernels" in listed,
+                "median_ok": bool(np.array_equal(med, np.median(G, axis=0).astype(np.float32))),
+                "kernels_attr": robustagg.kernels is sys.modules["robustagg.kernels"],
+                "bound": [
+                    sys.modules[m].__dict__[a] is sys.modules[k]
+                    for m, a, k in [
+                        ("robustagg.coordinatewise", "kernels", "robustagg.kernels"),
+                    ]
+                ],
+            }))
+            """
+        )
+    )
+    assert report["loaded_before"] is False
+    assert report["before"] == report["after"]
+    assert set(report["before"]["RULES"]) >= {"mean", "median", "krum", "signguard", "dnc", "caf", "fltrust"}
+    assert report["missing_attr"] == [] and report["not_in_dir"] == [] and report["not_star_imported"] == []
+    assert report["kernels_in_dir"] is True and report["kernels_attr"] is True
+    assert report["median_ok"] is True
+    assert report["bound"] == [True]
+
+
+def test_lazy_module_is_replaced_by_the_module_at_first_use():
+    from robustagg._lazy import LazyModule
+
+    ns: dict = {}
+    ns["colorsys_"] = LazyModule("colorsys", ns, "colorsys_")
+    assert "not imported yet" in repr(ns["colorsys_"])
+    assert ns["colorsys_"].rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)
+    assert ns["colorsys_"] is sys.modules["colorsys"]
+    with pytest.raises(ModuleNotFoundError):
+        _ = LazyModule("robustagg.no_such_module", {}, "x").anything
