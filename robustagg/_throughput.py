@@ -3,19 +3,24 @@ attacked matrix (the README's main job until the trainer exists).
 
 The matrix: n honest rows ``mu + N(0, 1)`` (``mu ~ 0.1 N(0, 1)``), the first ``f`` replaced by
 the LIE attack (z = 0.3) -- ``robustagg.ATTACKS["lie"]`` when registered, else the same vector
-built here. Every rule of ``robustagg.RULES`` is called through ``call_with_supported`` with
-``f`` and a seeded ``rng``; a rule that refuses this f (e.g. Bulyan needs n >= 4f + 3) is run
-with the largest f it accepts. The first call of each rule is reported apart (JIT compilation
-or the load of Numba's cache); the time is the median of ``--repeats`` further calls.
+built here. Every rule of ``robustagg.RULES`` (or those of ``--rules``) is called through
+``call_with_supported`` with ``f`` and a seeded ``rng``; a rule that refuses this f (e.g.
+Bulyan needs n >= 4f + 3) is run with the largest f it accepts. The first call of each rule is
+reported apart (JIT compilation or the load of Numba's cache); the time is the median of
+``--repeats`` further calls. ``--out`` writes the table to a file instead of stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 from typing import Any
 
 import numpy as np
+
+from ._cliargs import add_names_argument, add_out_argument, rule_resolver
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -24,8 +29,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--f", type=int, default=None, help="Byzantine rows (default: 20%% of n)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per rule (median reported)")
-    p.add_argument("--rules", default=None, help="comma-separated rule names (default: every registered rule)")
+    add_names_argument(
+        p, "--rules", rule_resolver(), metavar="RULE", help="rules to time (default: every registered rule)"
+    )
     p.add_argument("--seed", type=int, default=0)
+    add_out_argument(p, help="write the table to this file (default: stdout)")
 
 
 def attacked_matrix(n: int, d: int, f: int, dtype: Any, seed: int = 0) -> np.ndarray:
@@ -73,7 +81,7 @@ def _largest_accepted_f(fn, G, f, seed):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import RULES
+    from . import RULES, get_rule
 
     n, d = args.n, int(args.d)
     if n < 1 or d < 1:
@@ -83,27 +91,32 @@ def run(args: argparse.Namespace) -> int:
     f = int(0.2 * n) if args.f is None else args.f
     if not 0 <= f < n:
         raise ValueError(f"--f must be in [0, n), got {f}")
-    names = sorted(RULES) if args.rules is None else [s.strip() for s in args.rules.split(",") if s.strip()]
-    unknown = [s for s in names if s not in RULES]
-    if unknown:
-        raise ValueError(f"unknown rule(s) {', '.join(unknown)}; available: {', '.join(sorted(RULES))}")
+    names = sorted(RULES) if args.rules is None else list(args.rules)
+    rules = {name: get_rule(name) for name in names}  # resolved by the parser; compositions built here
+    out = getattr(args, "out", None)
+    with open(out, "w", encoding="utf-8") if out else contextlib.nullcontext(sys.stdout) as stream:
+        return _table(args, n, d, f, rules, lambda line: print(line, file=stream, flush=True))
+
+
+def _table(args: argparse.Namespace, n: int, d: int, f: int, rules: dict, emit) -> int:
     G = attacked_matrix(n, d, f, np.dtype(args.dtype), args.seed)
     gbytes = G.nbytes / 1e9
-    print(f"robustagg throughput: n={n} d={d} f={f} dtype={args.dtype} (LIE attack, z=0.3), "
-          f"median of {args.repeats} calls")
-    print(f"{'rule':<22}{'f used':>7}{'first call [s]':>16}{'time [s]':>11}{'GB/s':>8}")
-    for name in names:
-        fn = RULES[name]
+    emit(
+        f"robustagg throughput: n={n} d={d} f={f} dtype={args.dtype} (LIE attack, z=0.3), "
+        f"median of {args.repeats} calls"
+    )
+    emit(f"{'rule':<22}{'f used':>7}{'first call [s]':>16}{'time [s]':>11}{'GB/s':>8}")
+    for name, fn in rules.items():
         try:
             ff = _largest_accepted_f(fn, G, f, args.seed)
             if ff is None:
-                print(f"{name:<22}{'-':>7}  skipped: refuses every f for n={n}")
+                emit(f"{name:<22}{'-':>7}  skipped: refuses every f for n={n}")
                 continue
             t0 = time.perf_counter()
             _call(fn, G, ff, args.seed)
             first = time.perf_counter() - t0
         except TypeError as exc:  # needs arguments a generic call cannot give (e.g. fltrust's root gradient)
-            print(f"{name:<22}{'-':>7}  skipped: {exc}")
+            emit(f"{name:<22}{'-':>7}  skipped: {exc}")
             continue
         times = []
         for _ in range(args.repeats):
@@ -112,5 +125,5 @@ def run(args: argparse.Namespace) -> int:
             times.append(time.perf_counter() - t0)
         t = float(np.median(times))
         f_shown = str(ff) if _takes_f(fn) else "-"
-        print(f"{name:<22}{f_shown:>7}{first:>16.3f}{t:>11.4f}{gbytes / t:>8.2f}")
+        emit(f"{name:<22}{f_shown:>7}{first:>16.3f}{t:>11.4f}{gbytes / t:>8.2f}")
     return 0

@@ -1446,14 +1446,26 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  robustagg bench --quick\n"
         "  robustagg bench --targets --json targets.json\n"
-        "  robustagg bench --rules 'median,trimmed_mean' --attacks none --n 50 --d 1e5,1e6 --dtype float32\n"
+        "  robustagg bench --rules median trimmed_mean --attacks none --n 50 --d 1e5,1e6 --dtype float32\n"
         "cells whose (n, d) matrix exceeds --memory-budget are reported as skipped."
     )
-    p.add_argument(
-        "--rules", default="*", help="comma-separated names or patterns (fnmatch; 'none'); default all"
+    from ._cliargs import add_names_argument, add_out_argument, attack_resolver, rule_resolver
+
+    add_names_argument(
+        p,
+        "--rules",
+        rule_resolver(compose=False, patterns=True),
+        default=["*"],
+        metavar="RULE",
+        help="rules: names or fnmatch patterns ('signguard*'; 'none': no rule); default all",
     )
-    p.add_argument(
-        "--attacks", default="*", help="comma-separated names or patterns (fnmatch; 'none'); default all"
+    add_names_argument(
+        p,
+        "--attacks",
+        attack_resolver(patterns=True),
+        default=["*"],
+        metavar="ATTACK",
+        help="attacks: names or fnmatch patterns ('none': no attack); default all",
     )
     p.add_argument(
         "--exclude", default=None, help="comma-separated names or patterns to leave out (rules and attacks)"
@@ -1516,6 +1528,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="reference ops: gram,np_median or none (default both)",
     )
     p.add_argument("--json", metavar="PATH", default=None, help="write the full result as JSON")
+    add_out_argument(p, help="write the table to this file (default: stdout)")
     p.add_argument("--list", action="store_true", help="list the selected rules and attacks and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-row lines")
 
@@ -1547,8 +1560,8 @@ def run(args: argparse.Namespace) -> int:
         kw.update(n=QUICK_N, d=QUICK_D, dtypes=("float32",), threads=("all",), repeats=3, compile_times=False)
     if args.targets:
         kw.update(n=(50, 1000), d=(10**5, 10**6), dtypes=("float32",), threads=("1", "all"))
-        if args.attacks == "*":
-            attacks = "none"
+        if args.attacks == ["*"]:
+            attacks = ["none"]
     for key, val in (
         ("n", args.n),
         ("d", args.d),
@@ -1607,7 +1620,12 @@ def run(args: argparse.Namespace) -> int:
         on_row=on_row,
     )
     result["command"] = "robustagg bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else None
-    print(format_table(result))
+    if getattr(args, "out", None):
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(format_table(result) + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(format_table(result))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(_to_jsonable(result), fh, indent=1)

@@ -14,7 +14,7 @@ coordinate exceeds the mean: :math:`g_i = \\mu + \\rho\\, \\varepsilon_i` with
 
 Command line (``robustagg matrix``)::
 
-    robustagg matrix --n 50 --f 10 --d 1000 --seeds 3 --update-docs docs/robustness.md \\
+    robustagg matrix --n 50 --f 10 --d 1000 --seeds 0 1 2 --update-docs docs/robustness.md \\
         --csv docs/robustness.csv --json docs/robustness.json
 
 Rules and attacks come from the registries at run time (``robustagg.RULES``,
@@ -32,6 +32,7 @@ import csv
 import inspect
 import json
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ._registry import ATTACKS, RULES, call_with_supported, get_rule
+from ._registry import ATTACKS, RULES, call_with_supported, get_rule, resolve_name, resolve_rule_name
 
 __all__ = ["robustness_matrix", "synthetic_gradients", "to_markdown"]
 
@@ -113,7 +114,7 @@ def robustness_matrix(
     n: int = 50,
     f: int = 10,
     d: int = 1000,
-    seeds: int = 3,
+    seeds: int | Sequence[int] = 3,
     spread: float = 2.0,
     dtype: Any = np.float64,
     progress: Callable[[str], None] | None = None,
@@ -123,11 +124,14 @@ def robustness_matrix(
     Parameters
     ----------
     rules, attacks : sequence of str, optional
-        Registered names (default: all registered, sorted).
+        Registered names, matched as ``robustagg.get_rule`` matches them (any case, the tables'
+        names such as ``"Multi-Krum"``), rules also ``+``-joined compositions such as
+        ``"nnm+krum"`` (default: all registered, sorted).
     n, f, d : int
         Clients, Byzantine clients (the first f rows) and dimension.
-    seeds : int
-        Repetitions (seeds 0 … seeds − 1) averaged per cell.
+    seeds : int or sequence of int
+        The seeds, one synthetic matrix each, averaged per cell; an int k means seeds 0 … k − 1
+        (``robustagg matrix --seeds`` takes the list).
     spread : float
         ρ, the honest noise standard deviation (the mean's coordinates are in [−1, 1]).
     progress : callable, optional
@@ -141,22 +145,19 @@ def robustness_matrix(
         ``per_seed``, ``byzantine_kept``, ``honest_kept`` (means, None without diagnostics) and
         ``error``.
     """
-    rules = sorted(RULES) if rules is None else list(rules)
-    attacks = sorted(ATTACKS) if attacks is None else list(attacks)
-    for r in rules:
-        if r not in RULES and "+" not in r:
-            raise ValueError(
-                f"matrix: unknown rule {r!r}; registered: {', '.join(sorted(RULES))} "
-                "(or a composition such as 'nnm+krum')"
-            )
-        get_rule(r)  # a composition with an unknown step fails here, before any work
-    for a in attacks:
-        if a not in ATTACKS and a != NO_ATTACK:
-            raise ValueError(f"matrix: unknown attack {a!r}; registered: {', '.join(sorted(ATTACKS))}")
+    # names as the registry resolves them (any case, display names, compositions such as
+    # 'nnm+krum'): an unknown name fails here, before any work
+    rules = sorted(RULES) if rules is None else [resolve_rule_name(r, "matrix") for r in rules]
+    attacks = (
+        sorted(ATTACKS)
+        if attacks is None
+        else [resolve_name(a, "attack", [*ATTACKS, NO_ATTACK], caller="matrix") for a in attacks]
+    )
     if not 0 <= f < n:
         raise ValueError(f"matrix: needs 0 <= f < n, got n={n}, f={f}")
+    seed_list = _seed_list(seeds)
     columns = [NO_ATTACK] + [a for a in attacks if a != NO_ATTACK]
-    data = [synthetic_gradients(n, d, spread=spread, seed=s, dtype=dtype) for s in range(seeds)]
+    data = [(s, *synthetic_gradients(n, d, spread=spread, seed=s, dtype=dtype)) for s in seed_list]
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     for rule in rules:
         rule_fn = get_rule(rule)
@@ -164,7 +165,7 @@ def robustness_matrix(
             attack_fn = None if attack == NO_ATTACK else ATTACKS[attack]
             devs, kb, kh, error = [], [], [], None
             start = time.perf_counter()
-            for s, (G, root) in enumerate(data):
+            for s, G, root in data:
                 try:
                     dev, kept_b, kept_h = _run_cell(rule_fn, attack_fn, G, root, f, s)
                 except (ValueError, TypeError) as exc:
@@ -185,11 +186,41 @@ def robustness_matrix(
             if progress is not None:
                 progress(f"{rule} × {attack}")
     return {
-        "config": {"n": n, "f": f, "d": d, "seeds": seeds, "spread": spread, "dtype": np.dtype(dtype).name},
+        "config": {
+            "n": n,
+            "f": f,
+            "d": d,
+            "seeds": seed_list,
+            "spread": spread,
+            "dtype": np.dtype(dtype).name,
+        },
         "rules": rules,
         "attacks": columns,
         "cells": cells,
     }
+
+
+def _seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """``robustness_matrix``'s seeds: a count k (seeds 0 … k − 1) or the seeds themselves."""
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(
+                f"matrix: argument 'seeds' must be a count >= 1 or a list of seeds, got {seeds}"
+            )
+        return list(range(int(seeds)))
+    try:
+        seed_list = [int(s) for s in seeds]
+        ok = bool(seed_list) and all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in seeds
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"matrix: argument 'seeds' must be a count >= 1 or a non-empty list of non-negative integers, "
+            f"got {seeds!r}"
+        )
+    return seed_list
 
 
 def _nanmean(values: list[float]) -> float | None:
@@ -216,8 +247,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     the share of Byzantine rows kept, as Markdown."""
     cfg = result["config"]
     rules, attacks, cells = result["rules"], result["attacks"], result["cells"]
+    n_seeds = cfg["seeds"] if isinstance(cfg["seeds"], int) else len(cfg["seeds"])
     lines = [
-        f"Relative deviation ‖aggregate − honest mean‖ / ‖honest mean‖ (mean of {cfg['seeds']} seeds; "
+        f"Relative deviation ‖aggregate − honest mean‖ / ‖honest mean‖ (mean of {n_seeds} seeds; "
         f"n = {cfg['n']}, f = {cfg['f']}, d = {cfg['d']}, spread ρ = {cfg['spread']}, {cfg['dtype']}). "
         "**Bold**: ≥ 1, the attack wins.",
         "",
@@ -309,14 +341,30 @@ def update_docs(path: Path, table: str, command: str) -> None:
 # command line
 # ------------------------------------------------------------------------------------------------
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rules", nargs="+", metavar="RULE", help="registered rules (default: all)")
-    p.add_argument("--attacks", nargs="+", metavar="ATTACK", help="registered attacks (default: all)")
+    from ._cliargs import (
+        add_names_argument,
+        add_out_argument,
+        add_seeds_argument,
+        attack_resolver,
+        rule_resolver,
+    )
+
+    add_names_argument(
+        p, "--rules", rule_resolver(), metavar="RULE", help="registered rules or compositions (default: all)"
+    )
+    add_names_argument(
+        p,
+        "--attacks",
+        attack_resolver(extra=(NO_ATTACK,)),
+        metavar="ATTACK",
+        help="registered attacks (default: all)",
+    )
     p.add_argument("--n", type=int, default=50, help="number of clients (default 50)")
     p.add_argument(
         "--f", type=int, default=10, help="number of Byzantine clients, the first f rows (default 10)"
     )
     p.add_argument("--d", type=int, default=1000, help="dimension (default 1000)")
-    p.add_argument("--seeds", type=int, default=3, help="repetitions averaged per cell (default 3)")
+    add_seeds_argument(p, default=[0, 1, 2], help="seeds, one matrix each, averaged per cell (default 0 1 2)")
     p.add_argument(
         "--spread", type=float, default=2.0, help="honest noise std; the mean is in [-1, 1] (default 2)"
     )
@@ -327,8 +375,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         default=1,
         help="Numba threads (default 1: the cells are small; 0 keeps Numba's default)",
     )
-    p.add_argument(
-        "--output", "-o", type=Path, help="write the Markdown table to this file (default: stdout)"
+    add_out_argument(
+        p, help="write the Markdown table to this file (default: stdout)", deprecated=("-o", "--output")
     )
     p.add_argument(
         "--update-docs", type=Path, metavar="MD", help="rewrite the table between the markers of this page"
@@ -341,8 +389,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     if args.n < 2 or args.d < 1:
         raise ValueError(f"--n must be >= 2 and --d >= 1, got n={args.n}, d={args.d}")
     if args.threads and args.threads > 0:
@@ -368,8 +414,8 @@ def run(args: argparse.Namespace) -> int:
         )
     table = to_markdown(result)
     command = _command(args)
-    if args.output:
-        args.output.write_text(table, encoding="utf-8")
+    if args.out:
+        Path(args.out).write_text(table, encoding="utf-8")
     if args.update_docs:
         update_docs(args.update_docs, table, command)
     if args.csv:
@@ -382,13 +428,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"config": result["config"], "command": command, "cells": to_records(result)}
         args.json.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    if not (args.output or args.update_docs):
+    if not (args.out or args.update_docs):
         sys.stdout.write(table)
     return 0
 
 
 def _command(args: argparse.Namespace) -> str:
-    parts = ["robustagg matrix", f"--n {args.n}", f"--f {args.f}", f"--d {args.d}", f"--seeds {args.seeds}"]
+    seeds = " ".join(map(str, args.seeds))
+    parts = ["robustagg matrix", f"--n {args.n}", f"--f {args.f}", f"--d {args.d}", f"--seeds {seeds}"]
     if args.spread != 2.0:
         parts.append(f"--spread {args.spread}")
     if args.dtype != "float64":

@@ -259,8 +259,12 @@ def test_cli_json_schema(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_options(capsys):
-    assert main(["bench", "--rules", "no_such_rule", "--quiet"]) == 2
-    assert "no registered name matches" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--rules", "no_such_rule", "--quiet"])
+    assert exc.value.code == 2
+    assert "argument --rules: unknown rule 'no_such_rule'" in capsys.readouterr().err
+    assert main(["bench", "--rules", "zzz*", "--quiet"]) == 2  # a pattern that matches nothing
+    assert "no registered name matches 'zzz*'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--n", "ten"])
     assert bench._parse_int("1e6") == 10**6 and bench._parse_int("10^5") == 10**5

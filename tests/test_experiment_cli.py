@@ -205,6 +205,9 @@ def test_cells_have_distinct_ids_and_presets_build():
         (["--fractions", "0.1,abc"], "comma-separated"),
         (["--rules", "no_such_rule"], "unknown rule"),
         (["--attacks", "no_such_attack"], "unknown attack"),
+        (["--rules", "mean", "Multi-Krun"], "--rules: unknown rule 'Multi-Krun' (did you mean 'multi_krum'"),
+        (["--attacks", "lie,", "Label-flp"], "unknown attack 'Label-flp' (did you mean 'label_flip'"),
+        (["--seeds", "0", "1,x"], "non-negative"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
@@ -500,6 +503,16 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
     assert lines[1].startswith("table1 2/2 (100%) median/none") and lines[1].endswith("elapsed, done")
     assert main([*args, "--quiet", "--force"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_display_names_and_space_separated_lists_run_the_registered_cells(tmp_path):
+    out = str(tmp_path / "o")
+    args = ["experiment", "--out", out, "--preset", "table1", "--rules", "Mean,", "TrMean"]
+    assert main([*args, "--attacks", "No Attack", "Sign-flip", "--seeds", "1", *TINY]) == 0
+    rows = _rows(out)
+    assert sorted((r["rule"], r["attack"], r["seed"]) for r in rows) == [
+        (rule, attack, "1") for rule in ("mean", "trimmed_mean") for attack in ("none", "sign_flip")
+    ]
 
 
 def test_thread_settings_are_restored(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 import robustagg
 from robustagg._registry import DISPLAY_NAMES, BoundRule, call_with_supported, normalize_name
+from robustagg.cli import build_parser, main
 from robustagg.training import experiment
 from robustagg.training.federated import DATA_ATTACKS
 
@@ -281,3 +282,104 @@ def test_a_name_must_be_a_string_or_a_callable():
         robustagg.get_rule(3)
     with pytest.raises(TypeError, match="get_attack: the attack's name must be a str, got 3"):
         robustagg.get_attack(3)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line: --rules, --attacks, --seeds, --out read alike by every subcommand
+
+SUBCOMMANDS = ("throughput", "bench", "matrix", "experiment")
+WITH_ATTACKS = ("bench", "matrix", "experiment")
+LIST_FORMS = [
+    ["mean,median"],
+    ["mean", "median"],
+    ["mean,", "median"],
+    ["mean", ",median"],
+    ["Mean", "MEDIAN"],
+]
+
+
+@pytest.mark.parametrize("form", LIST_FORMS, ids=" ".join)
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_every_subcommand_reads_rules_comma_or_space_separated(sub, form):
+    assert build_parser().parse_args([sub, "--rules", *form]).rules == ["mean", "median"]
+
+
+@pytest.mark.parametrize("form", [["lie,Min-Max"], ["lie", "Min-Max"], ["LIE,", "min max"]], ids=" ".join)
+@pytest.mark.parametrize("sub", WITH_ATTACKS)
+def test_every_subcommand_reads_attacks_comma_or_space_separated(sub, form):
+    assert build_parser().parse_args([sub, "--attacks", *form]).attacks == ["lie", "min_max"]
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_every_subcommand_reads_display_names(sub):
+    assert build_parser().parse_args([sub, "--rules", "Multi-Krum", "TrMean"]).rules == [
+        "multi_krum",
+        "trimmed_mean",
+    ]
+
+
+UNKNOWN = [(sub, "--rules", "multikrun", "multi_krum") for sub in SUBCOMMANDS] + [
+    (sub, "--attacks", "minmaks", "min_max") for sub in WITH_ATTACKS
+]
+
+
+@pytest.mark.parametrize("sub, flag, text, suggestion", UNKNOWN)
+def test_an_unknown_name_is_exit_2_with_the_suggestion(sub, flag, text, suggestion, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([sub, flag, "mean" if flag == "--rules" else "lie", text])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: unknown" in err and f"did you mean '{suggestion}'" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("sub", ("matrix", "experiment"))
+@pytest.mark.parametrize(
+    "form", [["0", "1", "2"], ["0,1,2"], ["0,", "1", "2"], ["2", "0", "1", "1"]], ids=" ".join
+)
+def test_seeds_is_a_list_of_seeds(sub, form):
+    assert build_parser().parse_args([sub, "--seeds", *form]).seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("sub", ("matrix", "experiment"))
+def test_a_single_seed_is_that_seed(sub):
+    assert build_parser().parse_args([sub, "--seeds", "3"]).seeds == [3]
+
+
+@pytest.mark.parametrize("sub", SUBCOMMANDS)
+def test_every_subcommand_names_its_output_out(sub, tmp_path):
+    path = str(tmp_path / "result")
+    assert build_parser().parse_args([sub, "--out", path]).out == path
+
+
+@pytest.mark.parametrize("sub", ("throughput", "bench", "matrix"))
+def test_an_output_file_in_a_missing_directory_is_refused_before_any_work(sub, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([sub, "--out", str(tmp_path / "no" / "such" / "file.md")])
+    assert exc.value.code == 2
+    assert "argument --out: the directory of" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["-o", "--output"])
+def test_the_old_output_option_of_matrix_still_works_with_a_warning(flag, tmp_path, capsys):
+    path = str(tmp_path / "t.md")
+    assert build_parser().parse_args(["matrix", flag, path]).out == path
+    assert f"{flag} is deprecated, use --out" in capsys.readouterr().err
+
+
+def test_throughput_runs_on_a_list_of_rules_and_writes_out(tmp_path, capsys):
+    out = tmp_path / "t.txt"
+    argv = ["throughput", "--n", "6", "--d", "16", "--f", "1", "--repeats", "1", "--out", str(out)]
+    assert main([*argv, "--rules", "Mean,", "nnm+krum"]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [line.split()[0] for line in lines[2:]] == ["mean", "nnm+krum"]
+    assert capsys.readouterr().out == ""  # the table went to the file
+
+
+def test_the_experiment_command_takes_every_name_its_tables_print():
+    parser = build_parser()
+    for name, text in experiment.PRETTY.items():
+        if name in robustagg.RULES:
+            assert parser.parse_args(["experiment", "--rules", text]).rules == [name], text
+        elif name in robustagg.ATTACKS or name in DATA_ATTACKS:
+            assert parser.parse_args(["experiment", "--attacks", text]).attacks == [name], text

@@ -85,7 +85,7 @@ def test_cli_writes_markdown_csv_json_and_updates_docs(tmp_path):
     argv = ["matrix", "--n", "10", "--f", "2", "--d", "8", "--seeds", "1", "--quiet"]
     argv += ["--rules", "mean", "median", "--attacks", "lie", "ipm"]
     argv += [
-        "--output",
+        "--out",
         str(out_md),
         "--csv",
         str(out_csv),
@@ -110,8 +110,10 @@ def test_cli_writes_markdown_csv_json_and_updates_docs(tmp_path):
 
 
 def test_cli_errors_are_clean(capsys, tmp_path):
-    assert main(["matrix", "--rules", "nope", "--quiet", "--seeds", "1"]) == 2
-    assert "unknown rule" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["matrix", "--rules", "nope", "--quiet", "--seeds", "1"])
+    assert exc.value.code == 2
+    assert "argument --rules: unknown rule 'nope'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="markers"):
         (tmp_path / "p.md").write_text("no markers", encoding="utf-8")
         update_docs(tmp_path / "p.md", "table", "cmd")
@@ -125,3 +127,50 @@ def test_matrix_accepts_compositions_by_name():
     assert cell["error"] is None and cell["deviation"] is not None  # computed through pipeline("nnm", "krum")
     with pytest.raises(ValueError, match="nope"):
         robustness_matrix(rules=["nnm+nope"], attacks=["sign_flip"], n=9, f=2, d=20, seeds=1)
+
+
+def test_seeds_are_the_seeds_a_count_stays_available_in_python():
+    count = robustness_matrix(["mean", "median"], ["lie"], n=12, f=2, d=20, seeds=3)
+    listed = robustness_matrix(["mean", "median"], ["lie"], n=12, f=2, d=20, seeds=[0, 1, 2])
+    assert count["config"]["seeds"] == listed["config"]["seeds"] == [0, 1, 2]
+    for key, cell in count["cells"].items():
+        assert {**cell, "seconds": None} == {**listed["cells"][key], "seconds": None}
+    one = robustness_matrix(["mean"], ["lie"], n=12, f=2, d=20, seeds=[2])
+    G, _ = synthetic_gradients(12, 20, seed=2)
+    Ga = attacks.lie(G, 2, rng=2)
+    honest = G[2:].mean(axis=0)
+    expected = np.linalg.norm(robustagg.mean(Ga) - honest) / np.linalg.norm(honest)
+    assert one["cells"][("mean", "lie")]["per_seed"] == [pytest.approx(expected, rel=1e-12)]
+    for bad in (0, [], [-1], [1.5], ["0"]):
+        with pytest.raises(ValueError, match="matrix: argument 'seeds'"):
+            robustness_matrix(["mean"], ["lie"], n=12, f=2, d=20, seeds=bad)
+
+
+def test_cli_seeds_list_display_names_and_the_printed_command(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(f"{DOC_START}\n{DOC_END}\n", encoding="utf-8")
+    out_json = tmp_path / "t.json"
+    argv = ["matrix", "--n", "12", "--f", "2", "--d", "20", "--seeds", "0,", "2", "--quiet"]
+    argv += ["--rules", "Mean,", "TrMean", "--attacks", "LIE"]
+    argv += ["--update-docs", str(page), "--json", str(out_json)]
+    assert main(argv) == 0
+    payload = json.loads(out_json.read_text(encoding="utf-8"))
+    assert payload["config"]["seeds"] == [0, 2]
+    assert {(c["rule"], c["attack"]) for c in payload["cells"]} == {
+        (r, a) for r in ("mean", "trimmed_mean") for a in ("none", "lie")
+    }
+    expected = robustness_matrix(["mean", "trimmed_mean"], ["lie"], n=12, f=2, d=20, seeds=[0, 2])
+    for c in payload["cells"]:
+        assert c["per_seed"] == expected["cells"][(c["rule"], c["attack"])]["per_seed"]
+    command = "robustagg matrix --n 12 --f 2 --d 20 --seeds 0 2 --rules mean trimmed_mean --attacks lie"
+    assert command in page.read_text(encoding="utf-8") and payload["command"].startswith(command)
+
+
+@pytest.mark.parametrize("flag", ["-o", "--output"])
+def test_cli_old_output_option_still_writes_the_table(flag, tmp_path, capsys):
+    out_md = tmp_path / "t.md"
+    argv = ["matrix", "--n", "8", "--f", "1", "--d", "5", "--seeds", "0", "--quiet", "--rules", "mean"]
+    assert main([*argv, "--attacks", "lie", flag, str(out_md)]) == 0
+    captured = capsys.readouterr()
+    assert f"{flag} is deprecated, use --out" in captured.err and captured.out == ""
+    assert "| rule | none | lie | worst |" in out_md.read_text(encoding="utf-8")

@@ -978,22 +978,6 @@ def plot(preset: str, records: list[dict], path: str) -> str | None:
 # command line
 
 
-def _csv_list(kind: str, choices: list[str] | None = None):
-    def parse(text: str) -> list[str]:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{kind}: empty list")
-        if choices is not None:
-            bad = [t for t in items if t not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(
-                    f"unknown {kind} {', '.join(bad)}; available: {', '.join(choices)}"
-                )
-        return items
-
-    return parse
-
-
 def _float_list(kind: str, low: float, high: float):
     def parse(text: str) -> list[float]:
         try:
@@ -1017,16 +1001,6 @@ def _positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
-
-
-def _seed(text: str) -> list[int]:
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}") from None
-    if not vals or min(vals) < 0:
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative integers, got {text!r}")
-    return vals
 
 
 def _positive_float(text: str) -> float:
@@ -1071,6 +1045,15 @@ def _directory(text: str) -> str:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Options of ``robustagg experiment``."""
+    from .._cliargs import (
+        add_names_argument,
+        add_out_argument,
+        add_seeds_argument,
+        attack_resolver,
+        rule_resolver,
+    )
+    from .federated import DATA_ATTACKS
+
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     default_byz = f"{100 * TRAINING_DEFAULTS['byzantine_fraction']:g} % Byzantine"
     p.epilog = "presets:\n" + "\n".join(
@@ -1101,24 +1084,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick", action="store_true", help="reduced budget (fewer epochs, fewer attacks in fig4/fig6)"
     )
-    p.add_argument("--out", default=None, help="output directory (default runs/PRESET[-quick])")
+    add_out_argument(p, directory=True, help="output directory (default runs/PRESET[-quick])")
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument(
-        "--seeds",
-        type=_seed,
-        nargs="+",
-        default=[[0]],
-        metavar="SEED",
-        help="seeds, space- or comma-separated (default 0)",
+    add_seeds_argument(p, default=[0], help="seeds (default 0)")
+    add_names_argument(
+        p, "--rules", rule_resolver(compose=False), metavar="RULE", help="rules (default: the preset's)"
     )
-    p.add_argument(
-        "--rules", type=_csv_list("rule"), default=None, help="comma-separated rules (default: the preset's)"
-    )
-    p.add_argument(
+    add_names_argument(
+        p,
         "--attacks",
-        type=_csv_list("attack"),
-        default=None,
-        help="comma-separated attacks (default: the preset's)",
+        attack_resolver(extra=DATA_ATTACKS),
+        metavar="ATTACK",
+        help="attacks (default: the preset's)",
     )
     p.add_argument(
         "--fractions",
@@ -1193,16 +1170,17 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def _validate_names(args) -> None:
+    """Replace ``args.rules`` / ``args.attacks`` by the registered names they designate (the
+    parser has done so already; a Namespace built in Python may hold any spelling)."""
     from .. import ATTACKS, RULES
+    from .._registry import resolve_name
     from .federated import DATA_ATTACKS
 
-    for name in args.rules or ():
-        if name not in RULES:
-            raise ValueError(f"unknown rule {name!r}; available: {', '.join(sorted(RULES))}")
-    allowed = set(ATTACKS) | set(DATA_ATTACKS)
-    for name in args.attacks or ():
-        if name not in allowed:
-            raise ValueError(f"unknown attack {name!r}; available: {', '.join(sorted(allowed))}")
+    if args.rules:
+        args.rules = [resolve_name(name, "rule", caller="experiment") for name in args.rules]
+    if args.attacks:
+        allowed = [*ATTACKS, *(a for a in DATA_ATTACKS if a not in ATTACKS)]
+        args.attacks = [resolve_name(name, "attack", allowed, caller="experiment") for name in args.attacks]
     if args.preset in ("table3",) and "signguard_sim" not in RULES and not args.rules:
         raise ValueError("table3 needs the signguard_sim rule, which is not available in this installation")
 
