@@ -169,6 +169,8 @@ def resolve_name(
         ``name`` is not a string.
     """
     prefix = f"{caller}: " if caller else ""
+    if kind not in _TABLES:
+        raise ValueError(f"resolve_name: argument 'kind' must be one of {', '.join(_TABLES)}, got {kind!r}")
     if not isinstance(name, str):
         raise TypeError(f"{prefix}the {kind}'s name must be a str, got {name!r} ({type(name).__name__})")
     candidates = list(_TABLES[kind] if names is None else names)
@@ -193,6 +195,9 @@ def resolve_name(
     elsewhere = [c for c, shown in DISPLAY_NAMES.items() if key in (c, normalize_name(shown))]
     if elsewhere and not close:
         hint = f" ({elsewhere[0]!r} is not a registered {kind} here)"
+    pre = [p for p in PREAGGREGATORS if normalize_name(p) == key] if kind == "rule" else []
+    if pre:
+        hint = f" ({pre[0]!r} is a pre-aggregator: compose it with a rule, as in '{pre[0]}+mean')"
     listing = ", ".join(sorted(candidates)) or "none"
     raise ValueError(f"{prefix}unknown {kind} {name!r}{hint}; available {kind}s: {listing}")
 

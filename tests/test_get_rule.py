@@ -269,6 +269,12 @@ def test_an_unknown_step_of_a_composition_names_the_composition():
         robustagg.get_rule("nmm+krum")
 
 
+def test_a_pre_aggregator_alone_is_not_a_rule_and_the_message_says_how_to_compose_it():
+    with pytest.raises(ValueError, match=r"'nnm' is a pre-aggregator: compose it with a rule, as in 'nnm\+"):
+        robustagg.get_rule("NNM")
+    assert robustagg.get_rule("NNM+mean")(_matrix()).shape == (6,)
+
+
 def test_names_equal_up_to_case_are_ambiguous(monkeypatch):
     monkeypatch.setitem(robustagg.RULES, "my-rule", robustagg.mean)
     monkeypatch.setitem(robustagg.RULES, "my_rule", robustagg.median)
