@@ -505,6 +505,14 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_composition_by_name_is_a_rule_of_the_experiment(tmp_path):
+    out = str(tmp_path / "o")
+    args = ["experiment", "--out", out, "--preset", "table1", "--rules", "NNM+Krum", "--attacks", "none"]
+    assert main([*args, *TINY]) == 0
+    rows = _rows(out)
+    assert [(r["rule"], r["attack"], r["error"]) for r in rows] == [("nnm+krum", "none", "")]
+
+
 def test_display_names_and_space_separated_lists_run_the_registered_cells(tmp_path):
     out = str(tmp_path / "o")
     args = ["experiment", "--out", out, "--preset", "table1", "--rules", "Mean,", "TrMean"]

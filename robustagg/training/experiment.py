@@ -1088,7 +1088,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=_positive_int, default=1, help="parallel worker processes (default 1)")
     add_seeds_argument(p, default=[0], help="seeds (default 0)")
     add_names_argument(
-        p, "--rules", rule_resolver(compose=False), metavar="RULE", help="rules (default: the preset's)"
+        p,
+        "--rules",
+        rule_resolver(),
+        metavar="RULE",
+        help="rules or compositions such as nnm+krum (default: the preset's)",
     )
     add_names_argument(
         p,
@@ -1173,11 +1177,11 @@ def _validate_names(args) -> None:
     """Replace ``args.rules`` / ``args.attacks`` by the registered names they designate (the
     parser has done so already; a Namespace built in Python may hold any spelling)."""
     from .. import ATTACKS, RULES
-    from .._registry import resolve_name
+    from .._registry import resolve_name, resolve_rule_name
     from .federated import DATA_ATTACKS
 
     if args.rules:
-        args.rules = [resolve_name(name, "rule", caller="experiment") for name in args.rules]
+        args.rules = [resolve_rule_name(name, "experiment") for name in args.rules]
     if args.attacks:
         allowed = [*ATTACKS, *(a for a in DATA_ATTACKS if a not in ATTACKS)]
         args.attacks = [resolve_name(name, "attack", allowed, caller="experiment") for name in args.attacks]
@@ -1186,9 +1190,16 @@ def _validate_names(args) -> None:
 
 
 def _missing_rules(cells: list[dict]) -> list[str]:
-    from .. import RULES
+    """The cells' rules that name no registered rule or composition of registered names."""
+    from .._registry import resolve_rule_name
 
-    return sorted({c["rule"] for c in cells} - set(RULES))
+    missing = []
+    for name in sorted({c["rule"] for c in cells}):
+        try:
+            resolve_rule_name(name)
+        except ValueError:
+            missing.append(name)
+    return missing
 
 
 def run(args: argparse.Namespace) -> int:
