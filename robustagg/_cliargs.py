@@ -97,6 +97,7 @@ def add_names_argument(
     help: str,
     default: Any = None,
     metavar: str = "NAME",
+    example: str = "Multi-Krum",
 ) -> None:
     """``flag`` taking names, comma- and/or space-separated; stores the list of resolved names."""
     parser.add_argument(
@@ -105,7 +106,7 @@ def add_names_argument(
         resolve=resolve,
         default=default,
         metavar=metavar,
-        help=help + " (comma- or space-separated; any case, display names such as Multi-Krum accepted)",
+        help=f"{help}; separated by commas or spaces, in any case or as the tables print them ({example})",
     )
 
 
@@ -135,7 +136,7 @@ def add_seeds_argument(parser: argparse.ArgumentParser, *, default: list[int], h
         action=_SeedsAction,
         default=list(default),
         metavar="SEED",
-        help=help + " (space- or comma-separated)",
+        help=f"{help}; separated by commas or spaces",
     )
 
 

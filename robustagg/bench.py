@@ -1465,6 +1465,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         attack_resolver(patterns=True),
         default=["*"],
         metavar="ATTACK",
+        example="Min-Max",
         help="attacks: names or fnmatch patterns ('none': no attack); default all",
     )
     p.add_argument(

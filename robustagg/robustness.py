@@ -350,21 +350,28 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     )
 
     add_names_argument(
-        p, "--rules", rule_resolver(), metavar="RULE", help="registered rules or compositions (default: all)"
+        p,
+        "--rules",
+        rule_resolver(),
+        metavar="RULE",
+        help="rules or compositions such as nnm+krum (default: all)",
     )
     add_names_argument(
         p,
         "--attacks",
         attack_resolver(extra=(NO_ATTACK,)),
         metavar="ATTACK",
-        help="registered attacks (default: all)",
+        example="Min-Max",
+        help="attacks (default: all; the no-attack column is always there)",
     )
     p.add_argument("--n", type=int, default=50, help="number of clients (default 50)")
     p.add_argument(
         "--f", type=int, default=10, help="number of Byzantine clients, the first f rows (default 10)"
     )
     p.add_argument("--d", type=int, default=1000, help="dimension (default 1000)")
-    add_seeds_argument(p, default=[0, 1, 2], help="seeds, one matrix each, averaged per cell (default 0 1 2)")
+    add_seeds_argument(
+        p, default=[0, 1, 2], help="seeds, one synthetic matrix each, averaged per cell (default 0 1 2)"
+    )
     p.add_argument(
         "--spread", type=float, default=2.0, help="honest noise std; the mean is in [-1, 1] (default 2)"
     )

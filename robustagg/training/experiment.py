@@ -1099,6 +1099,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--attacks",
         attack_resolver(extra=DATA_ATTACKS),
         metavar="ATTACK",
+        example="Label-flip",
         help="attacks (default: the preset's)",
     )
     p.add_argument(
