@@ -470,7 +470,8 @@ def run_federated(
             if attack == "label_flip" and f:  # the data attack: l -> C - 1 - l on Byzantine clients
                 yb[byzantine] = C - 1 - yb[byzantine]
             G, losses = model.client_gradients(theta, Xb, yb, batcher.weights)
-            train_loss[t] = float(losses[~byzantine].mean())
+            with np.errstate(over="ignore"):  # a blown-up model's float32 losses sum to inf
+                train_loss[t] = float(losses[~byzantine].mean())
             if (~nonfinite_mask(G)[~byzantine]).sum() < 2:
                 # the model's own gradients are no longer finite for (almost) every honest client:
                 # the run has diverged (no attack can take statistics, no rule aggregate)
