@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("robustagg.training.experiment", "reproduce the paper's experiments with the built-in trainer"),
     "bench": ("robustagg.bench", "benchmark every rule and attack across n, d, dtype and threads"),
     "matrix": ("robustagg.robustness", "robustness matrix: every rule x every attack on synthetic gradients"),
+    "warmup": ("robustagg.warmup", "compile every kernel into Numba's on-disk cache (after pip install)"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Cold start: ``import robustagg`` loads no kernel, SciPy subpackage or scikit-learn.
+"""Cold start: ``import robustagg`` loads no kernel, SciPy subpackage or scikit-learn; ``robustagg
+warmup`` fills Numba's cache.
 
 Import checks run in fresh interpreters (``subprocess``): the test process has long imported
 everything."""
@@ -6,12 +7,16 @@ everything."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+import robustagg
 
 ROOT = Path(__file__).resolve().parents[1]
 _TIMEOUT = 600  # a cold Numba cache compiles kernels in the subprocess
@@ -124,3 +129,85 @@ def test_lazy_module_is_replaced_by_the_module_at_first_use():
     assert ns["colorsys_"] is sys.modules["colorsys"]
     with pytest.raises(ModuleNotFoundError):
         _ = LazyModule("robustagg.no_such_module", {}, "x").anything
+
+
+# ------------------------------------------------------------------------------ warmup
+
+
+def test_warmup_inputs_reach_both_sides_of_every_switch():
+    """For every rule, the warmup's shapes include those of ``branch_shapes_for(rule, k=1)``,
+    and each shape comes writable and read-only; float64 adds a row past the non-finite limit."""
+    from robustagg.testing.strategies import branch_shapes_for
+    from robustagg.warmup import warmup_inputs
+
+    for name in robustagg.RULES:
+        inputs = warmup_inputs("rule", name, "float32")
+        shapes = {G.shape for G in inputs}
+        assert set(branch_shapes_for(name, k=1)) <= shapes, name
+        for shape in shapes:
+            flags = {G.flags.writeable for G in inputs if G.shape == shape and np.isfinite(G).all()}
+            assert flags == {True, False}, (name, shape)
+        assert all(G.dtype == np.float32 for G in inputs)
+    bad64 = warmup_inputs("rule", "mean", "float64")[-1]
+    assert np.isnan(bad64).any() and np.nanmax(np.abs(bad64)) > 1e150
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rules", "no_such_rule"], "argument --rules: unknown rule 'no_such_rule'"),
+        (["--attacks", "nope*"], "warmup: --attacks: unknown attack 'nope*'"),
+        (["--preaggregators", "nnm,nope"], "warmup: --preaggregators: unknown preaggregator 'nope'"),
+        (["--jobs", "0"], "argument --jobs: must be a positive integer, got '0'"),
+        (["--dtypes", "float16"], "argument --dtypes: invalid choice: 'float16'"),
+    ],
+)
+def test_warmup_refuses_bad_arguments_clearly(argv, message, capsys):
+    from robustagg.cli import main
+
+    try:
+        rc = main(["warmup", *argv])
+    except SystemExit as exc:  # argparse's exit
+        rc = exc.code
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robustagg", *args], capture_output=True, text=True, timeout=_TIMEOUT, env=env
+    )
+
+
+def _warmup_lines(stdout: str) -> dict[str, tuple[int, int]]:
+    """``{name: (compiled, from cache)}`` of the per-item lines."""
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[0] in ("rule", "preaggregator", "attack") and "compiled" in parts:
+            i = parts.index("compiled")
+            out[parts[1]] = (int(parts[i + 1].rstrip(",")), int(parts[i + 4]))
+    return out
+
+
+@pytest.mark.slow  # compiles mean and median for float32/float64 from an empty cache
+def test_warmup_fills_the_cache_for_the_selected_rules(tmp_path):
+    """``robustagg warmup --rules mean median`` in an empty ``NUMBA_CACHE_DIR`` prints one line per
+    rule (and no other item) and a total, and compiles; a second run compiles nothing (every
+    kernel the two rules reach on their warmup inputs loads from the cache), with one job or
+    two."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    first = _cli(["warmup", "--rules", "mean", "median"], env)
+    assert first.returncode == 0, first.stderr
+    lines = _warmup_lines(first.stdout)
+    assert sorted(lines) == ["mean", "median"]
+    assert all(compiled > 0 for compiled, _ in lines.values())
+    assert first.stdout.splitlines()[-1].startswith("total: 2 item(s), ")
+    for jobs in ("1", "2"):
+        again = _cli(["warmup", "--rules", "mean", "median", "--jobs", jobs], env)
+        assert again.returncode == 0, again.stderr
+        lines = _warmup_lines(again.stdout)
+        assert sorted(lines) == ["mean", "median"]
+        assert all(compiled == 0 and loaded > 0 for compiled, loaded in lines.values()), again.stdout
+        if jobs == "2":
+            assert "check (one process): 0 kernel signature(s) compiled again" in again.stdout
