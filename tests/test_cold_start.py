@@ -1,5 +1,6 @@
 """Cold start: ``import robustagg`` loads no kernel, SciPy subpackage or scikit-learn; ``robustagg
-warmup`` fills Numba's cache.
+warmup`` fills Numba's cache; the cache works when the package is installed read-only
+(docs/performance.md).
 
 Import checks run in fresh interpreters (``subprocess``): the test process has long imported
 everything."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -211,3 +213,93 @@ def test_warmup_fills_the_cache_for_the_selected_rules(tmp_path):
         assert all(compiled == 0 and loaded > 0 for compiled, loaded in lines.values()), again.stdout
         if jobs == "2":
             assert "check (one process): 0 kernel signature(s) compiled again" in again.stdout
+
+
+# ------------------------------------------------------------------------ read-only install
+
+
+def _read_only_runner(target: Path) -> list[str] | None:
+    """A command prefix under which ``target`` cannot be written, or None where this machine
+    cannot arrange it: ``chmod -R a-w`` for an ordinary user; for root (who writes anyway) a
+    read-only bind mount in a private mount namespace."""
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(target)], check=True)
+        return []
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return None
+    script = f'mount --bind "{target}" "{target}" && mount -o remount,bind,ro "{target}" && exec "$@"'
+    probe = subprocess.run(
+        [unshare, "--mount", "sh", "-c", script, "sh", "sh", "-c", f'! touch "{target}/probe" 2>/dev/null'],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        return None
+    return [unshare, "--mount", "sh", "-c", script, "sh"]
+
+
+_PROBE = """
+import json, sys
+import numpy as np
+import robustagg
+from robustagg.warmup import _cache_counts, _dispatchers
+G = np.random.default_rng(0).standard_normal((11, 64)).astype(np.float32)
+out = robustagg.median(G)
+compiled, loaded = _cache_counts()
+paths = sorted({d.stats.cache_path for d in _dispatchers() if d.signatures})
+print(json.dumps({"file": robustagg.__file__, "compiled": compiled, "loaded": loaded, "paths": paths,
+                  "ok": bool(np.array_equal(out, np.median(G, axis=0).astype(np.float32)))}))
+"""
+
+
+@pytest.mark.slow  # builds the wheel and compiles the median's kernels from an empty cache
+@pytest.mark.parametrize("where", ["user cache", "NUMBA_CACHE_DIR"])
+def test_read_only_install_caches_in_the_user_cache_or_numba_cache_dir(tmp_path, where):
+    """The wheel installed into a directory nobody can write: Numba cannot use ``__pycache__``
+    next to the sources and falls back to ``NUMBA_CACHE_DIR`` when set, otherwise to the user's
+    cache directory (``$HOME/.cache/numba``); the second fresh process loads every kernel from
+    there and compiles none."""
+    wheel_dir, target, home = tmp_path / "wheel", tmp_path / "site", tmp_path / "home"
+    for p in (wheel_dir, target, home):
+        p.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir)],
+        check=True,
+        cwd=wheel_dir,
+        timeout=_TIMEOUT,
+    )
+    (wheel,) = wheel_dir.glob("robustagg-*.whl")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        timeout=_TIMEOUT,
+    )
+    prefix = _read_only_runner(target)
+    if prefix is None:
+        pytest.skip("cannot make the install read-only here (root without a private mount namespace)")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH")}
+    env.update(HOME=str(home), PYTHONPATH=str(target))
+    cache = home / ".cache" / "numba"
+    if where == "NUMBA_CACHE_DIR":
+        cache = tmp_path / "numba-cache"
+        env["NUMBA_CACHE_DIR"] = str(cache)
+    try:
+        runs = []
+        for _ in range(2):
+            proc = subprocess.run(
+                [*prefix, sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=_TIMEOUT,
+                env=env, cwd=tmp_path,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            runs.append(_last_json(proc.stdout))
+    finally:
+        if os.geteuid() != 0:
+            subprocess.run(["chmod", "-R", "u+w", str(target)], check=True)
+    first, second = runs
+    assert Path(first["file"]).resolve().is_relative_to(target.resolve())  # the installed copy
+    assert first["ok"] and second["ok"]
+    assert first["compiled"] > 0 and first["loaded"] == 0
+    # (a kernel called only from other kernels is part of their cached code: loaded <= compiled)
+    assert second["compiled"] == 0 and 0 < second["loaded"] <= first["compiled"]
+    assert first["paths"] and all(Path(p).resolve().is_relative_to(cache.resolve()) for p in first["paths"])
+    assert not list(target.rglob("*.nbi"))  # nothing was written next to the sources
