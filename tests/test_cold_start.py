@@ -303,3 +303,22 @@ def test_read_only_install_caches_in_the_user_cache_or_numba_cache_dir(tmp_path,
     assert second["compiled"] == 0 and 0 < second["loaded"] <= first["compiled"]
     assert first["paths"] and all(Path(p).resolve().is_relative_to(cache.resolve()) for p in first["paths"])
     assert not list(target.rglob("*.nbi"))  # nothing was written next to the sources
+
+
+# ------------------------------------------------------------------------- bench's figures
+
+
+@pytest.mark.slow  # compiles mean (float32) twice from empty caches: the probe and the warmup
+def test_bench_compile_suite_reports_the_cold_start_figures():
+    """``measure_compile`` gives, for the rule and dtype, the import time, the first call with a
+    cold and with a warm cache, the steady call and the warmup's time; the cold interpreter
+    compiled kernels, the warm one loaded them from the cache and compiled none."""
+    from robustagg import bench
+
+    entry = bench.measure_compile("rule", ["mean"], ["float32"], timeout=_TIMEOUT, warmup=True)["mean"]["float32"]
+    assert "error" not in entry and "warmup_error" not in entry, entry
+    for key in ("import_s", "first_cold_s", "first_warm_s", "steady_s", "compile_s", "cache_load_s", "warmup_s"):
+        assert isinstance(entry[key], float) and 0 <= entry[key] < _TIMEOUT, (key, entry)
+    assert entry["compiled"] > 0 and entry["compiled_warm"] == 0 and entry["loaded"] > 0
+    table = bench.format_cold_start({"rule:mean": {"float32": entry}})
+    assert "rule:mean" in table and "1st cold" in table and "warmup" in table
