@@ -169,6 +169,7 @@ def test_sign_matching_with_zeros_and_options():
         attacks.sign_matching(G, 3, norm_scale=-1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("signguard" not in robustagg.RULES, reason="SignGuard not registered")
 def test_signguard_does_not_separate_sign_matching_rows_but_sim_does():
     """The finding documented in docs/robustness.md: plain SignGuard keeps the sign_matching

@@ -44,6 +44,7 @@ def tiny_result():
     return bench.run_benchmark(rules="*", attacks="*", dtypes=("float32",), **TINY)
 
 
+@pytest.mark.slow
 def test_every_registered_item_has_an_ok_row(tiny_result):
     rows = tiny_result["rows"]
     seen = [(r["kind"], r["name"]) for r in rows]
@@ -58,6 +59,7 @@ def test_every_registered_item_has_an_ok_row(tiny_result):
         assert 0 <= r["f"] <= math.floor(0.2 * r["n"])
 
 
+@pytest.mark.slow
 def test_cells_and_references(tiny_result):
     cells = tiny_result["cells"]
     assert len(cells) == 1  # one (n, d) x one dtype x one thread count
@@ -74,6 +76,7 @@ def test_cells_and_references(tiny_result):
             assert r["x_floor"] * c["floor_s"] == pytest.approx(r["time_s"])
 
 
+@pytest.mark.slow
 def test_numpy_baselines_agree_with_the_library(tiny_result):
     """For the deterministic rules the harness compares the library's result with its NumPy
     baseline: both must compute the same thing, or the speed-up would compare different work."""
@@ -147,6 +150,7 @@ def test_selection_by_pattern():
         bench._select(robustagg.RULES, "zzz")
 
 
+@pytest.mark.slow
 def test_peak_memory_sees_a_large_allocation():
     nbytes = 64 << 20
     with bench.PeakMemory() as pm:
@@ -160,6 +164,7 @@ def test_peak_memory_sees_a_large_allocation():
     assert pm.extra < 16 << 20
 
 
+@pytest.mark.slow
 def test_read_floor_reads_everything():
     G = np.arange(12 * 40, dtype=np.float64).reshape(12, 40)
     for name, fn in bench._floor_kernels().items():
@@ -216,6 +221,7 @@ def test_check_targets():
     assert got[("median", 1000, "time_s")] is False
 
 
+@pytest.mark.slow
 def test_cli_json_schema(tmp_path, capsys):
     path = tmp_path / "out.json"
     rc = main(
@@ -271,6 +277,7 @@ def test_cli_rejects_bad_options(capsys):
     assert bench._parse_size("512M") == 512 << 20
 
 
+@pytest.mark.slow
 def test_compile_probe_in_a_fresh_interpreter():
     comp = bench.measure_compile("rule", ["mean"], ["float64"], timeout=300)
     entry = comp["mean"]["float64"]
@@ -299,6 +306,7 @@ def _is_figure(text: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_bench_gram_kernel_script_runs_on_a_small_matrix(capsys):
     """benchmarks/bench_gram_kernel.py (the Gram kernel's rates, quoted in docs/benchmarks.md)
     runs end to end and prints every line it promises, each figure a finite number (their values

@@ -92,6 +92,7 @@ def _naive_closest(X, beta):
     return out
 
 
+@pytest.mark.slow
 @given(columns(m_max=40), st.data())
 def test_closest_to_median_network_equals_walk_and_naive(case, data):
     G, rows, m = case

@@ -53,6 +53,7 @@ DISTANCE = [
 DISTANCE_KIND = rdask.DISTANCE_RULES
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dask_equals_numpy(client, rule, kwargs, dtype):
@@ -77,6 +78,7 @@ def test_dask_equals_numpy(client, rule, kwargs, dtype):
         np.testing.assert_allclose(info.scores, einfo.scores, rtol=1e-8 if dtype == np.float64 else 2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overflow", [False, True])
 @pytest.mark.parametrize("rule,kwargs", COORDINATEWISE + DISTANCE)
 def test_dask_nonfinite_rows_as_numpy(client, rule, kwargs, overflow):
@@ -158,6 +160,7 @@ SIGNGUARD_OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", SIGNGUARD_OPTIONS)
 def test_dask_signguard_equals_numpy_same_coordinates(client, options):
     _require("signguard")
@@ -215,6 +218,7 @@ def test_dask_geometric_median_combination(client):
     np.testing.assert_allclose(info.combination @ G, out.compute(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule,kwargs", [("median", {}), ("krum", {"f": 2}), ("signguard", {"rng": 0})])
 def test_dask_float16_comes_back_as_float16(client, rule, kwargs):
     G = _matrix(np.float16)

@@ -196,6 +196,7 @@ def _naive_repeated_krum(D, theta, f):
     return np.array(selected), np.array(won)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(40))
 def test_repeated_krum_bit_identical_to_rescoring_the_submatrix(seed):
     rng = np.random.default_rng(seed)

@@ -115,6 +115,7 @@ def test_resumption_skips_finished_cells(tmp_path, monkeypatch):
     assert sorted(calls) == ["none", "sign_flip"]
 
 
+@pytest.mark.slow
 def test_seeds_and_parallel_jobs(tmp_path):
     out = str(tmp_path / "j")
     rc = main(
@@ -145,6 +146,7 @@ def test_seeds_and_parallel_jobs(tmp_path):
     assert "±" in md  # two seeds: mean ± std
 
 
+@pytest.mark.slow
 def test_figure_preset_writes_plot_or_note(tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "f5")
     args = ["experiment", "--preset", "fig5", "--rules", "mean", "--out", out, *TINY[:-1]]

@@ -73,6 +73,7 @@ RULES = {
 NAMES = sorted(RULES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 @SETTINGS
 @given(case=scenario())
@@ -133,6 +134,7 @@ def test_finite_output_with_f_nonfinite_rows(name, bad, rng):
         RULES[name][0](G, f, nonfinite="raise")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_dtype_no_mutation_and_torch(name, rng):
     fast = RULES[name][0]
@@ -313,6 +315,7 @@ def test_clipped_clustering_matches_sklearn_partition(rng):
     assert info.threshold == pytest.approx(np.median(np.linalg.norm(G, axis=1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["caf", "dnc"])
 def test_lanczos_paths_are_reproducible_across_processes(rule):
     """From 257 rows CAF's (and from 256 DnC's) top eigenpair comes from ARPACK, whose own start

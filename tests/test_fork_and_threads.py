@@ -94,6 +94,7 @@ CASES = make_cases()
 """
 
 
+@pytest.mark.slow
 @needs_tbb
 @needs_fork
 def test_forked_child_runs_every_rule():
@@ -119,6 +120,7 @@ def test_forked_child_runs_every_rule():
     assert "layer tbb" in out
 
 
+@pytest.mark.slow
 @needs_tbb
 @needs_fork
 def test_fork_start_multiprocessing_pool_maps_rules():
@@ -143,6 +145,7 @@ def test_fork_start_multiprocessing_pool_maps_rules():
     )
 
 
+@pytest.mark.slow
 @needs_tbb
 @needs_fork
 def test_torch_dataloader_workers_call_rules():
@@ -225,6 +228,7 @@ after = [run(c) for c in CASES]
 )
 
 
+@pytest.mark.slow
 def test_four_threads_give_the_sequential_bits():
     """Four threads calling the rules at once get exactly the results of sequential calls,
     and sequential calls afterwards still do."""
@@ -238,6 +242,7 @@ def test_four_threads_give_the_sequential_bits():
     )
 
 
+@pytest.mark.slow
 def test_concurrent_calls_leave_blas_and_numba_threads_unchanged():
     """After the concurrent calls BLAS runs on the caller's thread count again and Numba's
     thread count is unchanged (the library saves and restores, never leaks a limit)."""
@@ -363,6 +368,7 @@ print("layer", numba.threading_layer())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "before", "layer"),
     [
@@ -385,6 +391,7 @@ def test_a_users_explicit_threading_layer_is_respected(env, before, layer):
     assert f"layer {layer}" in out
 
 
+@pytest.mark.slow
 @needs_tbb
 def test_without_a_choice_the_layer_is_tbb():
     """With the tbb package installed and no choice made, Numba's threads run on TBB (loaded
@@ -393,6 +400,7 @@ def test_without_a_choice_the_layer_is_tbb():
     assert "layer tbb" in out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP is Linux's omp layer")
 @pytest.mark.parametrize("chosen", [False, True], ids=["numba-default", "user-choice"])
 def test_warning_when_gnu_openmp_already_runs(chosen):

@@ -31,6 +31,7 @@ def _check_upper(got, ref, X, rows, j0, j1):
     assert np.all(got[il] == 0.0)  # the lower triangle is left alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 11, 12, 13, 50, 64, 127, 128])
 @pytest.mark.parametrize("d", [0, 1, 7, 8, 9, 255, 4095, 4096, 4097, 9001])
 def test_upper_triangle_matches_float64(m, d):
@@ -80,6 +81,7 @@ def test_accumulates_into_out_and_propagates_nonfinite():
     assert np.isfinite(got[0, 1]) and np.isfinite(got[5, 8])
 
 
+@pytest.mark.slow
 def test_gram_stage_agrees_with_the_blas_path(monkeypatch):
     """The Gram stage for float32 rows (in place and shifted by a row) gives the same Gram as
     the BLAS blocks it replaces, to float32 rounding."""

@@ -329,6 +329,7 @@ def test_not_found_lists_the_places_and_how_to_install(nowhere, rng):
 _DEBIAN_INSTALLED = all(os.path.isfile(os.path.join(DEBIAN, f + ".gz")) for f in idx.IDX_FILES.values())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not _DEBIAN_INSTALLED and os.environ.get("ROBUSTAGG_REQUIRE_REAL_DATA") != "1",
     reason="Debian's dataset-fashion-mnist is not installed",

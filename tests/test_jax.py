@@ -43,6 +43,7 @@ def x64():
     jax.config.update("jax_enable_x64", False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_jax_in_jax_out_same_values(rule, dtype, x64):

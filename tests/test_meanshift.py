@@ -96,6 +96,7 @@ def _center_on_the_rim(X, C, bw):
     return bool(np.any(np.abs(D - bw) <= 1e-9 * bw))
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(feature_sets())
 @example(np.array([[0.0], [0.8], [0.6], [0.2], [0.6], [0.6], [0.4], [0.6], [0.2], [0.0]]))

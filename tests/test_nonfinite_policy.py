@@ -56,6 +56,7 @@ def _poison(G, rows):
     return G
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [300, 1000])
 @pytest.mark.parametrize("name", RULE_NAMES)
 def test_nonfinite_rows_excluded_and_reported_at_scale(name, n):
@@ -77,6 +78,7 @@ def test_nonfinite_rows_excluded_and_reported_at_scale(name, n):
         _call(name, G, f, nonfinite="raise")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RULE_NAMES)
 def test_nonfinite_policy_on_both_sides_of_every_size_switch(name):
     """At each (n, d) on either side of a switch the rule steers through (and the same sizes with

@@ -50,12 +50,14 @@ def _pyproject_version() -> str:
     return re.search(r'^version\s*=\s*"([^"]+)"', text, flags=re.M).group(1)
 
 
+@pytest.mark.slow
 def test_version_is_one_and_the_same(wheel):
     version = _pyproject_version()
     assert robustagg.__version__ == version
     assert wheel.name.startswith(f"robustagg-{version}-")
 
 
+@pytest.mark.slow
 def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
@@ -71,6 +73,7 @@ def test_wheel_contents(wheel):
     assert not any("__pycache__" in n or n.endswith((".nbi", ".nbc")) for n in names)
 
 
+@pytest.mark.slow
 def test_wheel_metadata_extras_and_entry_point(wheel):
     z = zipfile.ZipFile(wheel)
     meta_name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from robustagg import kernels
 
 
+@pytest.mark.slow
 @settings(max_examples=40)
 @given(
     n=st.integers(1, 6),

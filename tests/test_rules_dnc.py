@@ -172,6 +172,7 @@ def _psd(m, k, spike, seed):
     return X @ X.T
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m", [256, 400])
 @pytest.mark.parametrize("spike", [0.0, 3.0])
 def test_top_eigenpair_lanczos_matches_lapack(m, spike):
@@ -192,6 +193,7 @@ def test_top_eigenpair_lanczos_matches_lapack(m, spike):
         np.testing.assert_allclose(lam * u**2, w[-1] * U[:, -1] ** 2, rtol=1e-8, atol=1e-10 * w[-1])
 
 
+@pytest.mark.slow
 def test_top_eigenpair_falls_back_to_lapack_without_convergence(monkeypatch):
     import scipy.linalg
 
@@ -204,6 +206,7 @@ def test_top_eigenpair_falls_back_to_lapack_without_convergence(monkeypatch):
     assert lam == w[0] and np.array_equal(u, U[:, 0])
 
 
+@pytest.mark.slow
 def test_dnc_with_many_rows_matches_naive():
     """The Lanczos path inside the rule (m >= 256): the same kept rows and aggregate as the
     naive SVD reference."""

@@ -258,6 +258,7 @@ def test_similarity_features():
 
 
 # --- properties -----------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=20)
 @given(
     seed=st.integers(0, 2**31),

@@ -29,6 +29,7 @@ ATTACKS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["SignGuard", "SignGuard-Sim", "SignGuard-Dist"])
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_no_malicious_row_kept_and_most_honest_rows_kept(attack, variant):

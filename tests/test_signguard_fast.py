@@ -24,6 +24,7 @@ def _matrix(seed, n, d, dtype):
 
 
 # --- kernels ----------------------------------------------------------------------------------
+@pytest.mark.slow
 @settings(max_examples=15)
 @given(
     seed=st.integers(0, 2**31),

@@ -84,6 +84,7 @@ def test_battery_passes_on_a_correct_rule():
     assert all(count >= 1 for count in passed.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "rule, broken, coordinatewise",
     [
@@ -301,6 +302,7 @@ def test_adversarial_row_kinds(kind):
 # ---------------------------------------------------------------------------------------------
 # the docs page's snippet runs (and is at most 10 lines)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_docs_snippet_runs():
     text = DOCS.read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
