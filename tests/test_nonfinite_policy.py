@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import robustagg
+from robustagg import _thresholds
 from robustagg._registry import call_with_supported
 from robustagg._validation import nonfinite_mask, sq_norm_limit
-from robustagg import _thresholds
 from robustagg.testing.strategies import branch_shapes_for
 
 RULE_NAMES = sorted(robustagg.RULES)

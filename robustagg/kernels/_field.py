@@ -15,8 +15,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._coordinate import _NET_MAX_ROWS, _SEL_BLOCK, _fill_transposed, _select, column_closest_to_median_mean
 from .._thresholds import COLUMN_BLOCK
+from ._coordinate import _NET_MAX_ROWS, _SEL_BLOCK, _fill_transposed, _select, column_closest_to_median_mean
 
 _BLOCK = COLUMN_BLOCK  # columns per parallel block
 _MIX_BLOCK_ELEMENTS = 1 << 21  # elements of the float64 block used by ``mix_rows``

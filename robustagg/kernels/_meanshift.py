@@ -14,8 +14,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._coordinate import _select  # quickselect (finite values; features are checked finite)
 from .._thresholds import MEANSHIFT_PARALLEL_MIN_ROWS
+from ._coordinate import _select  # quickselect (finite values; features are checked finite)
 
 
 @nb.njit(cache=True, nogil=True)

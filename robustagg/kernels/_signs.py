@@ -16,9 +16,9 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from .._thresholds import SIGN_BLOCK
 from ._coordinate import median_of
 from ._rows import _LANES, _sq_sum_lanes  # the lane sums of squares (vectorised, fixed order)
-from .._thresholds import SIGN_BLOCK
 
 _BLOCK = SIGN_BLOCK  # columns per block (below 2^16: a coordinate's offset in its block is a uint16)
 
