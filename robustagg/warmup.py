@@ -17,8 +17,9 @@ float32 and float64 inputs:
   validation layer's exclusion path is compiled too.
 
 It prints one line per item (the time per dtype, the kernels compiled and those loaded from the
-cache), the cache's directory and a total. A second run finds everything in the cache
-("compiled 0").
+cache), the cache's directory and a total. An item's counts are what its process did not hold
+yet: kernels an earlier item of the same process compiled or loaded count for that item. A
+second run finds everything in the cache ("compiled 0").
 
 Only the default options are run: an option that reaches a kernel no default call does
 (``signguard(clustering="kmeans")``, for instance) compiles on its first use.
@@ -150,7 +151,7 @@ def warm_item(kind: str, name: str, dtypes: Sequence[str] = _DTYPES) -> dict[str
     """
     import robustagg
 
-    from .bench import _call_item
+    from .bench import _call_item, _item_kwargs
 
     table = {"rule": robustagg.RULES, "preaggregator": robustagg.PREAGGREGATORS, "attack": robustagg.ATTACKS}
     fn = table[kind][name]
@@ -162,8 +163,12 @@ def warm_item(kind: str, name: str, dtypes: Sequence[str] = _DTYPES) -> dict[str
         inputs = warmup_inputs(kind, name, dtype)
         t0 = time.perf_counter()
         for G in inputs:
+            # side inputs (FLTrust's root gradient) from the ordinary rows: a non-finite one
+            # would be refused, and the non-finite rows are there for the rows' own policy
+            ordinary = G[np.abs(G).max(axis=1).astype(np.float64) < 1e100]  # NaN compares False
             try:
-                _call_item("attack" if kind == "attack" else "rule", fn, G, f, _SEED)
+                extra = _item_kwargs(fn, ordinary, min(f, len(ordinary) - 1))
+                _call_item("attack" if kind == "attack" else "rule", fn, G, f, _SEED, extra)
             except Exception as exc:  # reported, the other inputs still run
                 errors.append(f"{dtype} {G.shape[0]}x{G.shape[1]}: {type(exc).__name__}: {exc}")
         seconds[dtype] = time.perf_counter() - t0

@@ -154,6 +154,17 @@ def test_warmup_inputs_reach_both_sides_of_every_switch():
     assert np.isnan(bad64).any() and np.nanmax(np.abs(bad64)) > 1e150
 
 
+@pytest.mark.slow  # compiles FLTrust's kernels when the cache does not hold them
+def test_warmup_runs_a_rule_with_a_side_input_on_every_input_without_error():
+    """FLTrust needs a root gradient: the warmup derives it from the input's ordinary rows, so
+    the inputs with a NaN row and a row past the non-finite limit run too."""
+    from robustagg.warmup import warm_item
+
+    res = warm_item("rule", "fltrust", ["float32", "float64"])
+    assert res["errors"] == []
+    assert set(res["seconds"]) == {"float32", "float64"}
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
