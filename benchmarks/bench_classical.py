@@ -89,7 +89,10 @@ def compile_times(dtype: str) -> dict[str, float]:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         res = subprocess.run(
             [sys.executable, "-c", _COMPILE_SNIPPET.format(dtype=dtype)],
-            capture_output=True, text=True, env=env, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
     return eval(res.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr of a dict
@@ -129,7 +132,9 @@ def main(argv=None) -> int:
         _CLOCK = time.process_time
     G = attacked_matrix(n, d, f, dtype)
     clock = "process CPU time, 1 thread" if args.cpu else "wall time"
-    print(f"n={n} d={d} f={f} dtype={dtype} threads={numba.get_num_threads()} repeats={args.repeats} ({clock})")
+    print(
+        f"n={n} d={d} f={f} dtype={dtype} threads={numba.get_num_threads()} repeats={args.repeats} ({clock})"
+    )
 
     def np_trimmed():
         return np.sort(G, axis=0)[f : n - f].mean(axis=0)
@@ -160,7 +165,9 @@ def main(argv=None) -> int:
         t_rule = _median_time(fn, args.repeats)
         t_ref = _median_time(ref_fn, args.repeats)
         ref_cache[ref_name] = t_ref
-        print(f"{name:<18}{t_rule:>10.4f}{t_rule / floor:>8.2f}x   {ref_name:<28}{t_ref:>9.4f}{t_ref / t_rule:>9.2f}x")
+        print(
+            f"{name:<18}{t_rule:>10.4f}{t_rule / floor:>8.2f}x   {ref_name:<28}{t_ref:>9.4f}{t_ref / t_rule:>9.2f}x"
+        )
     if not args.no_compile:
         print("\ncompile time (first call, fresh interpreter, empty Numba cache, 11x64 input):")
         for name, t in compile_times(args.dtype).items():

@@ -104,13 +104,17 @@ BRANCHES: tuple[Branch, ...] = (
     Branch("NETWORK_MAX_ROWS", "m", NETWORK_MAX_ROWS, ("median", "trimmed_mean", "bulyan", "meamed")),
     Branch("TILED_GRAM_MAX_ROWS", "m", TILED_GRAM_MAX_ROWS, _DISTANCE_RULES),
     Branch(
-        "MEANSHIFT_PARALLEL_MIN_ROWS", "m", MEANSHIFT_PARALLEL_MIN_ROWS - 1,
+        "MEANSHIFT_PARALLEL_MIN_ROWS",
+        "m",
+        MEANSHIFT_PARALLEL_MIN_ROWS - 1,
         ("signguard", "signguard_sim", "signguard_dist"),
     ),
     Branch("DNC_LANCZOS_MIN_ROWS", "m", DNC_LANCZOS_MIN_ROWS - 1, ("dnc",)),
     Branch("DNC_BLAS_THREADED_MIN_ROWS", "m", DNC_BLAS_THREADED_MIN_ROWS - 1, ("dnc",)),
     Branch("CAF_LANCZOS_MIN_ROWS", "m", CAF_LANCZOS_MIN_ROWS - 1, ("caf",)),
-    Branch("SIGNGUARD_EXACT_GRAM_MAX", "m*m*d", SIGNGUARD_EXACT_GRAM_MAX, ("signguard_sim", "signguard_dist")),
+    Branch(
+        "SIGNGUARD_EXACT_GRAM_MAX", "m*m*d", SIGNGUARD_EXACT_GRAM_MAX, ("signguard_sim", "signguard_dist")
+    ),
     Branch("COLUMN_BLOCK", "d", COLUMN_BLOCK, ("mean", "median", "trimmed_mean", "meamed", "bulyan")),
     Branch("DISTANCE_BLOCK", "d", DISTANCE_BLOCK, _DISTANCE_RULES),
     Branch("SIGN_BLOCK", "d", SIGN_BLOCK, ("signguard", "signguard_sim", "signguard_dist")),

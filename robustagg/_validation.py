@@ -117,7 +117,9 @@ def _describe_nonfinite(G: np.ndarray, bad: np.ndarray, name: str) -> str:
 def check_int(value: Any, *, rule: str, name: str, low: int | None = None, high: int | None = None) -> int:
     """An integer argument (Python or NumPy integer; bool and float are refused) in [low, high]."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{rule}: argument {name!r} must be an integer, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{rule}: argument {name!r} must be an integer, got {value!r} ({type(value).__name__})"
+        )
     value = int(value)
     if low is not None and value < low:
         raise ValueError(f"{rule}: argument {name!r} must be >= {low}, got {value}")
@@ -138,7 +140,9 @@ def check_real(
 ) -> float:
     """A finite real argument in the interval given (closed unless ``*_open``)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{rule}: argument {name!r} must be a real number, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{rule}: argument {name!r} must be a real number, got {value!r} ({type(value).__name__})"
+        )
     value = float(value)
     if not np.isfinite(value):
         raise ValueError(f"{rule}: argument {name!r} must be finite, got {value}")
@@ -147,7 +151,11 @@ def check_real(
     if not (lo_ok and hi_ok):
         lo = "-inf" if low is None else f"{low}"
         hi = "inf" if high is None else f"{high}"
-        interval = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (")" if high_open or high is None else "]")
+        interval = (
+            ("(" if low_open or low is None else "[")
+            + f"{lo}, {hi}"
+            + (")" if high_open or high is None else "]")
+        )
         raise ValueError(f"{rule}: argument {name!r} must be in {interval}, got {value}")
     return value
 
@@ -156,7 +164,9 @@ def check_choice(value: Any, choices: Iterable[Any], *, rule: str, name: str) ->
     """One of a fixed set of values."""
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{rule}: argument {name!r} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        raise ValueError(
+            f"{rule}: argument {name!r} must be one of {', '.join(map(repr, choices))}; got {value!r}"
+        )
     return value
 
 
@@ -238,7 +248,11 @@ class Prepared:
         self.f = f
         self.nonfinite = nonfinite
         self.all_finite = not bool(nonfinite.any())
-        self.rows = np.arange(self.n, dtype=np.int64) if self.all_finite else np.flatnonzero(~nonfinite).astype(np.int64)
+        self.rows = (
+            np.arange(self.n, dtype=np.int64)
+            if self.all_finite
+            else np.flatnonzero(~nonfinite).astype(np.int64)
+        )
         k = int(nonfinite.sum())
         self.f_eff = None if f is None else max(f - k, 0)
         self.context = context
@@ -268,7 +282,9 @@ class Prepared:
     def expand_values(self, values_over_rows: np.ndarray, fill: float = np.nan) -> np.ndarray:
         """Per-row values over ``rows`` as an array over all n rows (``fill`` elsewhere)."""
         values_over_rows = np.asarray(values_over_rows)
-        out = np.full((self.n,) + values_over_rows.shape[1:], fill, dtype=np.result_type(values_over_rows, np.float64))
+        out = np.full(
+            (self.n,) + values_over_rows.shape[1:], fill, dtype=np.result_type(values_over_rows, np.float64)
+        )
         out[self.rows] = values_over_rows
         return out
 
@@ -326,9 +342,13 @@ def prepare(
     G, ctx = to_numpy(grads, rule=rule, name=name, ndim=2)
     n, d = G.shape
     if n == 0:
-        raise TooFewClientsError(f"{rule}: argument {name!r} has no rows (n = 0); at least one client gradient is needed")
+        raise TooFewClientsError(
+            f"{rule}: argument {name!r} has no rows (n = 0); at least one client gradient is needed"
+        )
     if d == 0:
-        raise ValueError(f"{rule}: argument {name!r} has rows of length d = 0; gradients need at least one coordinate")
+        raise ValueError(
+            f"{rule}: argument {name!r} has rows of length d = 0; gradients need at least one coordinate"
+        )
     if f is not None or min_n is not None:
         f = check_f(0 if f is None else f, n, rule=rule, min_n=min_n, bound=bound)
     bad = nonfinite_mask(G)

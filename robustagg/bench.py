@@ -659,7 +659,11 @@ def _run_probe(kind: str, name: str, dtypes: Sequence[str], cache: str, timeout:
     code = _PROBE_CODE.format(kind=kind, names=[name], dtypes=list(dtypes))
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", code], env=_probe_env(cache), capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-c", code],
+            env=_probe_env(cache),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"probe timed out after {timeout:.0f} s"}

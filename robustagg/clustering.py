@@ -27,7 +27,9 @@ def _features(features: Any, rule: str) -> np.ndarray:
     if X.ndim != 2:
         raise ValueError(f"{rule}: argument 'features' must be an (n, p) matrix, got shape {X.shape}")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{rule}: argument 'features' must have at least one row and one column, got {X.shape}")
+        raise ValueError(
+            f"{rule}: argument 'features' must have at least one row and one column, got {X.shape}"
+        )
     if X.dtype.kind not in "fiu":
         raise TypeError(f"{rule}: argument 'features' must be real numbers, got dtype {X.dtype}")
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -301,12 +303,19 @@ def clipped_clustering(
     if m <= 2:
         keep = np.ones(m, dtype=bool)
     else:
-        labels = fcluster(linkage(squareform(cosd, checks=False), method="average"), t=2, criterion="maxclust")
+        labels = fcluster(
+            linkage(squareform(cosd, checks=False), method="average"), t=2, criterion="maxclust"
+        )
+
         # the larger cluster; equal sizes: the tighter one (smaller mean within-cluster
         # cosine distance), then the one holding the lowest row index
         def key(lab):
             members = labels == lab
-            return (-int(members.sum()), float(cosd[np.ix_(members, members)].mean()), int(np.argmax(members)))
+            return (
+                -int(members.sum()),
+                float(cosd[np.ix_(members, members)].mean()),
+                int(np.argmax(members)),
+            )
 
         winner = min(np.unique(labels), key=key)
         keep = labels == winner
@@ -318,7 +327,9 @@ def clipped_clustering(
         full[np.ix_(p.rows, p.rows)] = cosd
         lab = np.full(p.n, -1, dtype=np.int64)
         lab[p.rows] = keep.astype(np.int64)
-        info = p.diagnostics(keep, labels=lab, threshold=tau, norms=p.expand_values(norms), cosine_distances=full)
+        info = p.diagnostics(
+            keep, labels=lab, threshold=tau, norms=p.expand_values(norms), cosine_distances=full
+        )
     return p.finish(result, info, return_info)
 
 

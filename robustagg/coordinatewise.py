@@ -130,8 +130,13 @@ def trimmed_mean(grads: Any, f: int, *, nonfinite: str = "exclude", return_info:
     array([2.5])
     """
     p = prepare(
-        "trimmed_mean", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f",
-        nonfinite=nonfinite, return_info=return_info,
+        "trimmed_mean",
+        grads,
+        f=f,
+        min_n=lambda f: 2 * f + 1,
+        bound="n > 2f",
+        nonfinite=nonfinite,
+        return_info=return_info,
     )
     result = kernels.column_trimmed_mean(p.G, p.rows, p.f_eff)
     info = p.diagnostics(f_effective=p.f_eff) if return_info else None
@@ -177,8 +182,15 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
     ----------
     C. Xie, O. Koyejo, I. Gupta. "Generalized Byzantine-tolerant SGD", arXiv:1802.10116, 2018.
     """
-    p = prepare("meamed", grads, f=f, min_n=lambda f: 2 * f + 1, bound="n > 2f", nonfinite=nonfinite,
-                return_info=return_info)
+    p = prepare(
+        "meamed",
+        grads,
+        f=f,
+        min_n=lambda f: 2 * f + 1,
+        bound="n > 2f",
+        nonfinite=nonfinite,
+        return_info=return_info,
+    )
     from .kernels._field import column_mean_around_median
 
     result = column_mean_around_median(p.G, p.rows, p.m - p.f_eff)

@@ -102,7 +102,9 @@ def krum(
     P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer. *Machine Learning with Adversaries:
     Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
     """
-    kw = dict(f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info)
+    kw = dict(
+        f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info
+    )
     p = prepare("krum", grads, **kw)
     neighbors = _check_neighbors(neighbors, "krum", p.n)
     p, D = _finite_distances(p, "krum", grads, **kw)
@@ -156,7 +158,9 @@ def multi_krum(
     P. Blanchard, E. M. El Mhamdi, R. Guerraoui, J. Stainer. *Machine Learning with Adversaries:
     Byzantine Tolerant Gradient Descent*. NeurIPS 2017.
     """
-    kw = dict(f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info)
+    kw = dict(
+        f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info
+    )
     p = prepare("multi_krum", grads, **kw)
     neighbors = _check_neighbors(neighbors, "multi_krum", p.n)
     m_arg = None if m is None else check_int(m, rule="multi_krum", name="m", low=1, high=p.n)
@@ -218,7 +222,9 @@ def bulyan(
     """
     from .kernels._distance import repeated_krum
 
-    kw = dict(f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info)
+    kw = dict(
+        f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info
+    )
     p = prepare("bulyan", grads, **kw)
     p, D = _finite_distances(p, "bulyan", grads, **kw)
     fe = p.f_eff

@@ -204,9 +204,7 @@ def _seed_list(seeds: int | Sequence[int]) -> list[int]:
     """``robustness_matrix``'s seeds: a count k (seeds 0 … k − 1) or the seeds themselves."""
     if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise ValueError(
-                f"matrix: argument 'seeds' must be a count >= 1 or a list of seeds, got {seeds}"
-            )
+            raise ValueError(f"matrix: argument 'seeds' must be a count >= 1 or a list of seeds, got {seeds}")
         return list(range(int(seeds)))
     try:
         seed_list = [int(s) for s in seeds]

@@ -662,11 +662,15 @@ class SignGuard:
         rule = "SignGuard"
         unknown = set(options) - set(cls._DEFAULTS)
         if unknown:
-            raise TypeError(f"SignGuard: unknown option(s) {sorted(unknown)}; allowed: {sorted(cls._DEFAULTS)}")
+            raise TypeError(
+                f"SignGuard: unknown option(s) {sorted(unknown)}; allowed: {sorted(cls._DEFAULTS)}"
+            )
         o = {**cls._DEFAULTS, **options}
         lower = check_real(o["lower"], rule=rule, name="lower", low=0.0)
         check_real(o["upper"], rule=rule, name="upper", low=lower)
-        check_real(o["coordinate_fraction"], rule=rule, name="coordinate_fraction", low=0.0, high=1.0, low_open=True)
+        check_real(
+            o["coordinate_fraction"], rule=rule, name="coordinate_fraction", low=0.0, high=1.0, low_open=True
+        )
         coordinates = o["coordinates"]
         if isinstance(coordinates, str):
             check_choice(coordinates, _COORDINATES, rule=rule, name="coordinates")

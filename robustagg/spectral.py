@@ -92,8 +92,11 @@ def dnc(
     # gathers every round's columns; otherwise (large b/d) each round gathers its own columns,
     # so the peak extra memory stays one round's (m, b) sub-matrix.
     prep = dict(
-        f=f, min_n=lambda f: math.floor(c * f) + 1, bound=f"n > floor(c*f) with c = {c}",
-        nonfinite=nonfinite, return_info=return_info,
+        f=f,
+        min_n=lambda f: math.floor(c * f) + 1,
+        bound=f"n > floor(c*f) with c = {c}",
+        nonfinite=nonfinite,
+        return_info=return_info,
     )
     p = prepare(rule, grads, **prep)
     niters = check_int(niters, rule=rule, name="niters", low=1)
@@ -188,7 +191,9 @@ def _top_eigenpair(gram: np.ndarray) -> tuple[float, np.ndarray]:
     if m >= _LANCZOS_ROWS:
         v0 = np.random.default_rng(_LANCZOS_V0).standard_normal(m)
         try:
-            lam, U = scipy.sparse.linalg.eigsh(gram, k=1, which="LA", v0=v0, tol=0.0, maxiter=_LANCZOS_MAXITER)
+            lam, U = scipy.sparse.linalg.eigsh(
+                gram, k=1, which="LA", v0=v0, tol=0.0, maxiter=_LANCZOS_MAXITER
+            )
             return float(lam[0]), U[:, 0]
         except scipy.sparse.linalg.ArpackNoConvergence:
             pass

@@ -201,7 +201,9 @@ def _select(kind: str, table: Sequence[str], patterns: Sequence[str] | None) -> 
             continue
         hits = [nm for nm in sorted(table) if fnmatch.fnmatchcase(nm, pat)]
         if not hits:
-            raise ValueError(f"warmup: --{kind}s: unknown {kind} {pat!r}; available: {', '.join(sorted(table))}")
+            raise ValueError(
+                f"warmup: --{kind}s: unknown {kind} {pat!r}; available: {', '.join(sorted(table))}"
+            )
         out += [nm for nm in hits if nm not in out]
     return out
 
@@ -250,7 +252,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         "--preaggregators", nargs="+", type=str, metavar="NAME",
         help="pre-aggregators to compile (names or shell patterns, comma- or space-separated)",
     )  # fmt: skip
-    add_names_argument(p, "--attacks", attack_resolver(patterns=True), help="attacks to compile (names or shell patterns)")
+    add_names_argument(
+        p, "--attacks", attack_resolver(patterns=True), help="attacks to compile (names or shell patterns)"
+    )
     p.add_argument(
         "--dtypes", nargs="+", choices=_DTYPES, default=list(_DTYPES), metavar="DTYPE",
         help="float32 and/or float64 (default: both)",

@@ -44,7 +44,14 @@ def _last_json(out: str):
 
 # ------------------------------------------------------------------------------ the import
 
-_HEAVY_SCIPY = ("scipy.linalg", "scipy.sparse", "scipy.special", "scipy.spatial", "scipy.cluster", "scipy.stats")
+_HEAVY_SCIPY = (
+    "scipy.linalg",
+    "scipy.sparse",
+    "scipy.special",
+    "scipy.spatial",
+    "scipy.cluster",
+    "scipy.stats",
+)
 
 
 def test_import_loads_no_kernel_scipy_subpackage_or_sklearn():
@@ -64,7 +71,9 @@ def test_import_loads_no_kernel_scipy_subpackage_or_sklearn():
             """
         )
     )
-    numba_only = set(_last_json(_python("import json, sys, numpy, numba; print(json.dumps(sorted(sys.modules)))")))
+    numba_only = set(
+        _last_json(_python("import json, sys, numpy, numba; print(json.dumps(sorted(sys.modules)))"))
+    )
     mods = set(report["modules"])
     assert not [m for m in mods if m == "robustagg.kernels" or m.startswith("robustagg.kernels.")]
     assert not [m for m in mods if m == "sklearn" or m.startswith("sklearn.")]
@@ -274,21 +283,45 @@ def test_read_only_install_caches_in_the_user_cache_or_numba_cache_dir(tmp_path,
     for p in (wheel_dir, target, home):
         p.mkdir()
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+        ],
         check=True,
         cwd=wheel_dir,
         timeout=_TIMEOUT,
     )
     (wheel,) = wheel_dir.glob("robustagg-*.whl")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
         timeout=_TIMEOUT,
     )
     prefix = _read_only_runner(target)
     if prefix is None:
         pytest.skip("cannot make the install read-only here (root without a private mount namespace)")
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME", "PYTHONPATH")
+    }
     env.update(HOME=str(home), PYTHONPATH=str(target))
     cache = home / ".cache" / "numba"
     if where == "NUMBA_CACHE_DIR":
@@ -326,9 +359,19 @@ def test_bench_compile_suite_reports_the_cold_start_figures():
     compiled kernels, the warm one loaded them from the cache and compiled none."""
     from robustagg import bench
 
-    entry = bench.measure_compile("rule", ["mean"], ["float32"], timeout=_TIMEOUT, warmup=True)["mean"]["float32"]
+    entry = bench.measure_compile("rule", ["mean"], ["float32"], timeout=_TIMEOUT, warmup=True)["mean"][
+        "float32"
+    ]
     assert "error" not in entry and "warmup_error" not in entry, entry
-    for key in ("import_s", "first_cold_s", "first_warm_s", "steady_s", "compile_s", "cache_load_s", "warmup_s"):
+    for key in (
+        "import_s",
+        "first_cold_s",
+        "first_warm_s",
+        "steady_s",
+        "compile_s",
+        "cache_load_s",
+        "warmup_s",
+    ):
         assert isinstance(entry[key], float) and 0 <= entry[key] < _TIMEOUT, (key, entry)
     assert entry["compiled"] > 0 and entry["compiled_warm"] == 0 and entry["loaded"] > 0
     table = bench.format_cold_start({"rule:mean": {"float32": entry}})

@@ -59,7 +59,9 @@ def test_trimmed_mean_and_median_exact(case):
         assert out.dtype == G.dtype
         if k == 0:  # the mean kernel (row order); compare with tolerance
             ref = X.astype(np.float64).mean(axis=0)
-            np.testing.assert_allclose(out, ref.astype(G.dtype), rtol=1e-6, atol=1e-6 * np.abs(X).max(initial=0))
+            np.testing.assert_allclose(
+                out, ref.astype(G.dtype), rtol=1e-6, atol=1e-6 * np.abs(X).max(initial=0)
+            )
         else:
             np.testing.assert_array_equal(out, _rank_sum_mean(X, k, m - k - 1))
     med = K.column_median(G, rows)
@@ -74,7 +76,9 @@ def test_bit_identical_under_row_permutation(case, seed):
     perm = np.random.default_rng(seed).permutation(m)
     k = (m - 1) // 3
     if k > 0:
-        np.testing.assert_array_equal(K.column_trimmed_mean(G, rows[perm], k), K.column_trimmed_mean(G, rows, k))
+        np.testing.assert_array_equal(
+            K.column_trimmed_mean(G, rows[perm], k), K.column_trimmed_mean(G, rows, k)
+        )
     np.testing.assert_array_equal(K.column_median(G, rows[perm]), K.column_median(G, rows))
     beta = max(1, m - 2 * ((m - 1) // 4))
     np.testing.assert_array_equal(
@@ -113,8 +117,21 @@ def test_sort_keys_order_every_float_class(dtype):
     float64 runs the network on the values themselves."""
     fi = np.finfo(dtype)
     vals = np.array(
-        [-np.inf, -fi.max, -1.0, -fi.tiny, -fi.smallest_subnormal, -0.0, 0.0, fi.smallest_subnormal,
-         fi.tiny, 1.0, fi.max, np.inf], dtype=dtype,
+        [
+            -np.inf,
+            -fi.max,
+            -1.0,
+            -fi.tiny,
+            -fi.smallest_subnormal,
+            -0.0,
+            0.0,
+            fi.smallest_subnormal,
+            fi.tiny,
+            1.0,
+            fi.max,
+            np.inf,
+        ],
+        dtype=dtype,
     )
     rng = np.random.default_rng(0)
     G = np.stack([rng.permutation(vals) for _ in range(200)], axis=1)  # (12, 200)
@@ -123,7 +140,9 @@ def test_sort_keys_order_every_float_class(dtype):
     for r in range(vals.size):  # rank r of every column, through the network and back
         out, all_finite = K._ranks_mean_network(G, rows, pa, pb, r, r, 4)
         assert not all_finite  # ±Inf rows are reported
-        np.testing.assert_array_equal(out, np.full(200, vals[r]))  # (the float64 sum from +0.0 turns -0.0 into +0.0)
+        np.testing.assert_array_equal(
+            out, np.full(200, vals[r])
+        )  # (the float64 sum from +0.0 turns -0.0 into +0.0)
 
 
 def test_large_blocks_and_thread_chunks():

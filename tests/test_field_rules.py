@@ -329,7 +329,9 @@ def test_lanczos_paths_are_reproducible_across_processes(rule):
         f"print(robustagg.{rule}(G, f=30, **({{'rng': 0}} if '{rule}' == 'dnc' else {{}})).tobytes().hex())\n"
     )
     outs = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True
+        ).stdout
         for _ in range(3)
     }
     assert len(outs) == 1

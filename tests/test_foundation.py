@@ -21,7 +21,9 @@ def test_integer_input_computes_in_float64():
     np.testing.assert_array_equal(out, [1.5, 3.0])
 
 
-@pytest.mark.parametrize("bad", [np.ones((3, 2), dtype=bool), np.ones((3, 2), dtype=complex), np.array([["a"]], dtype=object)])
+@pytest.mark.parametrize(
+    "bad", [np.ones((3, 2), dtype=bool), np.ones((3, 2), dtype=complex), np.array([["a"]], dtype=object)]
+)
 def test_bad_dtypes_are_type_errors(bad):
     with pytest.raises(TypeError, match="mean: argument 'grads'"):
         robustagg.mean(bad)

@@ -53,7 +53,9 @@ def test_any_rows_column_range_block_width_and_row_stride(m, extra, d, data):
     any block width that is a multiple of 8: the kernel reads G in place."""
     n = m + extra
     rng = np.random.default_rng(data.draw(st.integers(0, 2**31)))
-    big = rng.standard_normal((n, d + 13)).astype(np.float32) * np.float32(data.draw(st.sampled_from([1e-3, 1.0, 1e3])))
+    big = rng.standard_normal((n, d + 13)).astype(np.float32) * np.float32(
+        data.draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    )
     X = big[:, 5 : 5 + d]  # row stride larger than the row: not C-contiguous
     rows = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=m, max_size=m)), dtype=np.int64)
     j0 = data.draw(st.integers(0, d - 1))

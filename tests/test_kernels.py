@@ -96,14 +96,18 @@ def test_row_norms_and_distances_to_a_point(case):
     np.testing.assert_allclose(kernels.row_norms(G, rows), np.linalg.norm(X, axis=1), rtol=1e-12)
     np.testing.assert_allclose(kernels.row_sq_norms(G, rows), (X * X).sum(axis=1), rtol=1e-12)
     z = X.mean(axis=0) + 0.5
-    np.testing.assert_allclose(kernels.row_sq_distances_to(G, rows, z), ((X - z) ** 2).sum(axis=1), rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(
+        kernels.row_sq_distances_to(G, rows, z), ((X - z) ** 2).sum(axis=1), rtol=1e-10, atol=1e-300
+    )
 
 
 def test_row_norms_long_rows_use_blocks():
     rng = np.random.default_rng(2)
     G = rng.normal(size=(3, 50_001)).astype(np.float32)
     rows = np.arange(3, dtype=np.int64)
-    np.testing.assert_allclose(kernels.row_norms(G, rows), np.linalg.norm(G.astype(np.float64), axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        kernels.row_norms(G, rows), np.linalg.norm(G.astype(np.float64), axis=1), rtol=1e-12
+    )
 
 
 @given(matrices(), st.floats(0.0, 5.0))
@@ -119,7 +123,9 @@ def test_clipping_kernels(case, thr):
     np.testing.assert_allclose(clipped, X * scales[:, None], rtol=tol, atol=tol * max(thr, 1e-30))
     out = kernels.clipped_column_mean(G, rows, norms, thr)
     assert out.dtype == G.dtype
-    np.testing.assert_allclose(out, (X * scales[:, None]).mean(axis=0), rtol=tol, atol=tol * max(1.0, float(np.abs(X).max())))
+    np.testing.assert_allclose(
+        out, (X * scales[:, None]).mean(axis=0), rtol=tol, atol=tol * max(1.0, float(np.abs(X).max()))
+    )
 
 
 @given(matrices(), st.integers(0, 2**32 - 1))
@@ -128,7 +134,9 @@ def test_weighted_column_sums(case, seed):
     X = G[rows].astype(np.float64)
     w = np.random.default_rng(seed).uniform(0, 2, size=rows.size)
     w[0] += 0.1
-    np.testing.assert_allclose(kernels.weighted_column_sum(G, rows, w), w @ X, rtol=1e-10, atol=1e-10 * np.abs(X).max())
+    np.testing.assert_allclose(
+        kernels.weighted_column_sum(G, rows, w), w @ X, rtol=1e-10, atol=1e-10 * np.abs(X).max()
+    )
     out = kernels.weighted_column_mean(G, rows, w)
     assert out.dtype == G.dtype
     tol = 1e-6 if G.dtype == np.float32 else 1e-12

@@ -97,7 +97,9 @@ def test_nonfinite_policy_on_both_sides_of_every_size_switch(name):
         assert np.isfinite(np.asarray(out)).all(), (name, n, d)
         assert np.flatnonzero(info.nonfinite).tolist() == [n // 3], (name, n, d)
         ref = _call(name, np.delete(P, n // 3, axis=0), 0)
-        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=2e-5, atol=1e-6, err_msg=f"{name} {n}x{d}")
+        np.testing.assert_allclose(
+            np.asarray(out), np.asarray(ref), rtol=2e-5, atol=1e-6, err_msg=f"{name} {n}x{d}"
+        )
 
 
 def test_branch_shapes_reach_both_sides_of_every_switch():

@@ -67,7 +67,10 @@ def test_trimmed_mean_f0_is_the_mean_and_max_f_is_the_median():
     np.testing.assert_allclose(robustagg.trimmed_mean(G, 3), np.median(G, axis=0), rtol=1e-12)
 
 
-RULES = [("median", lambda G, f: robustagg.median(G)), ("trimmed_mean", lambda G, f: robustagg.trimmed_mean(G, f))]
+RULES = [
+    ("median", lambda G, f: robustagg.median(G)),
+    ("trimmed_mean", lambda G, f: robustagg.trimmed_mean(G, f)),
+]
 
 
 @pytest.mark.parametrize("name, rule", RULES)
@@ -85,7 +88,9 @@ def test_translation_equivariance(name, rule, G, shift):
     G = G.astype(np.float64)
     f = (G.shape[0] - 1) // 3
     t = np.linspace(-1, 1, G.shape[1]) * shift
-    np.testing.assert_allclose(rule(G + t, f), rule(G, f) + t, rtol=1e-9, atol=1e-9 * (1 + np.abs(G).max() + abs(shift)))
+    np.testing.assert_allclose(
+        rule(G + t, f), rule(G, f) + t, rtol=1e-9, atol=1e-9 * (1 + np.abs(G).max() + abs(shift))
+    )
 
 
 @pytest.mark.parametrize("name, rule", RULES)
@@ -97,7 +102,9 @@ def test_inside_honest_range_with_f_huge_rows(name, rule, G, data):
     bad = G.copy()
     bad[:f] = data.draw(st.sampled_from([1e30, -1e30])) * np.sign(np.arange(f) - 0.5)[:, None]
     out = rule(bad, f).astype(np.float64)
-    assert np.all(out >= honest.min(axis=0) - 1e-6 * np.abs(honest).max()) and np.all(out <= honest.max(axis=0) + 1e-6 * np.abs(honest).max())
+    assert np.all(out >= honest.min(axis=0) - 1e-6 * np.abs(honest).max()) and np.all(
+        out <= honest.max(axis=0) + 1e-6 * np.abs(honest).max()
+    )
 
 
 @pytest.mark.parametrize("name, rule", RULES)

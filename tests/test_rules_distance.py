@@ -153,7 +153,9 @@ def test_fermat_point_of_the_triangle():
     fermat = (3 - np.sqrt(3)) / 6
     np.testing.assert_allclose(z, [fermat, fermat], atol=1e-6)
     assert info.converged and info.iterations < 100
-    np.testing.assert_allclose(info.objective, np.linalg.norm(X - [fermat, fermat], axis=1).sum() / 3, rtol=1e-12)
+    np.testing.assert_allclose(
+        info.objective, np.linalg.norm(X - [fermat, fermat], axis=1).sum() / 3, rtol=1e-12
+    )
     z32 = robustagg.geometric_median(X.astype(np.float32))
     assert z32.dtype == np.float32
     np.testing.assert_allclose(z32, [fermat, fermat], atol=1e-6)
@@ -190,7 +192,9 @@ def test_geometric_median_weights():
     # integer weights = repeated rows
     wi = np.array([1, 2, 1, 3, 1, 1])
     np.testing.assert_allclose(
-        robustagg.geometric_median(X, weights=wi), robustagg.geometric_median(np.repeat(X, wi, axis=0)), atol=1e-6
+        robustagg.geometric_median(X, weights=wi),
+        robustagg.geometric_median(np.repeat(X, wi, axis=0)),
+        atol=1e-6,
     )
     # zero weight = row absent
     w0 = np.array([1.0, 1, 0, 1, 1, 1])
@@ -361,9 +365,13 @@ def test_validation_errors():
         robustagg.geometric_median(G, maxiter=0)
     with pytest.raises(ValueError, match=r"geometric_median: argument 'eps' must be in \(0.0, inf\)"):
         robustagg.geometric_median(G, eps=-1.0)
-    with pytest.raises(ValueError, match=r"geometric_median: argument 'weights' must have length n = 6, got 5"):
+    with pytest.raises(
+        ValueError, match=r"geometric_median: argument 'weights' must have length n = 6, got 5"
+    ):
         robustagg.geometric_median(G, weights=np.ones(5))
-    with pytest.raises(ValueError, match=r"geometric_median: argument 'weights' must be finite and non-negative"):
+    with pytest.raises(
+        ValueError, match=r"geometric_median: argument 'weights' must be finite and non-negative"
+    ):
         robustagg.geometric_median(G, weights=-np.ones(6))
     with pytest.raises(ValueError, match=r"geometric_median: argument 'weights' must have a positive sum"):
         robustagg.geometric_median(G, weights=np.zeros(6))

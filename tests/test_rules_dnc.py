@@ -38,7 +38,14 @@ def test_dnc_matches_naive(case):
         np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(X).max())
     else:  # only possible when scores tie to rounding: the kept sets then have equal scores
         s = info.scores
-        assert np.any(np.isclose(np.sort(s, axis=1)[:, :-1], np.sort(s, axis=1)[:, 1:], rtol=1e-8, atol=1e-12 * np.abs(X).max() ** 2))
+        assert np.any(
+            np.isclose(
+                np.sort(s, axis=1)[:, :-1],
+                np.sort(s, axis=1)[:, 1:],
+                rtol=1e-8,
+                atol=1e-12 * np.abs(X).max() ** 2,
+            )
+        )
     # each round keeps exactly n - floor(c f) rows
     assert np.all(info.kept_per_round.sum(axis=1) == G.shape[0] - min(f, G.shape[0] - 1))
 
@@ -128,7 +135,9 @@ def test_permutation_of_rows_permutes_scores():
 def test_translation_equivariance():
     G = np.random.default_rng(8).normal(size=(9, 40))
     t = np.linspace(-3, 3, 40)
-    np.testing.assert_allclose(robustagg.dnc(G + t, 2, b=15, rng=1), robustagg.dnc(G, 2, b=15, rng=1) + t, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        robustagg.dnc(G + t, 2, b=15, rng=1), robustagg.dnc(G, 2, b=15, rng=1) + t, rtol=1e-10, atol=1e-10
+    )
 
 
 def test_no_mutation_read_only_and_torch():

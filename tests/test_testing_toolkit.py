@@ -192,11 +192,18 @@ def test_the_battery_reaches_past_256_rows_and_fails_a_rule_broken_only_there():
         return np.median(G, axis=0).astype(np.asarray(grads).dtype)
 
     with pytest.raises(PropertyFailure) as exc:
-        check_rule(median_broken_above_256, f=1, properties=["shape", "nonfinite"], max_examples=2, shrink=False)
+        check_rule(
+            median_broken_above_256, f=1, properties=["shape", "nonfinite"], max_examples=2, shrink=False
+        )
     assert set(exc.value.failures) == {"shape", "nonfinite"}
     # without the explicit inputs the small drawn matrices miss the defect
     passed = check_rule(
-        median_broken_above_256, f=1, properties=["shape", "nonfinite"], max_examples=2, shrink=False, branches=False
+        median_broken_above_256,
+        f=1,
+        properties=["shape", "nonfinite"],
+        max_examples=2,
+        shrink=False,
+        branches=False,
     )
     assert set(passed) == {"shape", "nonfinite"}
 

@@ -495,7 +495,7 @@ def _key_buffer_impl(G, m, w):
 def _row(buf, r):
     """Row r (``_NET_BLOCK`` lanes) of a flat network buffer from ``_key_buffer``."""
     s = r * (_NET_BLOCK + _ROW_PAD)
-    return buf[s:s + _NET_BLOCK]
+    return buf[s : s + _NET_BLOCK]
 
 
 @overload(_cx_rows, inline="always")
@@ -667,14 +667,14 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
     bad = False
     full = (m // 8) * 8
     for g in range(0, full, 8):
-        s0 = G[rows[g], j0:j0 + bw]
-        s1 = G[rows[g + 1], j0:j0 + bw]
-        s2 = G[rows[g + 2], j0:j0 + bw]
-        s3 = G[rows[g + 3], j0:j0 + bw]
-        s4 = G[rows[g + 4], j0:j0 + bw]
-        s5 = G[rows[g + 5], j0:j0 + bw]
-        s6 = G[rows[g + 6], j0:j0 + bw]
-        s7 = G[rows[g + 7], j0:j0 + bw]
+        s0 = G[rows[g], j0 : j0 + bw]
+        s1 = G[rows[g + 1], j0 : j0 + bw]
+        s2 = G[rows[g + 2], j0 : j0 + bw]
+        s3 = G[rows[g + 3], j0 : j0 + bw]
+        s4 = G[rows[g + 4], j0 : j0 + bw]
+        s5 = G[rows[g + 5], j0 : j0 + bw]
+        s6 = G[rows[g + 6], j0 : j0 + bw]
+        s7 = G[rows[g + 7], j0 : j0 + bw]
         d0 = _row(buf, g)
         d1 = _row(buf, g + 1)
         d2 = _row(buf, g + 2)
@@ -703,7 +703,7 @@ def _network_block(G, rows, pa, pb, j0, bw, buf):
             d6[c] = y6
             d7[c] = y7
     for r in range(full, m):
-        src = G[rows[r], j0:j0 + bw]
+        src = G[rows[r], j0 : j0 + bw]
         dst = _row(buf, r)
         for c in range(bw):
             k = _to_key(src[c])
@@ -858,7 +858,9 @@ def _closest_to_median_network(G, rows, pa, pb, beta, s_min, s_max, n_chunks):
                 ri = _row(buf, i)
                 rj = _row(buf, i + beta)
                 for c in range(W):
-                    start[c] += np.int64(np.float64(_from_key(rj[c])) - med[c] < med[c] - np.float64(_from_key(ri[c])))
+                    start[c] += np.int64(
+                        np.float64(_from_key(rj[c])) - med[c] < med[c] - np.float64(_from_key(ri[c]))
+                    )
             # the window's values in rank order; the others add +-0.0 (a product by 0.0: the
             # values are finite), which leaves the sum's bits unchanged (it starts at +0.0), so
             # the loop has no branch and no masked store

@@ -74,6 +74,7 @@ _RTOL32 = 1e-1  # recompute pairs with D_ij <= rtol * (N_i + N_j)
 _RTOL64 = 1e-6
 _PAIR_BLOCK = 4096  # columns per block in the direct recomputation
 
+
 @nb.njit(cache=True, nogil=True)
 def _centre_block(G, rows, ref, j0, bw, buf):
     """buf[r, :bw] = G[rows[r], j0:j0+bw] - G[ref, j0:j0+bw] (difference taken in float64, then
@@ -277,7 +278,9 @@ def _gram(G, rows, ref, threads=None, work=None):
     return _symmetrise(out)
 
 
-def centred_gram(G: np.ndarray, rows: np.ndarray, ref: int | None = None, threads: int | None = None) -> np.ndarray:
+def centred_gram(
+    G: np.ndarray, rows: np.ndarray, ref: int | None = None, threads: int | None = None
+) -> np.ndarray:
     """Gram matrix of the rows ``rows`` of G shifted by the reference row ``G[ref]`` (default
     ``rows[0]``; a negative ``ref``: no shift): ``C_ij = <g_i - g_ref, g_j - g_ref>``, (m, m)
     float64, exactly symmetric. Blocks in G's precision, accumulation across blocks in float64."""

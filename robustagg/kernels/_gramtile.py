@@ -40,7 +40,9 @@ _FLUSH = 4096  # columns summed in float32 lanes before the lanes go to float64
 _L2_BYTES = 512 * 1024  # a block of columns of all m rows stays within this (half of L2)
 _MIN_COLS = 256
 _MAX_COLS = 2048
-MAX_ROWS = TILED_GRAM_MAX_ROWS  # above this many rows BLAS is used (at m = 1000 its blocking is twice as fast)
+MAX_ROWS = (
+    TILED_GRAM_MAX_ROWS  # above this many rows BLAS is used (at m = 1000 its blocking is twice as fast)
+)
 
 _FMA = "llvm.fmuladd.v8f32"
 
@@ -52,7 +54,11 @@ def _fma_tile(typingctx, addrs, nsteps, acc_addr):
     ``addrs``: a tuple of A + B byte addresses (the tile's rows at its first column), ``nsteps``
     the number of 8-column steps, ``acc_addr`` the address of A * B * 8 float32 accumulators
     (read at entry, written at exit; in between they live in registers)."""
-    if not (isinstance(addrs, types.UniTuple) and addrs.count == _A + _B and isinstance(addrs.dtype, types.Integer)):
+    if not (
+        isinstance(addrs, types.UniTuple)
+        and addrs.count == _A + _B
+        and isinstance(addrs.dtype, types.Integer)
+    ):
         return None
     sig = types.void(addrs, nsteps, acc_addr)
 

@@ -62,7 +62,9 @@ def _estimate_bandwidth_parallel(X, n_neighbors):
     return total / n
 
 
-_PARALLEL_MIN_N = MEANSHIFT_PARALLEL_MIN_ROWS  # below this the thread start-up costs more than the O(n^2) work
+_PARALLEL_MIN_N = (
+    MEANSHIFT_PARALLEL_MIN_ROWS  # below this the thread start-up costs more than the O(n^2) work
+)
 
 
 def estimate_bandwidth_kernel(X, n_neighbors):

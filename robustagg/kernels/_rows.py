@@ -233,7 +233,6 @@ def clip_rows(G, rows, threshold):
     return out
 
 
-
 _GATHER_BLOCK = 8192  # columns per block in the fused scan-and-gather pass
 
 

@@ -93,7 +93,9 @@ def naive_krum(G, f: int, neighbors: int | None = None) -> tuple[np.ndarray, int
     return _f64(G)[best], best
 
 
-def naive_multi_krum(G, f: int, m: int | None = None, neighbors: int | None = None) -> tuple[np.ndarray, list[int]]:
+def naive_multi_krum(
+    G, f: int, m: int | None = None, neighbors: int | None = None
+) -> tuple[np.ndarray, list[int]]:
     """(mean of the m lowest-score rows, their indices by increasing score)."""
     scores = naive_krum_scores(G, f, neighbors)
     n = len(scores)
@@ -165,7 +167,9 @@ def naive_geometric_median(G, weights=None, tol: float = 1e-14, maxiter: int = 1
     return z, it
 
 
-def naive_dnc(G, f: int, niters: int = 5, b: int = 10_000, c: float = 1.0, rng=None) -> tuple[np.ndarray, np.ndarray]:
+def naive_dnc(
+    G, f: int, niters: int = 5, b: int = 10_000, c: float = 1.0, rng=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(DnC aggregate, final kept mask), drawing coordinates exactly as :func:`robustagg.dnc`."""
     G = _f64(G)
     n, d = G.shape

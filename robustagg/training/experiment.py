@@ -146,6 +146,7 @@ def _budget(quick: bool, dataset: str) -> dict[str, Any]:
         budget["epochs"] = QUICK_EPOCHS_IMAGES
     return budget
 
+
 # Table III: (label, thresholding, clustering, clipping) -- the paper's rows
 ABLATIONS = (
     ("T", True, False, False),

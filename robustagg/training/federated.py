@@ -429,7 +429,9 @@ def run_federated(
     rule = _RuleRunner(cfg.rule, cfg.rule_kwargs, f if cfg.rule_knows_f else 0, rng_rule, dtype)
     batcher = _Batcher(parts, cfg.batch_size, rng_batch)
     if _accepts(rule.fn, "root_gradient"):  # FLTrust: the server's own clean gradient
-        root = rng_root.choice(data.y_train.size, size=min(int(cfg.root_size), data.y_train.size), replace=False)
+        root = rng_root.choice(
+            data.y_train.size, size=min(int(cfg.root_size), data.y_train.size), replace=False
+        )
         X_root, y_root = data.X_train[root][None], data.y_train[root][None]
         rule.root_gradient = lambda th: model.client_gradients(th, X_root, y_root)[0][0]
 
