@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from .._registry import DISPLAY_NAMES
 from .federated import TIME_VARYING_POOL
 
 __all__ = ["BUDGETS", "PRESETS", "build_cells", "configure_parser", "run", "run_cell"]
@@ -95,29 +96,33 @@ TABLE1_RULES = (
 SOTA_ATTACKS = ("byzmean", "sign_flip", "lie", "min_max", "min_sum")
 SIGNGUARDS = ("signguard", "signguard_sim", "signguard_dist")
 
+#: the names the tables print: the registry's display names of the rules and attacks they show
 PRETTY = {
-    "none": "No Attack",
-    "gaussian": "Random",
-    "noise": "Noise",
-    "label_flip": "Label-flip",
-    "byzmean": "ByzMean",
-    "sign_flip": "Sign-flip",
-    "lie": "LIE",
-    "min_max": "Min-Max",
-    "min_sum": "Min-Sum",
-    "reverse_scaled": "Reverse",
-    "time_varying": "Time-varying",
-    "mean": "Mean",
-    "trimmed_mean": "TrMean",
-    "median": "Median",
-    "geometric_median": "GeoMed",
-    "krum": "Krum",
-    "multi_krum": "Multi-Krum",
-    "bulyan": "Bulyan",
-    "dnc": "DnC",
-    "signguard": "SignGuard",
-    "signguard_sim": "SignGuard-Sim",
-    "signguard_dist": "SignGuard-Dist",
+    k: DISPLAY_NAMES[k]
+    for k in (
+        "none",
+        "gaussian",
+        "noise",
+        "label_flip",
+        "byzmean",
+        "sign_flip",
+        "lie",
+        "min_max",
+        "min_sum",
+        "reverse_scaled",
+        "time_varying",
+        "mean",
+        "trimmed_mean",
+        "median",
+        "geometric_median",
+        "krum",
+        "multi_krum",
+        "bulyan",
+        "dnc",
+        "signguard",
+        "signguard_sim",
+        "signguard_dist",
+    )
 }
 
 #: training settings shared by every preset (see docs/results.md for why)
