@@ -8,7 +8,11 @@
   and where they are looked for;
 * :mod:`~robustagg.training.partition` -- IID and the paper's non-IID split;
 * :mod:`~robustagg.training.federated` -- the training loop with any rule and any attack;
-* :mod:`~robustagg.training.experiment` -- the paper's experiments (``robustagg experiment``).
+* :mod:`~robustagg.training.experiment` -- the paper's experiments (``robustagg experiment``):
+  the command line; its presets and cells (:mod:`~robustagg.training.presets`), running them
+  (:mod:`~robustagg.training.runner`), ``results.csv`` and the tables
+  (:mod:`~robustagg.training.tables`), the figures (:mod:`~robustagg.training.plots`) and the
+  statistics of finished cells both use (:mod:`~robustagg.training.results`).
 """
 
 from .data import Dataset, DatasetError, from_arrays, load_dataset
