@@ -14,14 +14,17 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "throughput": (
-        "robustagg._throughput",
-        "quick throughput table of every rule on a synthetic attacked matrix",
+        "robustagg.bench.throughput",
+        "throughput table of every rule (alias of `robustagg bench --preset throughput`)",
     ),
     "experiment": (
         "robustagg.training.experiment",
         "reproduce the paper's experiments with the built-in trainer",
     ),
-    "bench": ("robustagg.bench", "benchmark every rule and attack across n, d, dtype and threads"),
+    "bench": (
+        "robustagg.bench",
+        "benchmark every rule and attack across n, d, dtype and threads (presets: --preset NAME)",
+    ),
     "matrix": ("robustagg.robustness", "robustness matrix: every rule x every attack on synthetic gradients"),
     "warmup": ("robustagg.warmup", "compile every kernel into Numba's on-disk cache (after pip install)"),
 }

@@ -155,7 +155,8 @@ def warm_item(kind: str, name: str, dtypes: Sequence[str] = _DTYPES) -> dict[str
     """
     import robustagg
 
-    from .bench import _call_item, _item_kwargs
+    from .bench import call_item as _call_item
+    from .bench import item_kwargs as _item_kwargs
 
     table = {"rule": robustagg.RULES, "preaggregator": robustagg.PREAGGREGATORS, "attack": robustagg.ATTACKS}
     fn = table[kind][name]
