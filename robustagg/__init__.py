@@ -9,6 +9,9 @@ in, the same library out)::
 
 Rules and attacks are also available by name (``robustagg.RULES``, ``robustagg.ATTACKS``).
 
+Layout: the rules live in :mod:`robustagg.rules`, one module per family; the integrations with
+Flower and Dask in :mod:`robustagg.integrations` (imported only when used).
+
 Import cost: importing the package imports every rule module (each registers its rules), but
 not the Numba kernels, SciPy or scikit-learn: those are imported when a rule that needs them is
 first called (``robustagg._lazy``; docs/performance.md). ``robustagg.kernels`` is imported on
@@ -20,8 +23,9 @@ first access to the attribute (PEP 562). Numba's threading layer is still prepar
 # before the caller's or robustagg's first parallel Numba call
 from . import (
     _threads,  # noqa: F401
-    attacks,  # noqa: E402  (registers the attacks)
-    clustering,  # noqa: E402
+    attacks,  # registers the attacks
+    clustering,
+    rules,  # registers the rules
 )
 from ._diagnostics import Diagnostics
 from ._registry import (
@@ -35,14 +39,15 @@ from ._registry import (
     register_rule,
 )
 from ._validation import TooFewClientsError
-from .centered_clipping import *  # noqa: F403
-from .coordinatewise import *  # noqa: F403
-from .distance import *  # noqa: F403
-from .fltrust import *  # noqa: F403
-from .preaggregation import *  # noqa: F403
-from .signguard import *  # noqa: F403
-from .spectral import *  # noqa: F403
-from .subset import *  # noqa: F403
+from .rules import FAMILIES as _FAMILIES
+from .rules.clipping import *  # noqa: F403
+from .rules.coordinatewise import *  # noqa: F403
+from .rules.distance import *  # noqa: F403
+from .rules.preaggregation import *  # noqa: F403
+from .rules.signguard import *  # noqa: F403
+from .rules.spectral import *  # noqa: F403
+from .rules.subset import *  # noqa: F403
+from .rules.trust import *  # noqa: F403
 
 __version__ = "0.1.0"
 
@@ -53,23 +58,17 @@ __all__ = [
     "RULES",
     "TooFewClientsError",
     "attacks",
+    "clustering",
     "get_attack",
     "get_rule",
     "register_attack",
     "register_preaggregator",
     "register_rule",
+    "rules",
 ]
-__all__ += coordinatewise.__all__  # noqa: F405
-__all__ += distance.__all__ + spectral.__all__  # noqa: F405
-__all__ += __import__("sys").modules[f"{__name__}.signguard"].__all__ + ["clustering"]
-# the field's rules (modules named like their main function are read from sys.modules)
-import sys as _sys  # noqa: E402
-
-for _m in ("preaggregation", "centered_clipping", "subset", "fltrust"):
-    __all__ += _sys.modules[f"{__name__}.{_m}"].__all__
-from .clustering import clipped_clustering  # noqa: E402
-
-__all__ += ["clipped_clustering"]
+for _family in _FAMILIES:
+    __all__ += _family.__all__
+del _family
 
 # Submodules that are not imported with the package, imported on first attribute access
 # (``robustagg.kernels`` was bound by the package's import before the kernels became lazy)

@@ -419,7 +419,7 @@ def get_rule(name: str | Callable[..., Any], /, **options: Any) -> Callable[...,
         if label in RULES:
             fn = RULES[label]
         else:
-            from .preaggregation import pipeline
+            from .rules.preaggregation import pipeline
 
             fn = pipeline(label)
     else:

@@ -50,7 +50,8 @@ def test_every_public_module_is_in_the_api_reference():
             module = importlib.import_module(name)
         except ImportError:  # an optional extra that is not installed
             continue
-        if getattr(module, "__all__", None) and name not in documented:
+        # module.__name__: robustagg.flower and robustagg.dask are the integrations' modules
+        if getattr(module, "__all__", None) and module.__name__ not in documented:
             missing.append(name)
     assert not missing, f"add these modules to a docs/api/*.md page: {missing}"
 

@@ -65,6 +65,9 @@ def test_wheel_contents(wheel):
         "robustagg/py.typed",
         "robustagg/kernels/__init__.py",
         "robustagg/attacks/__init__.py",
+        "robustagg/rules/signguard.py",
+        "robustagg/integrations/flower.py",
+        "robustagg/integrations/dask.py",
         "robustagg/flower.py",
         "robustagg/dask.py",
     ):

@@ -46,7 +46,7 @@ def test_gather_columns_matches_numpy():
 def dnc_path(request, monkeypatch):
     """Both DnC sampling paths: every round gathered in the scan pass, or scan then one
     gather per round."""
-    from robustagg import spectral
+    from robustagg.rules import spectral
 
     monkeypatch.setattr(spectral, "_FUSE_RATIO", 0 if request.param == "fused" else 10**9)
     return request.param
@@ -54,7 +54,7 @@ def dnc_path(request, monkeypatch):
 
 def test_dnc_paths_agree(monkeypatch):
     import robustagg
-    from robustagg import spectral
+    from robustagg.rules import spectral
 
     rng = np.random.default_rng(5)
     G = rng.standard_normal((15, 400)).astype(np.float32)
@@ -114,7 +114,7 @@ def test_dnc_float32_gram_path_matches_float64_scores(monkeypatch):
     """From _BLAS_THREADED_ROWS rows on, float32 input takes the SGEMM Gram (float32 blocks,
     float64 sums): its scores agree with the float64 Gram's to ~1e-6 and select the same rows."""
     import robustagg
-    from robustagg import spectral
+    from robustagg.rules import spectral
 
     rng = np.random.default_rng(11)
     n, d = 300, 6000

@@ -190,7 +190,7 @@ def test_top_eigenpair_lanczos_matches_lapack(m, spike):
     eigenpair (tiny residual) when it does not."""
     import scipy.linalg
 
-    from robustagg import spectral
+    from robustagg.rules import spectral
 
     K = _psd(m, 600, spike, seed=m)
     lam, u = spectral._top_eigenpair(K)
@@ -206,7 +206,7 @@ def test_top_eigenpair_lanczos_matches_lapack(m, spike):
 def test_top_eigenpair_falls_back_to_lapack_without_convergence(monkeypatch):
     import scipy.linalg
 
-    from robustagg import spectral
+    from robustagg.rules import spectral
 
     K = _psd(300, 400, 0.0, seed=1)
     monkeypatch.setattr(spectral, "_LANCZOS_MAXITER", 1)

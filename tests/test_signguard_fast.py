@@ -13,7 +13,7 @@ from scipy import stats
 import robustagg
 from robustagg import kernels
 
-sg_module = sys.modules["robustagg.signguard"]
+sg_module = sys.modules["robustagg.rules.signguard"]
 
 
 def _matrix(seed, n, d, dtype):
@@ -304,7 +304,7 @@ def test_float32_reference_is_used_as_is_with_the_same_result(rule):
     b, ib = fn(G, reference=ref.astype(np.float64), rng=1, return_info=True)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ia["similarity"], ib["similarity"])
-    from robustagg.signguard import _check_reference
+    from robustagg.rules.signguard import _check_reference
 
     assert _check_reference(rule, ref, 5000).dtype == np.float32
     assert _check_reference(rule, np.arange(5000), 5000).dtype == np.float64

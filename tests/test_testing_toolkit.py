@@ -145,7 +145,7 @@ def _library_rule_cases():
     for name, fn in sorted(robustagg.RULES.items()):
         params = inspect.signature(fn).parameters
         takes_f = "f" in params
-        coordinatewise = fn.__module__ == "robustagg.coordinatewise"
+        coordinatewise = fn.__module__ == "robustagg.rules.coordinatewise"
         cases.append(pytest.param(name, 1 if takes_f else None, coordinatewise, id=name))
     return cases
 

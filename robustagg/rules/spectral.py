@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ._lazy import LazyModule
-from ._registry import register_rule
-from ._threads import blas_threads
-from ._thresholds import DNC_BLAS_THREADED_MIN_ROWS, DNC_FUSE_RATIO, DNC_LANCZOS_MIN_ROWS
-from ._validation import check_int, check_real, check_rng, prepare
+from .._lazy import LazyModule
+from .._registry import register_rule
+from .._threads import blas_threads
+from .._thresholds import DNC_BLAS_THREADED_MIN_ROWS, DNC_FUSE_RATIO, DNC_LANCZOS_MIN_ROWS
+from .._validation import check_int, check_real, check_rng, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ._diagnostics import Diagnostics
-from ._lazy import LazyModule
-from ._registry import PREAGGREGATORS, RULES, call_with_supported, register_preaggregator
-from ._validation import check_int, check_real, check_rng, prepare
+from .._diagnostics import Diagnostics
+from .._lazy import LazyModule
+from .._registry import PREAGGREGATORS, RULES, call_with_supported, register_preaggregator
+from .._validation import check_int, check_real, check_rng, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 _field = LazyModule("robustagg.kernels._field", globals(), "_field")

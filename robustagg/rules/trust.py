@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from ._array import to_numpy
-from ._lazy import LazyModule
-from ._registry import register_rule
-from ._validation import prepare
+from .._array import to_numpy
+from .._lazy import LazyModule
+from .._registry import register_rule
+from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ._array import to_numpy
-from ._lazy import LazyModule
-from ._registry import register_rule
-from ._threads import blas_single_thread
-from ._thresholds import CAF_LANCZOS_MIN_ROWS
-from ._validation import check_int, prepare
+from .._array import to_numpy
+from .._lazy import LazyModule
+from .._registry import register_rule
+from .._threads import blas_single_thread
+from .._thresholds import CAF_LANCZOS_MIN_ROWS
+from .._validation import check_int, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 _field = LazyModule("robustagg.kernels._field", globals(), "_field")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._lazy import LazyModule
-from ._registry import register_rule
-from ._validation import prepare
+from .._lazy import LazyModule
+from .._registry import register_rule
+from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
@@ -191,7 +191,7 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
         nonfinite=nonfinite,
         return_info=return_info,
     )
-    from .kernels._field import column_mean_around_median
+    from ..kernels._field import column_mean_around_median
 
     result = column_mean_around_median(p.G, p.rows, p.m - p.f_eff)
     return p.finish(result, return_info=return_info)

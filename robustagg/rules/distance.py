@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ._lazy import LazyModule
-from ._registry import register_rule
-from ._validation import check_int, check_real, prepare
+from .._lazy import LazyModule
+from .._registry import register_rule
+from .._validation import check_int, check_real, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
@@ -220,7 +220,7 @@ def bulyan(
     E. M. El Mhamdi, R. Guerraoui, S. Rouault. *The Hidden Vulnerability of Distributed Learning
     in Byzantium*. ICML 2018.
     """
-    from .kernels._distance import repeated_krum
+    from ..kernels._distance import repeated_krum
 
     kw = dict(
         f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info
@@ -324,7 +324,7 @@ def geometric_median(
     eps = check_real(eps, rule=rule, name="eps", low=0.0, low_open=True)
     wa = None
     if weights is not None:
-        from ._array import to_numpy
+        from .._array import to_numpy
 
         wa, _ = to_numpy(weights, rule=rule, name="weights", ndim=1)
         if wa.shape[0] != p.n:

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from ._array import to_numpy
-from ._lazy import LazyModule
-from ._registry import RULES, register_rule
-from ._thresholds import SIGNGUARD_EXACT_GRAM_MAX
-from ._validation import check_choice, check_real, check_rng, prepare
-from .clustering import estimate_bandwidth as _estimate_bandwidth
-from .clustering import kmeans, largest_cluster, mean_shift
+from .._array import to_numpy
+from .._lazy import LazyModule
+from .._registry import RULES, register_rule
+from .._thresholds import SIGNGUARD_EXACT_GRAM_MAX
+from .._validation import check_choice, check_real, check_rng, prepare
+from ..clustering import estimate_bandwidth as _estimate_bandwidth
+from ..clustering import kmeans, largest_cluster, mean_shift
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
@@ -657,7 +657,7 @@ class SignGuard:
         """Every option with its default, each checked as :func:`signguard` checks it."""
         from collections.abc import Mapping
 
-        from ._validation import NONFINITE_POLICIES
+        from .._validation import NONFINITE_POLICIES
 
         rule = "SignGuard"
         unknown = set(options) - set(cls._DEFAULTS)
