@@ -276,7 +276,7 @@ def _stateful_signguard(name: Any, kwargs: dict, rng: np.random.Generator) -> Ca
     if not isinstance(name, str) or name not in _SIGNGUARD_VARIANTS:
         return None
     try:
-        from ..signguard import SignGuard
+        from .. import SignGuard
     except ImportError:
         return None
     return SignGuard(_SIGNGUARD_VARIANTS[name], rng=rng, **kwargs)
@@ -285,7 +285,7 @@ def _stateful_signguard(name: Any, kwargs: dict, rng: np.random.Generator) -> Ca
 class _RuleRunner:
     """Calls a rule each round with ``f``, its ``rng``, options and (Sim/Dist) the reference.
 
-    The SignGuard rules run through :class:`robustagg.signguard.SignGuard`, the stateful wrapper
+    The SignGuard rules run through :class:`robustagg.SignGuard`, the stateful wrapper
     that keeps the rng and, for SignGuard-Sim/-Dist, the previous round's aggregate as the
     reference of the similarity feature. Any other rule that takes a ``reference`` argument
     receives the previous aggregate the same way (``None`` in the first round: the rule then
@@ -369,6 +369,184 @@ class _Batcher:
         return np.take_along_axis(self.perm, pos, axis=1)
 
 
+class _Streams:
+    """The run's independent random streams, all from one seed (the order of the spawn is fixed)."""
+
+    def __init__(self, seed: int) -> None:
+        ss = np.random.SeedSequence(int(seed))
+        (
+            self.partition,
+            self.byzantine,
+            self.init,
+            self.batch,
+            self.attack,
+            self.rule,
+            self.time_varying,
+            self.root,
+        ) = (np.random.default_rng(s) for s in ss.spawn(8))
+
+
+class _History:
+    """What a run records: the evaluations as they come, the per-round values in arrays."""
+
+    def __init__(self, total: int, record_signs: bool, accuracy: float, test_loss: float) -> None:
+        self.rounds, self.epochs = [0], [0]
+        self.accuracy, self.test_loss = [accuracy], [test_loss]
+        self.train_loss = np.full(total, np.nan)
+        self.honest_kept = np.full(total, np.nan)
+        self.malicious_kept = np.full(total, np.nan)
+        self.attack = np.zeros(total, dtype=np.int64)
+        self.signs = (
+            {k: np.full((total, 3), np.nan) for k in ("honest_signs", "malicious_signs", "lie_signs")}
+            if record_signs
+            else {}
+        )
+
+    def evaluation(self, t: int, epoch: int, accuracy: float, test_loss: float) -> None:
+        self.rounds.append(t)
+        self.epochs.append(epoch)
+        self.accuracy.append(accuracy)
+        self.test_loss.append(test_loss)
+
+    def kept(self, t: int, kept: np.ndarray, byzantine: np.ndarray, f: int) -> None:
+        """The fractions of honest and Byzantine rows the rule kept in round ``t``."""
+        if f:
+            self.honest_kept[t] = kept[~byzantine].mean()
+            self.malicious_kept[t] = kept[byzantine].mean()
+        else:
+            self.honest_kept[t] = kept.mean()
+
+    def sign_statistics(
+        self, t: int, G: np.ndarray, sent: np.ndarray, byzantine: np.ndarray, f: int, attack: Any
+    ) -> None:
+        """Fig. 2's sign fractions of the honest rows, the sent Byzantine rows and the LIE vector."""
+        self.signs["honest_signs"][t] = sign_fractions(G[~byzantine]).mean(axis=0)
+        if f and attack != "none":
+            with np.errstate(invalid="ignore"):
+                self.signs["malicious_signs"][t] = sign_fractions(sent[byzantine]).mean(axis=0)
+        if attack == "none" and G.shape[0] > 1:  # the paper's virtual LIE gradient (Fig. 2)
+            lie = G.mean(axis=0) - 0.3 * G.std(axis=0, ddof=1)
+            self.signs["lie_signs"][t] = sign_fractions(lie[None, :])[0]
+
+    def arrays(self, t: int) -> dict[str, np.ndarray]:
+        """The history of the first ``t`` rounds (:attr:`FederatedResult.history`)."""
+        history: dict[str, np.ndarray] = {
+            "round": np.asarray(self.rounds),
+            "epoch": np.asarray(self.epochs),
+            "accuracy": np.asarray(self.accuracy, dtype=float),
+            "test_loss": np.asarray(self.test_loss, dtype=float),
+            "train_loss": self.train_loss[:t],
+            "honest_kept": self.honest_kept[:t],
+            "malicious_kept": self.malicious_kept[:t],
+            "attack": self.attack[:t],
+        }
+        for k, v in self.signs.items():
+            history[k] = v[:t]
+        return history
+
+
+class _Training:
+    """One run's set-up and state: the clients' shards, the Byzantine positions, the model and
+    its parameters with their momentum, the rule, the minibatches and the history."""
+
+    def __init__(self, data: Dataset, cfg: FederatedConfig) -> None:
+        self.data, self.cfg = data, cfg
+        self.streams = streams = _Streams(cfg.seed)
+        self.n = n = int(cfg.n_clients)
+        self.f = f = cfg.n_byzantine
+        parts = partition(data.y_train, n, scheme=cfg.partition, s=cfg.s, rng=streams.partition)
+        self.byzantine = np.zeros(n, dtype=bool)
+        self.byzantine[streams.byzantine.choice(n, size=f, replace=False)] = True
+        # float32 data (pixels, data/module docstring) trains a float32 model, as PyTorch would
+        dtype = np.float32 if data.X_train.dtype == np.float32 else np.float64
+        self.model = make_model(cfg.model, data.n_features, data.n_classes, hidden=cfg.hidden, dtype=dtype)
+        self.theta = self.model.init(streams.init)
+        self.velocity = np.zeros_like(self.theta)
+        self.rule = _RuleRunner(cfg.rule, cfg.rule_kwargs, f if cfg.rule_knows_f else 0, streams.rule, dtype)
+        self.batcher = _Batcher(parts, cfg.batch_size, streams.batch)
+        if _accepts(self.rule.fn, "root_gradient"):  # FLTrust: the server's own clean gradient
+            self.rule.root_gradient = self._root_gradient(int(cfg.root_size))
+        if cfg.attack == "time_varying":
+            self.attack_names = [str(a) for a in cfg.time_varying_pool]
+        else:
+            self.attack_names = [
+                cfg.attack if isinstance(cfg.attack, str) else getattr(cfg.attack, "__name__", "attack")
+            ]
+        self.rounds_per_epoch = self.batcher.rounds_per_epoch
+        self.total = int(cfg.epochs) * self.rounds_per_epoch
+        self.eval_every = self.rounds_per_epoch if cfg.eval_every is None else int(cfg.eval_every)
+        acc0, loss0 = self.model.evaluate(self.theta, data.X_test, data.y_test)
+        self.history = _History(self.total, cfg.record_signs, acc0, loss0)
+
+    def _root_gradient(self, size: int) -> Callable[[np.ndarray], np.ndarray]:
+        """FLTrust's root gradient: the model's gradient on ``size`` training samples drawn once."""
+        y = self.data.y_train
+        root = self.streams.root.choice(y.size, size=min(size, y.size), replace=False)
+        X_root, y_root = self.data.X_train[root][None], y[root][None]
+        return lambda th: self.model.client_gradients(th, X_root, y_root)[0][0]
+
+    def epoch_attack(self) -> tuple[int, Any]:
+        """The epoch's attack and its index in ``attack_names`` (the time-varying draw)."""
+        cfg = self.cfg
+        if cfg.attack != "time_varying":
+            return 0, cfg.attack
+        a_id = int(self.streams.time_varying.integers(len(self.attack_names)))
+        return a_id, cfg.time_varying_pool[a_id]
+
+    def play_round(self, t: int, epoch: int, r: int, attack: Any, a_id: int) -> bool:
+        """Round ``t`` (the ``r``-th of its epoch): gradients, attack, aggregation, SGD step and,
+        on schedule, the evaluation. ``False`` when the run diverged in this round."""
+        G, sent = self._gradients_sent(t, r, attack)
+        if G is None:
+            return False
+        agg, kept = self.rule(sent, self.theta)
+        self.history.kept(t, kept, self.byzantine, self.f)
+        self.history.attack[t] = a_id
+        if self.cfg.record_signs:
+            self.history.sign_statistics(t, G, sent, self.byzantine, self.f, attack)
+        if not np.all(np.isfinite(agg)) or not self._sgd_step(agg):
+            return False
+        done = t + 1
+        if done % self.eval_every == 0 or done == self.total:
+            acc, tl = self.model.evaluate(self.theta, self.data.X_test, self.data.y_test)
+            self.history.evaluation(done, epoch + 1, acc, tl)
+        return True
+
+    def _gradients_sent(self, t: int, r: int, attack: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Every client's gradient on its minibatch and the rows sent after the attack;
+        ``(None, None)`` when (almost) no honest client's gradient is finite (diverged)."""
+        byz, data = self.byzantine, self.data
+        idx = self.batcher.batch_indices(r)
+        Xb = data.X_train[idx]
+        yb = data.y_train[idx]
+        if attack == "label_flip" and self.f:  # the data attack: l -> C - 1 - l on Byzantine clients
+            yb[byz] = data.n_classes - 1 - yb[byz]
+        G, losses = self.model.client_gradients(self.theta, Xb, yb, self.batcher.weights)
+        with np.errstate(over="ignore"):  # a blown-up model's float32 losses sum to inf
+            self.history.train_loss[t] = float(losses[~byz].mean())
+        if (~nonfinite_mask(G)[~byz]).sum() < 2:
+            # the model's own gradients are no longer finite for (almost) every honest client:
+            # the run has diverged (no attack can take statistics, no rule aggregate)
+            return None, None
+        if self.f and attack not in ("none", "label_flip"):
+            return G, _call_attack(attack, G, byz, self.cfg.attack_kwargs, self.streams.attack)
+        return G, G
+
+    def _sgd_step(self, agg: np.ndarray) -> bool:
+        """SGD with momentum and weight decay on the aggregate (``torch.optim.SGD``'s update);
+        ``False``, the parameters unchanged, when the new parameters are not finite."""
+        cfg = self.cfg
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.velocity *= cfg.momentum
+            self.velocity += agg
+            self.velocity += cfg.weight_decay * self.theta
+            new_theta = self.theta - cfg.lr * self.velocity
+        if not np.all(np.isfinite(new_theta)):
+            return False
+        self.theta = new_theta
+        return True
+
+
 def run_federated(
     data: Dataset,
     config: FederatedConfig | None = None,
@@ -398,6 +576,17 @@ def run_federated(
     >>> 0.0 <= res.summary["best_accuracy"] <= 1.0
     True
     """
+    cfg = _configured(config, overrides)
+    t0 = time.perf_counter()
+    run = _Training(data, cfg)
+    t, diverged_at = _train(run, callback)
+    summary = _summary(run, t, diverged_at)
+    summary["seconds"] = time.perf_counter() - t0
+    return FederatedResult(cfg, run.history.arrays(t), summary, run.attack_names, run.byzantine, run.theta)
+
+
+def _configured(config: FederatedConfig | None, overrides: dict[str, Any]) -> FederatedConfig:
+    """A copy of ``config`` (default ``FederatedConfig()``) with the ``overrides``, validated."""
     if config is None:
         cfg = FederatedConfig(**overrides)
     else:
@@ -407,151 +596,44 @@ def run_federated(
                 raise TypeError(f"run_federated: unknown setting {k!r}")
             setattr(cfg, k, v)
     cfg.validate()
-    t0 = time.perf_counter()
+    return cfg
 
-    ss = np.random.SeedSequence(int(cfg.seed))
-    rng_part, rng_byz, rng_init, rng_batch, rng_attack, rng_rule, rng_tv, rng_root = (
-        np.random.default_rng(s) for s in ss.spawn(8)
-    )
 
-    n = int(cfg.n_clients)
-    f = cfg.n_byzantine
-    C = data.n_classes
-    parts = partition(data.y_train, n, scheme=cfg.partition, s=cfg.s, rng=rng_part)
-    byzantine = np.zeros(n, dtype=bool)
-    byzantine[rng_byz.choice(n, size=f, replace=False)] = True
-
-    # float32 data (pixels, data/module docstring) trains a float32 model, as PyTorch would
-    dtype = np.float32 if data.X_train.dtype == np.float32 else np.float64
-    model = make_model(cfg.model, data.n_features, C, hidden=cfg.hidden, dtype=dtype)
-    theta = model.init(rng_init)
-    velocity = np.zeros_like(theta)
-    rule = _RuleRunner(cfg.rule, cfg.rule_kwargs, f if cfg.rule_knows_f else 0, rng_rule, dtype)
-    batcher = _Batcher(parts, cfg.batch_size, rng_batch)
-    if _accepts(rule.fn, "root_gradient"):  # FLTrust: the server's own clean gradient
-        root = rng_root.choice(
-            data.y_train.size, size=min(int(cfg.root_size), data.y_train.size), replace=False
-        )
-        X_root, y_root = data.X_train[root][None], data.y_train[root][None]
-        rule.root_gradient = lambda th: model.client_gradients(th, X_root, y_root)[0][0]
-
-    if cfg.attack == "time_varying":
-        attack_names = [str(a) for a in cfg.time_varying_pool]
-    else:
-        attack_names = [
-            cfg.attack if isinstance(cfg.attack, str) else getattr(cfg.attack, "__name__", "attack")
-        ]
-    rounds_per_epoch = batcher.rounds_per_epoch
-    total = int(cfg.epochs) * rounds_per_epoch
-    eval_every = rounds_per_epoch if cfg.eval_every is None else int(cfg.eval_every)
-
-    h_round = [0]
-    h_epoch = [0]
-    acc0, loss0 = model.evaluate(theta, data.X_test, data.y_test)
-    h_acc, h_tloss = [acc0], [loss0]
-    train_loss = np.full(total, np.nan)
-    honest_kept = np.full(total, np.nan)
-    malicious_kept = np.full(total, np.nan)
-    attack_idx = np.zeros(total, dtype=np.int64)
-    signs = (
-        {k: np.full((total, 3), np.nan) for k in ("honest_signs", "malicious_signs", "lie_signs")}
-        if cfg.record_signs
-        else {}
-    )
-    diverged_at = None
-
+def _train(run: _Training, callback: Callable[[int, int], None] | None) -> tuple[int, int | None]:
+    """The round loop, epoch by epoch; returns the rounds run and the round it diverged at
+    (``None`` when it did not)."""
     t = 0
-    for epoch in range(int(cfg.epochs)):
-        a_id = int(rng_tv.integers(len(attack_names))) if cfg.attack == "time_varying" else 0
-        attack = cfg.time_varying_pool[a_id] if cfg.attack == "time_varying" else cfg.attack
-        batcher.new_epoch()
-        for r in range(rounds_per_epoch):
-            idx = batcher.batch_indices(r)
-            Xb = data.X_train[idx]
-            yb = data.y_train[idx]
-            if attack == "label_flip" and f:  # the data attack: l -> C - 1 - l on Byzantine clients
-                yb[byzantine] = C - 1 - yb[byzantine]
-            G, losses = model.client_gradients(theta, Xb, yb, batcher.weights)
-            with np.errstate(over="ignore"):  # a blown-up model's float32 losses sum to inf
-                train_loss[t] = float(losses[~byzantine].mean())
-            if (~nonfinite_mask(G)[~byzantine]).sum() < 2:
-                # the model's own gradients are no longer finite for (almost) every honest client:
-                # the run has diverged (no attack can take statistics, no rule aggregate)
-                t += 1
-                diverged_at = t
-                break
-            if f and attack not in ("none", "label_flip"):
-                sent = _call_attack(attack, G, byzantine, cfg.attack_kwargs, rng_attack)
-            else:
-                sent = G
-            agg, kept = rule(sent, theta)
-            if f:
-                honest_kept[t] = kept[~byzantine].mean()
-                malicious_kept[t] = kept[byzantine].mean()
-            else:
-                honest_kept[t] = kept.mean()
-            attack_idx[t] = a_id
-            if cfg.record_signs:
-                signs["honest_signs"][t] = sign_fractions(G[~byzantine]).mean(axis=0)
-                if f and attack != "none":
-                    with np.errstate(invalid="ignore"):
-                        signs["malicious_signs"][t] = sign_fractions(sent[byzantine]).mean(axis=0)
-                if attack == "none" and n > 1:  # the paper's virtual LIE gradient (Fig. 2)
-                    lie = G.mean(axis=0) - 0.3 * G.std(axis=0, ddof=1)
-                    signs["lie_signs"][t] = sign_fractions(lie[None, :])[0]
+    for epoch in range(int(run.cfg.epochs)):
+        a_id, attack = run.epoch_attack()
+        run.batcher.new_epoch()
+        for r in range(run.rounds_per_epoch):
+            ok = run.play_round(t, epoch, r, attack, a_id)
             t += 1
-            if not np.all(np.isfinite(agg)):
-                diverged_at = t
-                break
-            with np.errstate(over="ignore", invalid="ignore"):
-                velocity *= cfg.momentum
-                velocity += agg
-                velocity += cfg.weight_decay * theta
-                new_theta = theta - cfg.lr * velocity
-            if not np.all(np.isfinite(new_theta)):
-                diverged_at = t
-                break
-            theta = new_theta
-            if t % eval_every == 0 or t == total:
-                acc, tl = model.evaluate(theta, data.X_test, data.y_test)
-                h_round.append(t)
-                h_epoch.append(epoch + 1)
-                h_acc.append(acc)
-                h_tloss.append(tl)
+            if not ok:
+                return t, t
             if callback is not None:
-                callback(t, total)
-        if diverged_at is not None:
-            break
+                callback(t, run.total)
+    return t, None
 
-    acc_arr = np.asarray(h_acc, dtype=float)
+
+def _summary(run: _Training, t: int, diverged_at: int | None) -> dict[str, Any]:
+    """:attr:`FederatedResult.summary` of a run of ``t`` rounds (without ``seconds``)."""
+    h, f = run.history, run.f
+    acc_arr = np.asarray(h.accuracy, dtype=float)
     finite_acc = acc_arr[np.isfinite(acc_arr)]
-    history: dict[str, np.ndarray] = {
-        "round": np.asarray(h_round),
-        "epoch": np.asarray(h_epoch),
-        "accuracy": acc_arr,
-        "test_loss": np.asarray(h_tloss, dtype=float),
-        "train_loss": train_loss[:t],
-        "honest_kept": honest_kept[:t],
-        "malicious_kept": malicious_kept[:t],
-        "attack": attack_idx[:t],
-    }
-    for k, v in signs.items():
-        history[k] = v[:t]
     with np.errstate(invalid="ignore"):
-        summary = {
+        return {
             "best_accuracy": float(finite_acc.max()) if finite_acc.size else float("nan"),
             "final_accuracy": float(acc_arr[-1]) if diverged_at is None else float("nan"),
-            "honest_kept_rate": float(np.nanmean(honest_kept[:t])) if t else float("nan"),
-            "malicious_kept_rate": float(np.nanmean(malicious_kept[:t])) if (t and f) else float("nan"),
+            "honest_kept_rate": float(np.nanmean(h.honest_kept[:t])) if t else float("nan"),
+            "malicious_kept_rate": float(np.nanmean(h.malicious_kept[:t])) if (t and f) else float("nan"),
             "diverged": diverged_at is not None,
             "diverged_at_round": diverged_at,
             "rounds": t,
-            "rounds_per_epoch": rounds_per_epoch,
-            "eval_every": eval_every,
-            "d": model.d,
+            "rounds_per_epoch": run.rounds_per_epoch,
+            "eval_every": run.eval_every,
+            "d": run.model.d,
             "f": f,
-            "n_clients": n,
-            "partition": partition_label(cfg.partition, cfg.s),
-            "seconds": time.perf_counter() - t0,
+            "n_clients": run.n,
+            "partition": partition_label(run.cfg.partition, run.cfg.s),
         }
-    return FederatedResult(cfg, history, summary, attack_names, byzantine, theta)
