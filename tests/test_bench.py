@@ -1,5 +1,6 @@
-"""Smoke tests of the benchmark harness (``robustagg bench``): tiny sizes, correctness of the
-harness and of its NumPy baselines, the JSON schema. No timed assertions."""
+"""Smoke tests of the benchmark harness (``robustagg bench``, the package ``robustagg.bench``):
+tiny sizes, correctness of the harness and of its NumPy baselines, the JSON schema. No timed
+assertions."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_numpy_baselines_agree_with_the_library(tiny_result):
     baseline: both must compute the same thing, or the speed-up would compare different work."""
     checked = 0
     for r in tiny_result["rows"]:
-        if r["kind"] == "rule" and r["name"] in bench._EXACT_BASELINES:
+        if r["kind"] == "rule" and r["name"] in bench.EXACT_BASELINES:
             assert r["numpy_rel_diff"] is not None and r["numpy_rel_diff"] <= 1e-5, r
             checked += 1
     assert checked >= 1  # at least mean
@@ -111,7 +112,7 @@ def test_baselines_against_slow_references(dtype):
     np.testing.assert_array_equal(out[:f], -G[:f])
     np.testing.assert_array_equal(out[f:], G[f:])
     out = bench.NUMPY_BASELINES["attack:byzmean"](G, 4, 0)
-    np.testing.assert_allclose(out.mean(axis=0), bench._lie_rows(G, 4, None), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.mean(axis=0), bench.lie_rows(G, 4, None), rtol=1e-4, atol=1e-5)
 
 
 def test_bulyan_baseline_matches_a_slow_reference():
@@ -142,12 +143,12 @@ def test_memory_budget_skips_cells():
 
 
 def test_selection_by_pattern():
-    assert bench._select(robustagg.RULES, "mean") == ["mean"]
-    assert set(bench._select(robustagg.RULES, "*")) == set(robustagg.RULES)
-    assert bench._select(robustagg.RULES, "none") == []
-    assert bench._select({"a_1": 0, "a_2": 0, "b": 0}, "a_*,b") == ["a_1", "a_2", "b"]
+    assert bench.select_names(robustagg.RULES, "mean") == ["mean"]
+    assert set(bench.select_names(robustagg.RULES, "*")) == set(robustagg.RULES)
+    assert bench.select_names(robustagg.RULES, "none") == []
+    assert bench.select_names({"a_1": 0, "a_2": 0, "b": 0}, "a_*,b") == ["a_1", "a_2", "b"]
     with pytest.raises(ValueError, match="no registered name matches 'zzz'"):
-        bench._select(robustagg.RULES, "zzz")
+        bench.select_names(robustagg.RULES, "zzz")
 
 
 @pytest.mark.slow
@@ -167,7 +168,7 @@ def test_peak_memory_sees_a_large_allocation():
 @pytest.mark.slow
 def test_read_floor_reads_everything():
     G = np.arange(12 * 40, dtype=np.float64).reshape(12, 40)
-    for name, fn in bench._floor_kernels().items():
+    for name, fn in bench.floor_kernels().items():
         v = fn(G)
         total = float(np.sum(v)) if name != "numpy-max" else float(v)
         assert total == (float(G.sum()) if name != "numpy-max" else float(G.max())), name
@@ -264,6 +265,13 @@ def test_cli_json_schema(tmp_path, capsys):
         )
 
 
+def test_the_single_module_names_still_resolve():
+    """Code written against the single-module ``robustagg.bench`` keeps working."""
+    assert bench._select is bench.select_names and bench._call_item is bench.call_item
+    assert bench._item_kwargs is bench.item_kwargs and bench._median_time is bench.median_time
+    assert bench._EXACT_BASELINES is bench.EXACT_BASELINES and bench._floor_kernels is bench.floor_kernels
+
+
 def test_cli_rejects_bad_options(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--rules", "no_such_rule", "--quiet"])
@@ -273,8 +281,8 @@ def test_cli_rejects_bad_options(capsys):
     assert "no registered name matches 'zzz*'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--n", "ten"])
-    assert bench._parse_int("1e6") == 10**6 and bench._parse_int("10^5") == 10**5
-    assert bench._parse_size("512M") == 512 << 20
+    assert bench.parse_int("1e6") == 10**6 and bench.parse_int("10^5") == 10**5
+    assert bench.parse_size("512M") == 512 << 20
 
 
 @pytest.mark.slow
@@ -291,7 +299,7 @@ def test_byzfl_loader_when_installed():
     if "error" in mods:
         pytest.skip(mods["error"])
     G = np.random.default_rng(0).standard_normal((9, 6)).astype(np.float32)
-    call = bench._byzfl_callable("rule", "mean", G, 1)
+    call = bench.byzfl_callable("rule", "mean", G, 1)
     np.testing.assert_allclose(np.asarray(call()), G.mean(axis=0), rtol=1e-5)
     import sys
 

@@ -53,8 +53,15 @@ def _str_list(text: str) -> list[str]:
 
 
 def _epilog() -> str:
+    import textwrap
+
     width = max(map(len, PRESETS))
-    presets = "\n".join(f"  {p.name:<{width}}  {p.summary}" for p in PRESETS.values())
+    presets = "\n".join(
+        textwrap.fill(
+            p.summary, 100, initial_indent=f"  {p.name:<{width}}  ", subsequent_indent=" " * (width + 4)
+        )
+        for p in PRESETS.values()
+    )
     return (
         "presets (--preset NAME; an option given on the command line overrides the preset's):\n"
         f"{presets}\n"
@@ -76,10 +83,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         choices=list(PRESETS),
         default=None,
         metavar="NAME",
-        help=f"start from a named set of options: {', '.join(PRESETS)} (listed below); default full",
+        help="start from a named set of options (the presets listed below); default full",
     )
-    p.add_argument("--quick", action="store_true", help="the quick preset: " + PRESETS["quick"].summary)
-    p.add_argument("--targets", action="store_true", help="the targets preset: " + PRESETS["targets"].summary)
+    p.add_argument("--quick", action="store_true", help="the same as --preset quick")
+    p.add_argument("--targets", action="store_true", help="the same as --preset targets")
     _add_selection_options(p)
     _add_grid_options(p)
     _add_measure_options(p)
@@ -239,7 +246,10 @@ def _run_throughput(args: argparse.Namespace, kw: dict[str, Any]) -> int:
     if args.json:
         raise ValueError("bench: --json is not available with the throughput preset (it prints a text table)")
     table = registered("rule")
-    rules = {nm: table[nm] for nm in select_names(table, kw["rules"]) if not _excluded(nm, kw["exclude"])}
+    names = select_names(table, kw["rules"])
+    if kw["rules"] is not None:  # the order given, as robustagg throughput prints it
+        names = list(dict.fromkeys(nm for p in kw["rules"] for nm in names if fnmatch.fnmatchcase(nm, p)))
+    rules = {nm: table[nm] for nm in names if not _excluded(nm, kw["exclude"])}
     if not rules:
         raise ValueError("bench: no rule selected (check --rules / --exclude)")
     for dt in kw["dtypes"]:

@@ -77,7 +77,7 @@ _PRESETS = [
     ),
     Preset(
         "quick",
-        "small sweep (--quick): n 10,50; d 1e3,1e4; float32; all threads; 3 repeats; no compile probes",
+        "small sweep (also --quick): n 10,50; d 1e3,1e4; float32; all threads; 3 repeats; no compile probes",
         {
             "n": QUICK_N,
             "d": QUICK_D,
@@ -89,12 +89,12 @@ _PRESETS = [
     ),
     Preset(
         "targets",
-        "the target table (--targets): every rule at n=50 d=1e6 and n=1000 d=1e5, float32, 1 and all threads",
+        "the target table (also --targets): every rule at n=50 d=1e6 and n=1000 d=1e5, float32, 1 and all threads",
         {**_NO_ATTACK, "n": (50, 1000), "d": (10**5, 10**6), "cells": TARGET_CELLS, "threads": ("1", "all")},
     ),
     Preset(
         "throughput",
-        "the throughput table (robustagg throughput): every rule at n=50 d=1e5 float32, first call apart, "
+        "the throughput table (also robustagg throughput): every rule at n=50 d=1e5 float32, first call apart, "
         "3 repeats; reads --rules --exclude --n --d --dtype --repeats --f-fraction --seed --out",
         {"n": (50,), "d": (10**5,), "dtypes": ("float32",), "repeats": 3},
         table="throughput",
