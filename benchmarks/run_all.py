@@ -4,18 +4,21 @@
     python benchmarks/run_all.py --only targets  # one suite
     python benchmarks/run_all.py --report-only   # re-draw plots and tables from the saved JSON
 
-Each suite is one ``robustagg bench`` command (printed before it runs, and recorded in the
-JSON) whose result goes to ``benchmarks/results/<suite>.json``; the plots go to ``docs/img/``
-and the Markdown tables to ``benchmarks/results/summary.md``.
+Each suite is one ``robustagg bench --preset`` command (SUITES: suite -> preset, e.g.
+``targets_1thread`` -> ``docs-targets-1thread``; printed before it runs and recorded in the
+JSON; ``robustagg bench --help`` lists the presets, ``robustagg.bench.PRESETS`` holds their
+exact options) whose result goes to
+``benchmarks/results/<suite>.json``; this script adds the plots (``docs/img/``) and the Markdown
+tables (``benchmarks/results/summary.md``).
 
-Suites (float32; see SUITES for the exact options)
+Suites (float32)
 ------
 targets          every rule at n=50, d=1e6, all threads: read floor, one X @ X.T, np.median,
                  NumPy baselines, peak memory (the issue's target cell)
 targets_1thread  the same cell at one thread, without baselines (CPU-time ratios)
 targets_n1000    every rule at n=1000, d=1e5 (the "under 2 s" target)
 byzfl            the rules byzfl also has, at n=50, d=1e5, against byzfl (optional extra)
-attacks          every attack at n=50, d=1e5, with NumPy and byzfl baselines
+attacks          every attack at n=50, d=1e6, with NumPy and byzfl baselines
 scaling_d        every rule at n=50, d = 1e3 ... 1e6 (time against d)
 scaling_n        every rule at d=1e5, n = 10, 50, 200 (time against n; n = 1000 is targets_n1000)
 smea and mda (exhaustive subset searches, refused above their max_subsets) are left out of
@@ -36,138 +39,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 IMG = ROOT / "docs" / "img"
 
-_R = ["--attacks", "none", "--dtype", "float32"]
-SUITES: dict[str, list[str]] = {
-    # the target cell, all threads, NumPy baselines and references
-    "targets": [
-        *_R,
-        "--n",
-        "50",
-        "--d",
-        "1e6",
-        "--threads",
-        "all",
-        "--no-compile",
-        "--no-byzfl",
-        "--repeats",
-        "7",
-        "--time-budget",
-        "10",
-    ],
-    # the same cell at one thread (CPU-time ratios are steady on a loaded machine)
-    "targets_1thread": [
-        *_R,
-        "--n",
-        "50",
-        "--d",
-        "1e6",
-        "--threads",
-        "1",
-        "--no-compile",
-        "--no-byzfl",
-        "--no-numpy",
-        "--repeats",
-        "7",
-        "--time-budget",
-        "10",
-    ],
-    # every rule under 2 s at n = 1000, d = 1e5
-    "targets_n1000": [
-        *_R,
-        "--exclude",
-        "smea,mda",  # exhaustive subset searches: C(n, f) subsets refused at n = 1000, f = 200
-        "--n",
-        "1000",
-        "--d",
-        "1e5",
-        "--threads",
-        "all",
-        "--no-compile",
-        "--no-byzfl",
-        "--no-numpy",
-        "--references",
-        "none",
-        "--repeats",
-        "1",
-    ],
-    # byzfl's implementations of the same rules (optional extra)
-    "byzfl": [
-        *_R,
-        "--rules",
-        "mean,median,trimmed_mean,geometric_median,krum,multi_krum,centered_clipping,monna,meamed,caf",
-        "--n",
-        "50",
-        "--d",
-        "1e5",
-        "--threads",
-        "all",
-        "--no-compile",
-        "--no-numpy",
-        "--references",
-        "none",
-        "--repeats",
-        "3",
-    ],
-    "attacks": [
-        "--rules",
-        "none",
-        "--n",
-        "50",
-        "--d",
-        "1e6",
-        "--dtype",
-        "float32",
-        "--threads",
-        "all",
-        "--no-compile",
-        "--references",
-        "none",
-        "--repeats",
-        "3",
-        "--time-budget",
-        "10",
-    ],
-    "scaling_d": [
-        *_R,
-        "--n",
-        "50",
-        "--d",
-        "1e3,1e4,1e5,1e6",
-        "--threads",
-        "all",
-        "--no-compile",
-        "--no-byzfl",
-        "--no-numpy",
-        "--references",
-        "none",
-        "--repeats",
-        "1",
-    ],
-    "scaling_n": [
-        *_R,
-        "--exclude",
-        "smea,mda",  # exhaustive subset searches: C(n, f) subsets refused at n = 200, f = 40
-        "--n",
-        "10,50,200",
-        "--d",
-        "1e5",
-        "--threads",
-        "all",
-        "--no-compile",
-        "--no-byzfl",
-        "--no-numpy",
-        "--references",
-        "none",
-        "--repeats",
-        "1",
-    ],
+SUITES: dict[str, str] = {
+    # suite (its JSON is results/<suite>.json) -> the robustagg bench preset that measures it
+    "targets": "docs-targets",  # the target cell, all threads, NumPy baselines and references
+    "targets_1thread": "docs-targets-1thread",  # the same cell at one thread (steady CPU-time ratios)
+    "targets_n1000": "docs-targets-n1000",  # every rule under 2 s at n = 1000, d = 1e5
+    "byzfl": "docs-byzfl",  # byzfl's implementations of the same rules (optional extra)
+    "attacks": "docs-attacks",
+    "scaling_d": "docs-scaling-d",
+    "scaling_n": "docs-scaling-n",
 }
 
 
 def run_suite(name: str, extra: list[str]) -> Path:
     out = RESULTS / f"{name}.json"
-    cmd = [sys.executable, "-m", "robustagg", "bench", *SUITES[name], *extra, "--json", str(out)]
-    shown = "robustagg bench " + " ".join(shlex.quote(a) for a in [*SUITES[name], *extra])
+    args = ["--preset", SUITES[name], *extra]
+    cmd = [sys.executable, "-m", "robustagg", "bench", *args, "--json", str(out)]
+    shown = "robustagg bench " + " ".join(shlex.quote(a) for a in args)
     print(f"\n=== {name}: {shown}", flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
     data = json.loads(out.read_text())
