@@ -170,6 +170,29 @@ def check_choice(value: Any, choices: Iterable[Any], *, rule: str, name: str) ->
     return value
 
 
+def check_bool(value: Any, *, rule: str, name: str) -> bool:
+    """A flag: ``True`` or ``False`` (Python or NumPy bool; 0 and 1 are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{rule}: argument {name!r} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_vector(value: Any, d: int, *, rule: str, name: str, keep_float32: bool = False) -> np.ndarray:
+    """A finite vector of length ``d`` as a contiguous NumPy array: float64, or float32 kept as
+    float32 when ``keep_float32`` (the kernels widen each value to float64 exactly, so a float32
+    vector gives the same sums without a conversion per call)."""
+    v, _ = to_numpy(value, rule=rule, name=name, ndim=1)
+    if v.shape[0] != d:
+        raise ValueError(
+            f"{rule}: argument {name!r} must have length d = {d} (the gradients' length), got {v.shape[0]}"
+        )
+    dtype = np.float32 if keep_float32 and v.dtype == np.float32 else np.float64
+    v = np.ascontiguousarray(v, dtype=dtype)
+    if not np.isfinite(v).all():
+        raise ValueError(f"{rule}: argument {name!r} holds NaN or Inf; it must be finite")
+    return v
+
+
 def check_rng(rng: Any, *, rule: str) -> np.random.Generator:
     """``None``, an int seed or a ``numpy.random.Generator`` as a Generator."""
     if rng is None or isinstance(rng, np.random.Generator):
