@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from .._array import to_numpy
 from .._registry import call_with_supported, get_rule, register_attack
 from .._validation import check_choice, check_int, check_real
-from ._common import prepare_attack
+from ._common import AttackInput, prepare_attack
 from .classic import PERTURBATIONS, perturbation
 
 __all__ = ["line_search", "sign_matching"]
@@ -110,6 +111,55 @@ def line_search(
     return_info : bool, default False
         Also return ``{"gamma", "direction", "deviation", "evaluations", "scale"}``.
     """
+    rule_fn, rule_kwargs, directions, refine, extend, multipliers = _check_options(
+        rule, rule_kwargs, directions, grid, refine, extend, both_signs, return_info
+    )
+    a = prepare_attack("line_search", grads, f, rng=rng, random=True)
+    out = a.output()
+    if a.f == 0:
+        res = a.finish(out)
+        return (res, _info(0.0, None, None, 0, 0.0)) if return_info else res
+    if a.f == a.n:
+        raise ValueError(f"line_search: needs at least one benign row; got n={a.n}, f={a.f}")
+    if "std" in directions:
+        rows = a.reference_rows(benign_only, 2, "direction 'std' (the standard deviation, ddof=1)")
+    else:
+        rows = a.reference_rows(benign_only, 1, "the mean of the reference rows")
+    benign = a.finite_benign_rows(1, "the benign mean (the target of the damage)")
+    mu = a.mean(rows)
+    scale = _honest_spread(a, rows, mu)
+    damage = _Damage(a, out, benign, rule_fn, rule_kwargs, target=a.mean(benign))
+    best = (-math.inf, 0.0, directions[0], mu)
+    for direction in directions:
+        p = perturbation(a, direction, mu, rows)
+        norm_p = float(np.linalg.norm(p))
+        if norm_p == 0.0:
+            continue
+        u = p / norm_p
+
+        def along(g: float, u: np.ndarray = u) -> float:
+            return damage(mu + g * u)
+
+        gammas = _grid_points(direction, mu, scale, multipliers, grid is None, both_signs)
+        g_best, v_best = _search_line(along, gammas, extend, refine)
+        if v_best > best[0]:
+            best = (v_best, g_best, direction, mu + g_best * u)
+    value, gamma, direction, x = best
+    a.put(out, a.byzantine_rows, x)
+    res = a.finish(out)
+    if return_info:
+        return res, _info(gamma, direction, value, damage.evaluations, scale)
+    return res
+
+
+def _check_options(rule, rule_kwargs, directions, grid, refine, extend, both_signs, return_info):
+    """Validate :func:`line_search`'s options.
+
+    Returns ``(rule_fn, rule_kwargs, directions, refine, extend, multipliers)``: the rule as a
+    callable, a copy of its keyword arguments, the directions as a tuple, the two counts, and the
+    grid's multipliers of the honest spread, sorted (the default ``2**k``, k = −6 … 7, when
+    ``grid`` is None).
+    """
     if rule is None:
         raise ValueError(
             "line_search: argument 'rule' is required: the rule (registered name or callable) whose "
@@ -128,7 +178,6 @@ def line_search(
     extend = check_int(extend, rule="line_search", name="extend", low=0)
     if not isinstance(both_signs, (bool, np.bool_)):
         raise TypeError(f"line_search: argument 'both_signs' must be a bool, got {both_signs!r}")
-    default_grid = grid is None
     if grid is None:
         multipliers = np.array([2.0**k for k in range(-6, 8)])
     else:
@@ -140,114 +189,120 @@ def line_search(
             raise ValueError("line_search: argument 'grid' is empty")
     if not isinstance(return_info, (bool, np.bool_)):
         raise TypeError(f"line_search: argument 'return_info' must be a bool, got {return_info!r}")
-    a = prepare_attack("line_search", grads, f, rng=rng, random=True)
-    out = a.output()
-    if a.f == 0:
-        res = a.finish(out)
-        return (
-            (res, {"gamma": 0.0, "direction": None, "deviation": None, "evaluations": 0, "scale": 0.0})
-            if return_info
-            else res
-        )
-    if a.f == a.n:
-        raise ValueError(f"line_search: needs at least one benign row; got n={a.n}, f={a.f}")
-    if "std" in directions:
-        rows = a.reference_rows(benign_only, 2, "direction 'std' (the standard deviation, ddof=1)")
-    else:
-        rows = a.reference_rows(benign_only, 1, "the mean of the reference rows")
-    benign = a.finite_benign_rows(1, "the benign mean (the target of the damage)")
-    mu = a.mean(rows)
+    return rule_fn, rule_kwargs, directions, refine, extend, multipliers
+
+
+def _honest_spread(a: AttackInput, rows: np.ndarray, mu: np.ndarray) -> float:
+    """The grid's unit s = sqrt(Σ ||g_i − μ||² / |rows|); ``max(||μ||, 1)`` when the rows coincide."""
     K, _ = a.centered_gram(rows, mu)
     scale = math.sqrt(max(float(np.trace(K)) / rows.size, 0.0))
     if scale == 0.0:
         scale = max(float(np.linalg.norm(mu)), 1.0)
-    target = a.mean(benign)
-    seed = int(a.rng.integers(2**63 - 1))
-    byz = a.byzantine_rows
-    # The matrix the rule is evaluated on, reused for every evaluation (`out` receives the
-    # winner): the Byzantine rows and the finite benign rows, in order.
-    seen = np.union1d(byz, benign)
-    if seen.size == a.n:
-        work, work_byz = out.copy(), byz
-    else:
-        work, work_byz = out[seen], np.searchsorted(seen, byz)
-    dtype = a.G.dtype
-    evaluations = 0
+    return scale
 
-    def damage(x: np.ndarray) -> float:
-        nonlocal evaluations
-        evaluations += 1
+
+class _Damage:
+    """The objective J(x): the rule's deviation from the benign mean when every Byzantine row sends x.
+
+    The rule is evaluated on one matrix reused for every evaluation: the Byzantine rows and the
+    finite benign rows, in order (a copy of ``out``, which later receives the winner, or the rows
+    of it that are seen). A random rule gets the same seed at every evaluation (common random
+    numbers); ``evaluations`` counts the calls.
+    """
+
+    def __init__(self, a: AttackInput, out, benign, rule_fn, rule_kwargs: dict, target: np.ndarray):
+        self.a = a
+        self.rule_fn = rule_fn
+        self.rule_kwargs = rule_kwargs
+        self.target = target
+        self.seed = int(a.rng.integers(2**63 - 1))
+        byz = a.byzantine_rows
+        seen = np.union1d(byz, benign)
+        if seen.size == a.n:
+            self.work, self.work_byz = out.copy(), byz
+        else:
+            self.work, self.work_byz = out[seen], np.searchsorted(seen, byz)
+        self.evaluations = 0
+
+    def __call__(self, x: np.ndarray) -> float:
+        a = self.a
+        self.evaluations += 1
         with np.errstate(over="ignore"):  # a row past the dtype is Inf: the rule excludes it
-            work[work_byz] = x.astype(dtype)
-        kwargs = dict(rule_kwargs)
+            self.work[self.work_byz] = x.astype(a.G.dtype)
+        kwargs = dict(self.rule_kwargs)
         kwargs.setdefault("f", a.f)
-        kwargs.setdefault("rng", seed)
-        agg = call_with_supported(rule_fn, a.context.wrap(work, cast=False), **kwargs)
+        kwargs.setdefault("rng", self.seed)
+        agg = call_with_supported(self.rule_fn, a.context.wrap(self.work, cast=False), **kwargs)
         if isinstance(agg, tuple):
             agg = agg[0]
-        from .._array import to_numpy
-
         agg_np, _ = to_numpy(agg, rule="line_search", name="rule output", ndim=1)
-        value = float(np.linalg.norm(agg_np.astype(np.float64) - target))
+        value = float(np.linalg.norm(agg_np.astype(np.float64) - self.target))
         return value if math.isfinite(value) else math.inf
 
-    best = (-math.inf, 0.0, directions[0], mu)
-    for direction in directions:
-        p = perturbation(a, direction, mu, rows)
-        norm_p = float(np.linalg.norm(p))
-        if norm_p == 0.0:
-            continue
-        u = p / norm_p
 
-        def along(g: float, u: np.ndarray = u) -> float:
-            return damage(mu + g * u)
+def _grid_points(direction, mu, scale: float, multipliers, default_grid: bool, both_signs: bool):
+    """The sorted, distinct γ of the grid along one direction.
 
-        points = [0.0, *(scale * multipliers)]
-        if direction == "unit_vec" and default_grid:
-            norm_mu = float(np.linalg.norm(mu))
-            points += [norm_mu * (1.0 + eps) for eps in (0.0, *(2.0 ** (k / 2.0) for k in range(-14, 7)))]
-        if both_signs:
-            points += [-g for g in points if g > 0]
-        gammas = np.unique(np.array(points, dtype=np.float64))
-        values = np.array([along(g) for g in gammas])
-        k = int(np.argmax(values))
-        # past the grid's end: keep doubling while the damage grows
-        if k in (0, gammas.size - 1) and gammas[k] != 0.0 and math.isfinite(values[k]):
-            g_edge, v_edge = float(gammas[k]), float(values[k])
-            extra_g, extra_v = [], []
-            for _ in range(extend):
-                g_next = 2.0 * g_edge
-                v_next = along(g_next)
-                extra_g.append(g_next)
-                extra_v.append(v_next)
-                if not v_next > v_edge or not math.isfinite(v_next):
-                    break
-                g_edge, v_edge = g_next, v_next
-            gammas = np.concatenate([gammas, extra_g])
-            values = np.concatenate([values, extra_v])
-            order = np.argsort(gammas)
-            gammas, values = gammas[order], values[order]
-            finite = np.where(np.isfinite(values), values, -math.inf)
-            k = int(np.argmax(finite))
-        g_best, v_best = float(gammas[k]), float(values[k])
-        if refine and math.isfinite(v_best):
-            lo = float(gammas[max(k - 1, 0)])
-            hi = float(gammas[min(k + 1, gammas.size - 1)])
-            g_best, v_best = _golden_max(along, lo, hi, refine, g_best, v_best)
-        if v_best > best[0]:
-            best = (v_best, g_best, direction, mu + g_best * u)
-    value, gamma, direction, x = best
-    a.put(out, byz, x)
-    res = a.finish(out)
-    if return_info:
-        return res, {
-            "gamma": gamma,
-            "direction": direction,
-            "deviation": value,
-            "evaluations": evaluations,
-            "scale": scale,
-        }
-    return res
+    γ = 0 and ``scale`` times the multipliers; along ``"unit_vec"`` with the default grid also the
+    IPM points (1 + ε)·||μ|| for ε ∈ {0} ∪ {2^{k/2}: k = −14 … 6}; with ``both_signs`` the
+    opposites of the positive points.
+    """
+    points = [0.0, *(scale * multipliers)]
+    if direction == "unit_vec" and default_grid:
+        norm_mu = float(np.linalg.norm(mu))
+        points += [norm_mu * (1.0 + eps) for eps in (0.0, *(2.0 ** (k / 2.0) for k in range(-14, 7)))]
+    if both_signs:
+        points += [-g for g in points if g > 0]
+    return np.unique(np.array(points, dtype=np.float64))
+
+
+def _search_line(along, gammas, extend: int, refine: int) -> tuple[float, float]:
+    """The best (γ, damage) along one line: the grid, the doublings past its edge, the refinement."""
+    values = np.array([along(g) for g in gammas])
+    k = int(np.argmax(values))
+    if k in (0, gammas.size - 1) and gammas[k] != 0.0 and math.isfinite(values[k]):
+        gammas, values, k = _extend_past_edge(along, gammas, values, k, extend)
+    g_best, v_best = float(gammas[k]), float(values[k])
+    if refine and math.isfinite(v_best):
+        lo = float(gammas[max(k - 1, 0)])
+        hi = float(gammas[min(k + 1, gammas.size - 1)])
+        g_best, v_best = _golden_max(along, lo, hi, refine, g_best, v_best)
+    return g_best, v_best
+
+
+def _extend_past_edge(along, gammas, values, k: int, extend: int):
+    """Past the grid's end (the best point ``k`` is outermost): keep doubling γ while the damage grows.
+
+    At most ``extend`` doublings. Returns the grid with the new points, sorted, its damages and the
+    index of the best finite damage.
+    """
+    g_edge, v_edge = float(gammas[k]), float(values[k])
+    extra_g, extra_v = [], []
+    for _ in range(extend):
+        g_next = 2.0 * g_edge
+        v_next = along(g_next)
+        extra_g.append(g_next)
+        extra_v.append(v_next)
+        if not v_next > v_edge or not math.isfinite(v_next):
+            break
+        g_edge, v_edge = g_next, v_next
+    gammas = np.concatenate([gammas, extra_g])
+    values = np.concatenate([values, extra_v])
+    order = np.argsort(gammas)
+    gammas, values = gammas[order], values[order]
+    finite = np.where(np.isfinite(values), values, -math.inf)
+    return gammas, values, int(np.argmax(finite))
+
+
+def _info(gamma: float, direction, deviation, evaluations: int, scale: float) -> dict:
+    """The record ``line_search(..., return_info=True)`` returns next to the gradients."""
+    return {
+        "gamma": gamma,
+        "direction": direction,
+        "deviation": deviation,
+        "evaluations": evaluations,
+        "scale": scale,
+    }
 
 
 def _golden_max(fun, lo: float, hi: float, steps: int, g_best: float, v_best: float):
