@@ -10,7 +10,12 @@ At n = 50, d = 10^6, float32 (``--quick``: d = 10^5) on a synthetic attacked mat
 
 Each time is the median of ``--repeats`` calls after one warm-up call (JIT compilation or cache
 load happen in the warm-up). The compile time is reported separately: each rule's first call on
-a tiny matrix in a fresh interpreter with an empty Numba cache.
+a tiny matrix in a fresh interpreter with an empty Numba cache, less its steady call.
+
+A thin driver of ``robustagg.bench`` (the entry point, ``robustagg bench``): its matrix
+(``attacked_matrix``, the throughput table's), timing (``median_time``), read floor and
+cold-start suite (``measure_compile``); what it adds is the pairing of each rule with the
+reference it is judged against, timed alternately.
 
 Usage::
 
@@ -22,80 +27,33 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import os
-import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+from robustagg.bench import attacked_matrix, measure_compile, median_time, read_floor  # noqa: E402
 
-_CLOCK = time.perf_counter  # --cpu switches to process CPU time
+_CPU = False  # --cpu: process CPU time instead of wall time
 
 
 def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: compilation / cache load
-    times = []
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            t0 = _CLOCK()
-            fn()
-            times.append(_CLOCK() - t0)
-    finally:
-        gc.enable()
-    return float(np.median(times))
-
-
-def attacked_matrix(n: int, d: int, f: int, dtype, seed: int = 0) -> np.ndarray:
-    """Honest rows mu + N(0, 1) (mu ~ 0.1 N(0, 1)); the first f rows send the LIE vector (z = 0.3)."""
-    rng = np.random.default_rng(seed)
-    G = rng.standard_normal((n, d), dtype=np.float32).astype(dtype, copy=False)
-    G += (0.1 * rng.standard_normal(d, dtype=np.float32)).astype(dtype)
-    honest = G[f:]
-    lie = honest.mean(axis=0, dtype=np.float64) - 0.3 * honest.std(axis=0, ddof=1, dtype=np.float64)
-    G[:f] = lie.astype(dtype)
-    return G
-
-
-_COMPILE_SNIPPET = """
-import time, numpy as np
-t0 = time.perf_counter()
-import robustagg
-t_import = time.perf_counter() - t0
-G = np.random.default_rng(0).normal(size=(11, 64)).astype(np.{dtype})
-out = {{}}
-for name, call in [
-    ("median", lambda: robustagg.median(G)),
-    ("trimmed_mean", lambda: robustagg.trimmed_mean(G, 2)),
-    ("krum", lambda: robustagg.krum(G, 2)),
-    ("multi_krum", lambda: robustagg.multi_krum(G, 2)),
-    ("bulyan", lambda: robustagg.bulyan(G, 2)),
-    ("geometric_median", lambda: robustagg.geometric_median(G)),
-    ("dnc", lambda: robustagg.dnc(G, 2, rng=0)),
-]:
-    t0 = time.perf_counter(); call(); out[name] = time.perf_counter() - t0
-print(repr(out))
-"""
+    """robustagg bench's median of ``repeats`` calls after a warm-up call (compilation / cache
+    load), garbage collector off: the wall time, or with ``--cpu`` the process CPU time."""
+    wall, _, _, cpu = median_time(fn, repeats=repeats, warmup=1)
+    return cpu if _CPU else wall
 
 
 def compile_times(dtype: str) -> dict[str, float]:
-    """First-call time of each rule (compilation included) in a fresh interpreter and cache."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        res = subprocess.run(
-            [sys.executable, "-c", _COMPILE_SNIPPET.format(dtype=dtype)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        )
-    return eval(res.stdout.strip().splitlines()[-1])  # noqa: S307 - our own repr of a dict
+    """Compile time of each rule (robustagg bench's cold-start suite: the first call in a fresh
+    interpreter with an empty Numba cache, less the steady call)."""
+    comp = measure_compile("rule", list(_COMPILED), [dtype])
+    return {name: comp[name][dtype].get("compile_s", float("nan")) for name in _COMPILED}
+
+
+_COMPILED = ("median", "trimmed_mean", "krum", "multi_krum", "bulyan", "geometric_median", "dnc")
 
 
 def main(argv=None) -> int:
@@ -123,13 +81,13 @@ def main(argv=None) -> int:
 
     import robustagg
 
-    global _CLOCK
+    global _CPU
     if args.cpu:
         import threadpoolctl
 
         numba.set_num_threads(1)
         threadpoolctl.threadpool_limits(1)
-        _CLOCK = time.process_time
+        _CPU = True
     G = attacked_matrix(n, d, f, dtype)
     clock = "process CPU time, 1 thread" if args.cpu else "wall time"
     print(
@@ -153,8 +111,6 @@ def main(argv=None) -> int:
         ("dnc", lambda: robustagg.dnc(G, f, rng=0), "X @ X.T", lambda: G @ G.T),
     ]
     # the read floor: one streaming pass over G (robustagg bench's definition), same clock
-    from robustagg.bench import read_floor
-
     fl = read_floor(G, repeats=args.repeats)
     floor = fl["cpu_s"] if args.cpu else fl["s"]
     print(f"read floor {floor:.4f} s ({fl['method']})")
@@ -169,7 +125,9 @@ def main(argv=None) -> int:
             f"{name:<18}{t_rule:>10.4f}{t_rule / floor:>8.2f}x   {ref_name:<28}{t_ref:>9.4f}{t_ref / t_rule:>9.2f}x"
         )
     if not args.no_compile:
-        print("\ncompile time (first call, fresh interpreter, empty Numba cache, 11x64 input):")
+        print(
+            "\ncompile time (first call less steady call, fresh interpreter, empty Numba cache, 16x256 input):"
+        )
         for name, t in compile_times(args.dtype).items():
             print(f"  {name:<18}{t:>8.2f} s")
     return 0

@@ -5,7 +5,9 @@ a worker when a pass needs it (and again for the next pass), so the workers hold
 time. Each rule is timed after a warm-up on a small matrix (Numba compilation in the workers is
 reported apart) and compared with one plain pass over the matrix (``X.sum(axis=0)``: the cost of
 generating or reading the data), so ``passes`` says how many data passes a rule costs; each
-result is checked against the NumPy rule on a column slice.
+result is checked against the NumPy rule on a column slice. Times are ``robustagg.bench``'s
+``median_time`` (one call each); ``robustagg bench`` (the benchmark entry point) runs in one
+process, this script adds the Dask cluster and its workers' peak memory.
 
     python benchmarks/bench_dask.py                       # n=50, d=10M float32 (1.9 GiB), 2 workers x 640 MiB
     python benchmarks/bench_dask.py --d 2000000 --rules mean krum
@@ -17,7 +19,6 @@ import argparse
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-class PeakMemory:
+class WorkerPeakMemory:
     """Polls the workers' resident memory (in a thread on the driver) and keeps each one's peak."""
 
     def __init__(self, client, every: float = 0.2):
@@ -60,6 +61,11 @@ class PeakMemory:
         self._thread.join()
 
 
+def _computed(out_info):
+    out, info = out_info
+    return out.compute(), info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50)
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import robustagg
     import robustagg.dask as rdask
     from robustagg._registry import call_with_supported
+    from robustagg.bench import median_time
 
     cluster = distributed.LocalCluster(
         n_workers=args.workers,
@@ -118,10 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'rule':<14} {'compile+warm s':>14} {'run s':>8} {'passes':>7} {'GiB/s':>7} {'peak worker RSS MiB':>20}  check"
     )
     # baseline: one pass over the generated matrix (what generating/reading the data costs)
-    with PeakMemory(client) as mem:
-        t0 = time.perf_counter()
-        X.sum(axis=0).compute()
-        one_pass = time.perf_counter() - t0
+    with WorkerPeakMemory(client) as mem:
+        one_pass = median_time(lambda: X.sum(axis=0).compute(), repeats=1, warmup=0)[0]
     print(
         f"{'(one pass)':<14} {'':>14} {one_pass:>8.1f} {1.0:>7.2f} {nbytes / 2**30 / one_pass:>7.2f} "
         f"{max(mem.peak.values()) / 2**20 if mem.peak else float('nan'):>20.0f}  X.sum(axis=0)"
@@ -133,15 +138,20 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"f": args.f} if rule in ("trimmed_mean", "krum", "multi_krum") else {}
         if rule == "signguard":
             kwargs["rng"] = 0
-        t0 = time.perf_counter()
-        rdask.aggregate(small, rule, **kwargs).compute()
-        warm = time.perf_counter() - t0
+        warm = median_time(
+            lambda rule=rule, kwargs=kwargs: rdask.aggregate(small, rule, **kwargs).compute(),
+            repeats=1,
+            warmup=0,
+        )[0]
         client.run(lambda: __import__("gc").collect())
-        with PeakMemory(client) as mem:
-            t0 = time.perf_counter()
-            out, info = rdask.aggregate(X, rule, return_info=True, **kwargs)
-            result = out.compute()
-            elapsed = time.perf_counter() - t0
+        with WorkerPeakMemory(client) as mem:
+            elapsed, _, (result, info), _ = median_time(
+                lambda rule=rule, kwargs=kwargs: _computed(
+                    rdask.aggregate(X, rule, return_info=True, **kwargs)
+                ),
+                repeats=1,
+                warmup=0,
+            )
         # check: the NumPy rule on the first columns (coordinate-wise rules: identical columns;
         # selecting rules: the same rows averaged)
         cols = X[:, : args.check_columns].compute()

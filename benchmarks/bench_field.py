@@ -9,18 +9,16 @@ For each (n, d) one synthetic matrix is built (honest rows mu + N(0, 1), mu ~ 0.
 first f = floor(0.2 n) rows replaced by mu - 0.3 sigma, as in ``robustagg bench``). Every
 function is first called on a small matrix (JIT compilation, or the load of Numba's cache,
 reported as "warm-up"), then timed ``--repeats`` times on the big one; the median is printed.
-``robustagg bench`` (the shared harness) also benchmarks every registered rule; this script
-adds the pre-aggregators, the pipeline and the functions that need an extra input (FLTrust's
+Times are ``robustagg.bench``'s ``median_time`` (garbage collector off). ``robustagg bench``
+(the benchmark entry point) also benchmarks every registered rule; this script adds the
+pre-aggregators, the pipeline and the functions that need an extra input (FLTrust's
 root gradient), and states where a rule refuses a size (exact subset searches).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import robustagg  # noqa: E402
 from robustagg.attacks import fang, mimic  # noqa: E402
+from robustagg.bench import median_time  # noqa: E402
 
 
 def cases(G, f, root):
@@ -129,16 +128,12 @@ def main(argv=None):
     for name, (fn, _) in cases(Gs, 2, roots).items():
         if fn is None or (only and name not in only):
             continue
-        t0 = time.perf_counter()
-        fn()
-        warm[name] = time.perf_counter() - t0
+        warm[name] = median_time(fn, repeats=1, warmup=0)[0]
     for size in args.sizes.split(","):
         n, d = (int(float(x)) for x in size.lower().split("x"))
         G, f, root = synthetic(n, d, dtype)
         gb = G.nbytes / 1e9
-        t0 = time.perf_counter()
-        G.sum(axis=0, dtype=np.float64)
-        floor = time.perf_counter() - t0
+        floor = median_time(lambda G=G: G.sum(axis=0, dtype=np.float64), repeats=1, warmup=0)[0]
         print(f"\nn={n} d={d} {dtype.name} f={f} ({gb:.2f} GB; one NumPy pass over G: {floor * 1e3:.0f} ms)")
         print(f"{'function':<20} {'median (s)':>11} {'x pass':>8} {'warm-up (s)':>12}  note")
         for name, (fn, note) in cases(G, f, root).items():
@@ -147,19 +142,11 @@ def main(argv=None):
             if fn is None:
                 print(f"{name:<20} {'-':>11} {'-':>8} {'-':>12}  {note or 'not available'}")
                 continue
-            times = []
             try:
-                for _ in range(args.repeats):
-                    gc.disable()
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t0)
-                    gc.enable()
+                med = median_time(fn, repeats=args.repeats, warmup=0)[0]
             except ValueError as exc:  # a documented size limit
-                gc.enable()
                 print(f"{name:<20} {'-':>11} {'-':>8} {'-':>12}  refused: {exc}")
                 continue
-            med = statistics.median(times)
             print(
                 f"{name:<20} {med:>11.3f} {med / floor:>8.1f} {warm.get(name, float('nan')):>12.2f}  {note}"
             )

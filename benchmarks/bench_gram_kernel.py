@@ -28,6 +28,9 @@ line, the tile loop on 7 rows that stay in L1 -- the kernel's practical peak on 
    the next block's lines software-prefetched (``prefetcht0``) between the tiles. With perfect
    overlap the Gram would take the larger of the two halves.
 
+Times are ``robustagg.bench``'s (``median_time``, ``read_floor``); what this script adds is
+the Gram kernel's internals, which ``robustagg bench`` times only as whole rules.
+
 The gap between lines 1-2 and line 4 is memory (each block's first tile row waits for it)
 and the row stride; docs/benchmarks.md lists what was tried against it.
 """
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numba as nb
 import numpy as np
@@ -44,6 +46,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from robustagg.bench import median_time, read_floor
 from robustagg.kernels import _gramtile
 
 _PACK = 1024  # columns per copied block (two buffers of n rows stay in L2 at n = 50)
@@ -198,13 +201,8 @@ def _packed_gram(G, rows, bounds, mode):
 
 
 def _median_time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    """robustagg bench's median wall time of ``repeats`` calls after a warm-up call."""
+    return median_time(fn, repeats=repeats, warmup=1)[0]
 
 
 def main(argv=None) -> int:
@@ -221,7 +219,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n, d = args.n, int(args.d)
 
-    from robustagg.bench import read_floor
     from robustagg.kernels import _distance
 
     @nb.njit(nogil=True)

@@ -15,20 +15,19 @@
    same algorithm with the same coordinates (``robustagg.testing.naive_signguard``; target >= 20x).
 3. n = 1000, d = 10^5, float32: ``signguard`` (target < 1 s).
 4. Compile time: the first call in a fresh interpreter with an empty Numba cache, apart from
-   the cache-load time of a second fresh interpreter.
+   the cache-load time of a second fresh interpreter (``robustagg bench``'s cold-start suite,
+   ``measure_compile``, on its (16, 256) float32 input).
 
-Each timing is the median of several calls after a warm-up call (Numba compiled).
+Each timing is the median of several calls after a warm-up call (Numba compiled). A thin
+driver of ``robustagg.bench`` (the entry point, ``robustagg bench``): its matrix
+(``attacked_matrix``), timing primitives (``median_time``, ``side_by_side``: interleaved
+calls), read-floor passes and cold-start suite; what it adds is SignGuard's own cases.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
-import textwrap
-import time
 
 # Numba's OpenMP threading layer spin-waits by default: on a machine busier than its cores
 # every parallel kernel call then costs tens of milliseconds of barrier waiting. Passive
@@ -37,53 +36,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import numpy as np  # noqa: E402
 
-
-def median_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+from robustagg.bench import attacked_matrix, floor_kernels, measure_compile, median_time, side_by_side  # noqa: E402
 
 
-def side_by_side(cases: dict, repeat: int) -> tuple[dict, dict]:
-    """Median wall and CPU (process) time per call of each case, the cases' calls interleaved
-    (one warm-up call each first), so that load changes hit every case alike."""
-    for fn in cases.values():
-        fn()
-    wall: dict = {name: [] for name in cases}
-    cpu: dict = {name: [] for name in cases}
-    for _ in range(repeat):
-        for name, fn in cases.items():
-            t, c = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - t)
-            cpu[name].append(time.process_time() - c)
-    return {k: float(np.median(v)) for k, v in wall.items()}, {k: float(np.median(v)) for k, v in cpu.items()}
-
-
-def fresh_interpreter_first_call(cache_dir: str) -> tuple[float, float]:
-    """(import time, first signguard call) in a new interpreter using ``cache_dir``."""
-    code = textwrap.dedent(
-        """
-        import time
-        t = time.perf_counter()
-        import numpy as np, robustagg
-        t_import = time.perf_counter() - t
-        G = np.random.default_rng(0).standard_normal((50, 1000)).astype(np.float32)
-        t = time.perf_counter()
-        robustagg.signguard(G, rng=0)
-        print(t_import, time.perf_counter() - t)
-        """
-    )
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    a, b = out.stdout.split()
-    return float(a), float(b)
+def _median(fn, repeat: int) -> float:
+    """robustagg bench's median wall time of ``repeat`` calls after a warm-up call."""
+    return median_time(fn, repeats=repeat, warmup=1)[0]
 
 
 def main() -> None:
@@ -113,13 +71,11 @@ def main() -> None:
 
     # 1. n = 50, d = 1e6, float32, the input of record, side by side
     from robustagg import kernels
-    from robustagg._throughput import attacked_matrix
-    from robustagg.bench import _floor_kernels
 
     G = attacked_matrix(50, 1_000_000, 10, np.float32)
     rows = np.arange(G.shape[0], dtype=np.int64)
     ref = robustagg.signguard(G, rng=1).astype(np.float64)  # a previous round's aggregate
-    floors = _floor_kernels()
+    floors = floor_kernels()
     cases = {
         "read floor (numba-row-sum)": lambda: floors["numba-row-sum"](G),
         "read floor (numpy-sum)": lambda: floors["numpy-sum"](G),
@@ -164,8 +120,8 @@ def main() -> None:
     G[:10] *= -1
     _, info = robustagg.signguard(G, rng=0, return_info=True)
     coords = info.coordinates
-    t_fast = median_time(lambda: robustagg.signguard(G, coordinates=coords), repeat * 3)
-    t_naive = median_time(lambda: naive_signguard(G, coords), repeat)
+    t_fast = _median(lambda: robustagg.signguard(G, coordinates=coords), repeat * 3)
+    t_naive = _median(lambda: naive_signguard(G, coords), repeat)
     print(
         f"[2] n=50 d=1e4 float64: signguard {t_fast * 1e3:.2f} ms, naive NumPy+scikit-learn {t_naive * 1e3:.1f} ms, speed-up {t_naive / t_fast:.0f}x (target >= 20x)"
     )
@@ -174,17 +130,19 @@ def main() -> None:
     # 3. n = 1000, d = 1e5, float32
     G = rng.standard_normal((1000, 100_000), dtype=np.float32)
     G += 0.1
-    t_big = median_time(lambda: robustagg.signguard(G, rng=0), max(2, repeat // 2))
-    t_mean_big = median_time(lambda: np.mean(G, axis=0), max(2, repeat // 2))
+    t_big = _median(lambda: robustagg.signguard(G, rng=0), max(2, repeat // 2))
+    t_mean_big = _median(lambda: np.mean(G, axis=0), max(2, repeat // 2))
     print(f"[3] n=1000 d=1e5 float32: signguard {t_big:.3f} s (np.mean {t_mean_big:.3f} s) (target < 1 s)")
     G = None  # free the matrix before the next case
 
-    # 4. compile time vs cache load
-    with tempfile.TemporaryDirectory() as cache:
-        imp1, first = fresh_interpreter_first_call(cache)
-        imp2, cached = fresh_interpreter_first_call(cache)
-    print(f"[4] first call with an empty Numba cache {first:.2f} s (import {imp1:.2f} s); "
-          f"first call loading the cache {cached:.2f} s (import {imp2:.2f} s)")  # fmt: skip
+    # 4. compile time vs cache load (robustagg bench's cold-start suite: fresh interpreters)
+    e = measure_compile("rule", ["signguard"], ["float32"])["signguard"]["float32"]
+    if "error" in e:
+        print(f"[4] cold start: {e['error']}")
+        return
+    print(f"[4] first call with an empty Numba cache {e['first_cold_s']:.2f} s (import {e['import_s']:.2f} s); "
+          f"first call loading the cache {e['first_warm_s']:.2f} s; "
+          f"compile {e['compile_s']:.2f} s, cache load {e['cache_load_s']:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ inside the epoch time). ``--eval-every 1 --record-signs`` reproduces the old sch
 evaluation after every round, the sign statistics every round) for comparison; ``--profile``
 prints cProfile's top functions of one epoch.
 
+The epochs are timed with ``robustagg.bench``'s ``median_time`` (``robustagg bench`` is the
+benchmark entry point); what this script adds is the trainer, which ``robustagg bench`` does
+not run.
+
 Usage::
 
     python benchmarks/bench_trainer.py                          # Fashion-MNIST, Mean, MLP
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import numba
     from threadpoolctl import threadpool_limits
 
+    from robustagg.bench import median_time
     from robustagg.training import load_dataset, run_federated
     from robustagg.training.models import make_model
 
@@ -82,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     numba.set_num_threads(args.threads)
     try:
         with threadpool_limits(args.threads):
-            run_federated(data, **kw)  # warm-up: compilation, caches
-            walls, cpus = [], []
-            for _ in range(args.repeats):
-                res, w, c = _timed(lambda: run_federated(data, **kw))
-                walls.append(w)
-                cpus.append(c)
+            # one warm-up epoch (compilation, caches), then the timed epochs (robustagg bench's timing)
+            ew, walls, res, ec = median_time(
+                lambda: run_federated(data, **kw), repeats=args.repeats, warmup=1
+            )
             model = make_model(args.model, data.n_features, data.n_classes, dtype=data.X_train.dtype)
             theta = res.theta
             _, ev_wall, ev_cpu = _timed(lambda: model.evaluate(theta, data.X_test, data.y_test))
@@ -102,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         numba.set_num_threads(old_threads)
 
     rounds = res.summary["rounds"]
-    ew, ec = statistics.median(walls), statistics.median(cpus)
     print(
         f"{args.rule}/{args.attack}, {args.model} (d = {res.summary['d']}), n = {args.clients}, batch "
         f"{args.batch_size}, {args.threads} thread(s): {rounds} rounds an epoch, "

@@ -11,8 +11,6 @@ import numpy as np
 
 from .inputs import LIE_Z
 
-__all__ = ["EXACT_BASELINES", "NUMPY_BASELINES", "baseline_call", "lie_rows", "rel_diff"]
-
 
 def _pairwise_sq(G: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances through the Gram matrix (BLAS), in float64, diagonal = 0."""

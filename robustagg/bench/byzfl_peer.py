@@ -15,8 +15,6 @@ import numpy as np
 
 from .inputs import LIE_Z
 
-__all__ = ["BYZFL_ATTACKS", "BYZFL_RULES", "byzfl_callable", "load_byzfl"]
-
 BYZFL_RULES: dict[str, tuple[str, Callable[[int], dict[str, Any]]]] = {
     "mean": ("Average", lambda f: {}),
     "median": ("Median", lambda f: {}),

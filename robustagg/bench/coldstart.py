@@ -19,8 +19,6 @@ from .inputs import call_item, registered
 from .timing import median_time
 from .units import fmt_time
 
-__all__ = ["compile_probe", "format_cold_start", "measure_compile"]
-
 _PROBE_N, _PROBE_D = 16, 256
 
 

@@ -17,8 +17,6 @@ from .report import format_row, format_table, to_jsonable
 from .sweep import run_benchmark
 from .throughput import throughput_table, write_throughput
 
-__all__ = ["configure_parser", "parse_int", "parse_size", "run"]
-
 
 def parse_size(text: str) -> int:
     """Bytes of a size such as ``512M``, ``2G`` or ``1.5GiB`` (an ``ArgumentTypeError`` otherwise)."""

@@ -10,25 +10,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "DEFAULT_D",
-    "DEFAULT_DTYPES",
-    "DEFAULT_MEMORY_BUDGET",
-    "DEFAULT_N",
-    "F_FRACTION",
-    "ITEM_ARGUMENTS",
-    "LIE_Z",
-    "QUICK_D",
-    "QUICK_N",
-    "attacked_matrix",
-    "call_item",
-    "fit_f",
-    "item_kwargs",
-    "make_input",
-    "registered",
-    "select_names",
-]
-
 DEFAULT_N = (10, 50, 200, 1000)
 DEFAULT_D = (10**3, 10**4, 10**5, 10**6, 10**7)
 DEFAULT_DTYPES = ("float32", "float64")

@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["loadavg", "machine_info"]
-
 
 def loadavg() -> float | None:
     """The one-minute load average (None where there is no /proc)."""

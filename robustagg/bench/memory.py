@@ -17,8 +17,6 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["PeakMemory"]
-
 _STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
 

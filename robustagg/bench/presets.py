@@ -16,8 +16,6 @@ from typing import Any
 from .inputs import DEFAULT_D, DEFAULT_DTYPES, DEFAULT_MEMORY_BUDGET, DEFAULT_N, F_FRACTION, QUICK_D, QUICK_N
 from .targets import TARGET_CELLS
 
-__all__ = ["DEFAULTS", "PRESETS", "Preset", "preset_settings"]
-
 
 @dataclass(frozen=True)
 class Preset:

@@ -12,10 +12,9 @@ from .coldstart import format_cold_start
 from .targets import format_targets
 from .units import fmt, fmt_bytes, fmt_time
 
-__all__ = ["format_cell_header", "format_row", "format_table", "to_jsonable"]
-
 
 def format_cell_header(cell: dict[str, Any]) -> str:
+    """One line about a cell: its size, read floor, references and load average."""
     parts = [
         f"n={cell['n']} d={cell['d']:g} {cell['dtype']} threads={cell['threads']} f={cell['f']}"
         f" ({cell['bytes'] / 2**20:.1f} MiB)",
@@ -55,6 +54,7 @@ _COLUMNS = [
 
 
 def format_row(row: dict[str, Any]) -> str:
+    """One row of the table (or its status and reason where it did not run)."""
     if row.get("status") != "ok":
         what = row.get("reason") or row.get("error") or row.get("status")
         return f"{row['kind']:<6} {row['name']:<18} {row.get('status')}: {what}"
@@ -95,6 +95,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
+    """``obj`` with NumPy scalars made Python numbers and non-finite floats ``None``."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

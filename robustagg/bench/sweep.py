@@ -36,8 +36,6 @@ from .memory import PeakMemory
 from .targets import check_targets
 from .timing import SETTLE_CALLS, median_time, read_floor, set_torch_threads, thread_counts
 
-__all__ = ["SCHEMA", "run_benchmark"]
-
 SCHEMA = "robustagg-bench/1"
 
 _REFERENCES = ("gram", "np_median")

@@ -7,8 +7,6 @@ import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["TARGETS", "TARGET_CELLS", "TIME_TARGET", "check_targets", "format_targets"]
-
 TARGETS: list[dict[str, Any]] = [
     {"rule": "mean", "metric": "x_floor", "max": 1.5},
     {"rule": "median", "metric": "x_floor", "max": 6.0},
@@ -71,6 +69,7 @@ def check_targets(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_targets(targets: list[dict[str, Any]]) -> str:
+    """The records of :func:`check_targets` as a table (met, MISSED or n/a)."""
     lines = ["targets (float32):"]
     for t in targets:
         bound = f"<= {t['max']:g}" if t.get("max") is not None else f">= {t['min']:g}"

@@ -28,8 +28,6 @@ from .._cliargs import add_names_argument, add_out_argument, rule_resolver
 from .inputs import attacked_matrix
 from .timing import median_time
 
-__all__ = ["configure_parser", "run", "throughput_table", "write_throughput"]
-
 
 def throughput_table(
     rules: Mapping[str, Callable[..., Any]],

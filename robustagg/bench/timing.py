@@ -13,16 +13,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "SETTLE_CALLS",
-    "floor_kernels",
-    "median_time",
-    "read_floor",
-    "set_torch_threads",
-    "side_by_side",
-    "thread_counts",
-]
-
 SETTLE_CALLS = 3  # untimed calls before a rule's timed calls (when they cost little)
 
 

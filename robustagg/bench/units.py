@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["fmt", "fmt_bytes", "fmt_time"]
-
 
 def fmt_time(s: float | None) -> str:
     """A time in us, ms or s (``-`` for None)."""
