@@ -63,6 +63,57 @@ def test_smoke_table1_tiny(tmp_path, capsys):
     assert len(os.listdir(os.path.join(out, "cells"))) == 3
 
 
+def test_the_experiment_module_exports_the_names_of_its_parts():
+    """``robustagg.training.experiment`` is the command line; the names code and docs import from
+    it are those its parts define (one object, not a copy)."""
+    from robustagg.training import plots, presets, results, runner, tables
+
+    parts = {
+        presets: ("BUDGETS", "PRESETS", "TABLE1_ATTACKS", "TABLE1_RULES", "build_cells", "cell_id"),
+        runner: ("run_cell", "load_data", "DataChangedError"),
+        tables: ("markdown", "write_csv", "CSV_COLUMNS", "IDLE_NOTE", "NO_DEFENSE"),
+        plots: ("plot",),
+        results: ("PRETTY",),
+    }
+    for module, names in parts.items():
+        for name in names:
+            assert getattr(experiment, name) is getattr(module, name), name
+    assert set(experiment.__all__) == {
+        "BUDGETS",
+        "PRESETS",
+        "build_cells",
+        "configure_parser",
+        "run",
+        "run_cell",
+    }
+
+
+def test_resume_and_run_cells_store_finished_cells_only(tmp_path):
+    """``resume`` serves the stored cells and lists each other cell once; ``run_cells`` stores a
+    finished record, reports a failed one (never stored) and returns it."""
+    from robustagg.training.runner import resume, run_cells
+
+    out = str(tmp_path)
+    os.makedirs(os.path.join(out, "cells"))
+    cells = [
+        dict(cell_id=cid, rule="mean", attack=attack, seed=0, record_signs=False)
+        for cid, attack in (("a1", "none"), ("b2", "lie"), ("a1", "none"))
+    ]
+
+    def fake(cell):
+        error = "Boom: refused" if cell["attack"] == "lie" else ""
+        return {"cell": cell, "error": error, "summary": {"best_accuracy": 0.5}}
+
+    records, todo = resume(cells, out)
+    assert records == {} and [c["cell_id"] for c in todo] == ["a1", "b2"]
+    failed = run_cells(todo, out, records, quiet=True, run_one=fake)
+    assert [r["cell"]["cell_id"] for r in failed] == ["b2"] and set(records) == {"a1", "b2"}
+    assert sorted(os.listdir(os.path.join(out, "cells"))) == ["a1.json"]
+    records, todo = resume(cells, out)
+    assert set(records) == {"a1"} and [c["cell_id"] for c in todo] == ["b2"]
+    assert [c["cell_id"] for c in resume(cells, out, force=True)[1]] == ["a1", "b2"]
+
+
 def test_resumption_skips_finished_cells(tmp_path, monkeypatch):
     out = str(tmp_path / "r")
     args = [
