@@ -3,8 +3,8 @@
 :class:`RobustAggregator` turns the clients' per-layer arrays into the rule's ``(n, d)`` matrix
 (malformed replies as NaN rows), runs the rule and cuts the aggregate back into layers, or skips
 the round when the rule refuses it; :class:`_Round` is what one round yields. The strategies
-report a round with :func:`_diagnostic_metrics`, :func:`_log_round` (on the ``robustagg.flower``
-logger) and :func:`_history`.
+report a round with :func:`diagnostic_metrics`, :func:`log_round` (on the ``robustagg.flower``
+logger) and :func:`history_entry`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 from .._diagnostics import Diagnostics
 from .._registry import get_rule
 from .._validation import TooFewClientsError, check_choice, check_int, check_rng, nonfinite_mask
-from ._flower_layout import ArrayLayout, _read_layers, _reply_layout
+from ._flower_layout import ArrayLayout, read_layers, reply_layout
 
-__all__ = ["AGGREGATE_ON", "RobustAggregator", "logger"]
+__all__ = ["AGGREGATE_ON", "RobustAggregator", "diagnostic_metrics", "history_entry", "log_round", "logger"]
 
 AGGREGATE_ON = ("updates", "weights")
 
@@ -160,7 +160,7 @@ class RobustAggregator:
                     "RobustAggregator: aggregate_on='updates' needs the round's global arrays "
                     "(the strategy records them in configure_train/configure_fit)"
                 )
-            layouts = [lay for lay in map(_reply_layout, client_arrays) if lay is not None]
+            layouts = [lay for lay in map(reply_layout, client_arrays) if lay is not None]
             if not layouts:
                 every = np.ones(n, dtype=bool)
                 return _Round(None, None, every, every, skipped="no client sent real-number arrays")
@@ -173,7 +173,7 @@ class RobustAggregator:
         malformed = np.zeros(n, dtype=bool)
         reasons: dict[int, str] = {}
         for i, arrays in enumerate(client_arrays):
-            layers, why = _read_layers(layout, arrays)
+            layers, why = read_layers(layout, arrays)
             if layers is None:
                 malformed[i] = True
                 reasons[i] = str(why)
@@ -218,7 +218,8 @@ def _signature(fn: Callable[..., Any]) -> tuple[set[str], bool]:
     return set(params), var_kw
 
 
-def _diagnostic_metrics(r: _Round) -> dict[str, Any]:
+def diagnostic_metrics(r: _Round) -> dict[str, Any]:
+    """The round's ``robustagg-*`` metrics (indices as lists; the legacy strategy joins them)."""
     if r.info is not None:
         kept, nonfinite = r.info.kept, r.info.nonfinite
     else:  # a skipped round: nothing kept
@@ -234,7 +235,7 @@ def _diagnostic_metrics(r: _Round) -> dict[str, Any]:
     }
 
 
-def _log_round(server_round: int, clients: Sequence[str], r: _Round) -> None:
+def log_round(server_round: int, clients: Sequence[str], r: _Round) -> None:
     """Log the malformed replies (``clients``: how to name each reply) and, for a skipped round,
     why it was skipped."""
     if r.malformed_reasons:
@@ -248,7 +249,8 @@ def _log_round(server_round: int, clients: Sequence[str], r: _Round) -> None:
         logger.warning("robustagg: round %s skipped, global arrays kept: %s", server_round, r.skipped)
 
 
-def _history(server_round: int, r: _Round) -> dict[str, Any]:
+def history_entry(server_round: int, r: _Round) -> dict[str, Any]:
+    """The round's entry in ``strategy.history``, less the clients' ids the strategy adds."""
     return {
         "server_round": server_round,
         "info": r.info,

@@ -1,8 +1,8 @@
 """The model's array layout and the reading of a client's reply (:mod:`robustagg.integrations.flower`).
 
 :class:`ArrayLayout` flattens a model's per-layer arrays into one vector and cuts a vector back
-into layers; :func:`_read_layers` reads one reply against a layout, and says why the reply is
-malformed when it is (docs/conventions.md, "Flower replies"); :func:`_reply_layout` is the layout
+into layers; :func:`read_layers` reads one reply against a layout, and says why the reply is
+malformed when it is (docs/conventions.md, "Flower replies"); :func:`reply_layout` is the layout
 of a reply, used when the round has no global arrays to fix it.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-__all__ = ["ArrayLayout"]
+__all__ = ["ArrayLayout", "read_layers", "reply_layout"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _items(arrays: Mapping[str, Any] | Sequence[Any]) -> list[tuple[str, Any]]:
 _REAL_KINDS = "fiu"
 
 
-def _read_layers(
+def read_layers(
     layout: ArrayLayout, arrays: Mapping[str, Any] | Sequence[Any] | None
 ) -> tuple[list[np.ndarray] | None, str | None]:
     """A reply's layers in the layout's order, or ``(None, why the reply is malformed)``.
@@ -157,7 +157,7 @@ def _read_layers(
     return layers, None
 
 
-def _reply_layout(arrays: Mapping[str, Any] | Sequence[Any] | None) -> ArrayLayout | None:
+def reply_layout(arrays: Mapping[str, Any] | Sequence[Any] | None) -> ArrayLayout | None:
     """The layout of a reply made of real-number layers, or None."""
     if arrays is None:
         return None

@@ -21,7 +21,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg as _LegacyFedAvg
 
-from ._flower_core import RobustAggregator, _diagnostic_metrics, _history, _log_round, logger
+from ._flower_core import RobustAggregator, diagnostic_metrics, history_entry, log_round, logger
 
 __all__ = ["LegacyRobustStrategy"]
 
@@ -108,8 +108,8 @@ class LegacyRobustStrategy(_LegacyFedAvg):
                 client_arrays.append(None)
         cids = [proxy.cid for proxy, _ in results]
         r = self.aggregator._aggregate(client_arrays, self.global_arrays)
-        _log_round(server_round, [f"client {cid}" for cid in cids], r)
-        self.history.append({**_history(server_round, r), "cids": cids})
+        log_round(server_round, [f"client {cid}" for cid in cids], r)
+        self.history.append({**history_entry(server_round, r), "cids": cids})
         metrics: dict[str, Scalar] = {}
         if r.info is not None and self.fit_metrics_aggregation_fn:
             kept = [
@@ -119,7 +119,7 @@ class LegacyRobustStrategy(_LegacyFedAvg):
                 metrics.update(self.fit_metrics_aggregation_fn(kept))
             except Exception as exc:  # a Byzantine client's metrics must not stop the round
                 logger.warning("robustagg: client metrics of the kept clients not aggregated (%s)", exc)
-        diag = _diagnostic_metrics(r)
+        diag = diagnostic_metrics(r)
         for key in ("robustagg-kept-indices", "robustagg-malformed-indices"):
             diag[key] = ",".join(map(str, diag[key]))
         metrics.update(diag)

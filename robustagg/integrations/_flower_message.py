@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as _FedAvg
 from flwr.supercore import log
 
-from ._flower_core import RobustAggregator, _diagnostic_metrics, _history, _log_round, logger
+from ._flower_core import RobustAggregator, diagnostic_metrics, history_entry, log_round, logger
 
 __all__ = ["RobustStrategy"]
 
@@ -110,8 +110,8 @@ class RobustStrategy(_FedAvg):
                 client_arrays.append(None)
             node_ids.append(int(msg.metadata.src_node_id))
         r = self.aggregator._aggregate(client_arrays, self.global_arrays)
-        _log_round(server_round, [f"node {i}" for i in node_ids], r)
-        self.history.append({**_history(server_round, r), "node_ids": node_ids})
+        log_round(server_round, [f"node {i}" for i in node_ids], r)
+        self.history.append({**history_entry(server_round, r), "node_ids": node_ids})
         metrics = MetricRecord()
         if r.info is not None:
             kept = [msg.content for msg, k in zip(valid, r.info.kept, strict=True) if k]
@@ -121,7 +121,7 @@ class RobustStrategy(_FedAvg):
                     metrics[key] = value
             except Exception as exc:  # a Byzantine client's metrics must not stop the round
                 logger.warning("robustagg: client metrics of the kept clients not aggregated (%s)", exc)
-        for key, value in _diagnostic_metrics(r).items():
+        for key, value in diagnostic_metrics(r).items():
             metrics[key] = value
         if r.arrays is None:
             return None, metrics
