@@ -73,3 +73,9 @@ from ._flower_legacy import LegacyRobustStrategy
 from ._flower_message import RobustStrategy
 
 __all__ = ["ArrayLayout", "LegacyRobustStrategy", "RobustAggregator", "RobustStrategy"]
+
+# The classes are pickled and documented under this module's name (the one users import), not
+# under the private modules that define them: a pickle then survives a reorganisation of the parts
+for _cls in (ArrayLayout, LegacyRobustStrategy, RobustAggregator, RobustStrategy):
+    _cls.__module__ = __name__
+del _cls
