@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     n, d = args.n, int(args.d)
 
-    from robustagg.kernels import _distance
+    from robustagg.kernels import _gram as _distance  # the Gram stage of the distances
 
     @nb.njit(nogil=True)
     def _tiles_loop(X, c0, ns, reps, acc, ti, tj):

@@ -8,9 +8,9 @@ kernel modules are imported), SciPy or scikit-learn at module level:
 * SciPy is imported inside the functions that call it (``dnc``, ``caf``, ``clipped_clustering``,
   the ``lie`` attack's default z);
 * a kernel function imported by name is imported inside the function that calls it;
-* a kernel *module* a rule module uses throughout (``kernels``, ``kernels._field``,
-  ``kernels._meanshift``) is bound to a :class:`LazyModule`: the first attribute read imports
-  the module and puts it in the stand-in's place in the rule module's namespace, so every
+* the kernel package a rule module uses throughout (``kernels``: the rules use the kernels
+  only through its public names) is bound to a :class:`LazyModule`: the first attribute read
+  imports the module and puts it in the stand-in's place in the rule module's namespace, so every
   later call reads the module itself (no indirection after the first call).
 
 Importing ``robustagg.kernels`` still imports ``robustagg._threads`` first, so the threading

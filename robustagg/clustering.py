@@ -17,7 +17,7 @@ import numpy as np
 from ._lazy import LazyModule
 from ._validation import check_int, check_real, check_rng
 
-_ms = LazyModule("robustagg.kernels._meanshift", globals(), "_ms")  # imported at the first call
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["estimate_bandwidth", "kmeans", "largest_cluster", "mean_shift"]
 
@@ -66,7 +66,7 @@ def estimate_bandwidth(features: Any, quantile: float = 0.5) -> float:
     X = _features(features, "estimate_bandwidth")
     q = check_real(quantile, rule="estimate_bandwidth", name="quantile", low=0.0, high=1.0)
     k = max(1, int(X.shape[0] * q))
-    return float(_ms.estimate_bandwidth_kernel(X, k))
+    return float(kernels.estimate_bandwidth_kernel(X, k))
 
 
 def mean_shift(
@@ -137,9 +137,9 @@ def mean_shift(
         labels = np.zeros(n, dtype=np.int64)
         centers = X.mean(axis=0, keepdims=True)
     else:
-        seeds = _ms.bin_seeds_kernel(X, bw) if bin_seeding else X
-        centers, counts = _ms.climb_seeds_kernel(X, seeds, bw, max_iter)
-        labels, centers = _ms.merge_centers_kernel(X, centers, counts, bw, bool(cluster_all))
+        seeds = kernels.bin_seeds_kernel(X, bw) if bin_seeding else X
+        centers, counts = kernels.climb_seeds_kernel(X, seeds, bw, max_iter)
+        labels, centers = kernels.merge_centers_kernel(X, centers, counts, bw, bool(cluster_all))
     return (labels, centers) if return_centers else labels
 
 
@@ -188,7 +188,7 @@ def kmeans(
     best = None
     for _ in range(n_init):
         init = _kmeans_plus_plus(X, k_eff, gen)
-        labels, centers, inertia = _ms.lloyd_kernel(X, init, max_iter, tol)
+        labels, centers, inertia = kernels.lloyd_kernel(X, init, max_iter, tol)
         if best is None or inertia < best[2]:
             best = (labels, centers, inertia)
     labels, centers, _ = best

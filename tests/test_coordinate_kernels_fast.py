@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from robustagg.kernels import _coordinate as K
+from robustagg.kernels import _column_ranks as K
+from robustagg.kernels._select import network
 
 
 @st.composite
@@ -136,7 +137,7 @@ def test_sort_keys_order_every_float_class(dtype):
     rng = np.random.default_rng(0)
     G = np.stack([rng.permutation(vals) for _ in range(200)], axis=1)  # (12, 200)
     rows = np.arange(vals.size, dtype=np.int64)
-    pa, pb = K._network(vals.size, 0, vals.size - 1)
+    pa, pb = network(vals.size, 0, vals.size - 1)
     for r in range(vals.size):  # rank r of every column, through the network and back
         out, all_finite = K._ranks_mean_network(G, rows, pa, pb, r, r, 4)
         assert not all_finite  # ±Inf rows are reported
@@ -150,7 +151,7 @@ def test_large_blocks_and_thread_chunks():
     rng = np.random.default_rng(7)
     G = rng.normal(size=(23, 1000)).astype(np.float32)
     rows = np.arange(1, 23, dtype=np.int64)  # m = 22
-    pa, pb = K._network(22, 5, 16)
+    pa, pb = network(22, 5, 16)
     ref = _rank_sum_mean(G[rows], 5, 16)
     for chunks in (1, 3, 8, 100):
         out, all_finite = K._ranks_mean_network(G, rows, pa, pb, 5, 16, chunks)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import robustagg
+from robustagg._thresholds import RECOMPUTE_RTOL_F32, RECOMPUTE_RTOL_F64
 from robustagg.kernels import _distance as K
+from robustagg.kernels import centred_gram
 
 
 def _direct_sq(X):
@@ -39,7 +41,7 @@ def _correlated(n, d, dtype, scale=300.0, seed=1):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_probe_picks_no_shift_for_spread_rows_and_a_row_for_a_common_component(dtype):
-    rtol = K._RTOL32 if dtype == np.float32 else K._RTOL64
+    rtol = RECOMPUTE_RTOL_F32 if dtype == np.float32 else RECOMPUTE_RTOL_F64
     spread = _lie_like(20, 50_000, 4, dtype)
     assert K._probe_shift(spread, np.arange(20), rtol) == -1
     common = _correlated(20, 50_000, dtype, scale=3e3 if dtype == np.float64 else 300.0)
@@ -121,9 +123,9 @@ def test_duplicate_classes_compare_f_minus_one_rows(monkeypatch):
 def test_gram_bit_identical_for_any_thread_count(ref):
     G = _correlated(9, 200_000, np.float32)
     rows = np.arange(9)
-    one = K.centred_gram(G, rows, ref=ref, threads=1)
+    one = centred_gram(G, rows, ref=ref, threads=1)
     for t in (2, 3):
-        np.testing.assert_array_equal(K.centred_gram(G, rows, ref=ref, threads=t), one)
+        np.testing.assert_array_equal(centred_gram(G, rows, ref=ref, threads=t), one)
 
 
 @pytest.mark.parametrize("kind", ["spread", "common"])

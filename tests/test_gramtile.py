@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustagg.kernels import _distance as K
+from robustagg.kernels import _gram as K
 from robustagg.kernels import _gramtile as T
 
 
@@ -93,12 +93,12 @@ def test_gram_stage_agrees_with_the_blas_path(monkeypatch):
     sub = np.array([3, 1, 4, 15, 9, 26, 5, 35, 8, 39], dtype=np.int64)
     H = np.asfortranarray(G)  # column stride != 1: blocks are gathered first
     calls = [
-        lambda: K._gram(G, rows, -1),
-        lambda: K._gram(G, rows, 7),
-        lambda: K._gram(G, sub, 1),
-        lambda: K._gram(G, sub, -1),
-        lambda: K._gram(H, sub, -1),
-        lambda: K._gram(G, rows, -1, threads=1),
+        lambda: K.gram(G, rows, -1),
+        lambda: K.gram(G, rows, 7),
+        lambda: K.gram(G, sub, 1),
+        lambda: K.gram(G, sub, -1),
+        lambda: K.gram(H, sub, -1),
+        lambda: K.gram(G, rows, -1, threads=1),
     ]
     tiled = [c() for c in calls]
     assert np.array_equal(tiled[0], tiled[-1])  # the thread count does not change the bits
@@ -117,9 +117,9 @@ def test_pool_path_of_a_forked_child_gives_the_same_bits(monkeypatch, ref):
     rng = np.random.default_rng(8)
     G = rng.standard_normal((23, 70001)).astype(np.float32)
     rows = np.arange(23)
-    numba_threads = [K._gram(G, rows, ref, threads=t) for t in (1, 2)]
+    numba_threads = [K.gram(G, rows, ref, threads=t) for t in (1, 2)]
     monkeypatch.setattr(K, "numba_threads_usable", lambda: False)
-    pool = [K._gram(G, rows, ref, threads=t) for t in (1, 2)]
+    pool = [K.gram(G, rows, ref, threads=t) for t in (1, 2)]
     for a in numba_threads + pool[1:]:
         assert np.array_equal(a, pool[0])
 

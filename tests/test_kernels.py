@@ -219,13 +219,13 @@ def test_pairwise_threads_bit_identical_and_after_fork():
     inherits the pool object but not its threads) still computes."""
     import multiprocessing as mp
 
-    from robustagg.kernels import _distance
+    from robustagg.kernels import centred_gram
 
     rng = np.random.default_rng(12)
     G = rng.normal(size=(7, 100_000)).astype(np.float32)
     rows = np.arange(7, dtype=np.int64)
-    one = _distance.centred_gram(G, rows, threads=1)
-    two = _distance.centred_gram(G, rows, threads=2)
+    one = centred_gram(G, rows, threads=1)
+    two = centred_gram(G, rows, threads=2)
     np.testing.assert_array_equal(one, two)
     if "fork" in mp.get_all_start_methods():
         # the Gram stage only (serial Numba + BLAS on the pool): Numba's OpenMP parallel
@@ -236,9 +236,9 @@ def test_pairwise_threads_bit_identical_and_after_fork():
 
 
 def _child_gram(G, rows):
-    from robustagg.kernels import _distance
+    from robustagg.kernels import centred_gram
 
-    return _distance.centred_gram(G, rows, threads=2)
+    return centred_gram(G, rows, threads=2)
 
 
 @st.composite
@@ -262,7 +262,7 @@ def _vectors(draw):
 
 @given(_vectors())
 def test_argsort_stable_matches_numpy_stable_argsort(v):
-    from robustagg.kernels._coordinate import argsort_stable
+    from robustagg.kernels._select import argsort_stable
 
     before = v.copy()
     got = argsort_stable(v)
@@ -272,7 +272,7 @@ def test_argsort_stable_matches_numpy_stable_argsort(v):
 
 @given(_vectors())
 def test_median_of_matches_numpy_median(v):
-    from robustagg.kernels._coordinate import median_of
+    from robustagg.kernels._select import median_of
 
     expected = np.median(v)
     w = v.copy()

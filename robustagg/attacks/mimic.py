@@ -13,7 +13,7 @@ from .._threads import blas_single_thread
 from .._validation import check_int
 from ._common import prepare_attack
 
-_field = LazyModule("robustagg.kernels._field", globals(), "_field")  # imported at the first call
+kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["mimic", "mimic_target"]
 
@@ -31,7 +31,7 @@ def _heuristic_target(a) -> int:
     if benign.size == 1:
         return int(benign[0])
     # Gram matrix of the centred benign rows from their pairwise distances (shared kernel)
-    K = _field.centered_gram_from_sq_distances(_field.sq_distances(a.G, benign))
+    K = kernels.centered_gram_from_sq_distances(kernels.sq_distances(a.G, benign))
     with blas_single_thread():  # an n x n problem: BLAS threads add contention, not speed
         lam, U = np.linalg.eigh(K)
     u = U[:, -1]

@@ -1,30 +1,27 @@
-"""Distance kernels: accurate pairwise squared Euclidean distances between rows.
+"""Distance kernels: accurate pairwise squared Euclidean distances between rows, the Gram
+matrix of centred points from them, and the Krum scores.
 
 Scheme (no catastrophic cancellation in float32, no copy of G):
 
-1. Columns are split into chunks whose boundaries depend on d only, and the chunks' (m, m)
-   float64 partials are added in chunk order (so the result is bit-identical whatever the
-   thread count). The tiled float32 path (step 2) runs the chunks on Numba's threads, one
-   chunk per thread at a time (a child forked from a process running GNU OpenMP uses the
-   pool instead); the BLAS path runs them on a small pool of threads
-   (``numba.get_num_threads()`` of them), each with BLAS limited to one thread, at most two
-   partials per thread alive at a time.
+1. The Gram matrix of the shifted rows (``_gram``): column chunks fixed by d, their (m, m)
+   float64 partials added in chunk order (bit-identical whatever the thread count).
 2. Every row is **shifted by a common vector s** (a shift common to all rows leaves every
    distance unchanged; what it changes is the scale ``N_i = |g_i - s|^2`` against which the
    Gram formula cancels). Inside a chunk, blocks of columns are multiplied in the input's
    precision and the blocks are accumulated in float64: float32 input with at most
-   ``_gramtile.MAX_ROWS`` rows goes through the register-tiled kernel of ``_gramtile``
+   ``TILED_GRAM_MAX_ROWS`` rows goes through the register-tiled kernel of ``_gramtile``
    (float32 lanes over at most 4096 columns; about twice BLAS's speed on these skinny
-   shapes), other float32 input through SGEMM/syrk over at most ``_BLOCK32`` columns, float64
-   through DGEMM. The shift is chosen on a probe (the Gram
-   of ``_PROBE_BLOCKS`` blocks of columns spread over d):
+   shapes), other float32 input through SGEMM/syrk over at most ``GRAM_BLOCK_F32`` columns,
+   float64 through DGEMM. The shift is chosen on a probe (the Gram of ``SHIFT_PROBE_BLOCKS``
+   blocks of columns spread over d):
 
    * ``s = 0`` when the rows are a contiguous range of G (every finite row): BLAS reads G in
      place, no copy at all -- unless the probe predicts that shifting by a central row would
      flag more than m fewer pairs in step 4 (the rows share a large common component);
    * otherwise ``s`` = a row (the first one; the central row -- smallest median distance --
      when the probe or a first pass says so): blocks of the selected rows are copied into a
-     small buffer minus the reference row (difference in float64), at most ``_BUF_BYTES``.
+     small buffer minus the reference row (difference in float64), at most
+     ``CENTRED_BLOCK_MAX_BYTES``.
 
    After the full pass, if more than m pairs are flagged and a central row would flag more
    than m fewer, the Gram is recomputed once around that row.
@@ -41,252 +38,41 @@ Scheme (no catastrophic cancellation in float32, no copy of G):
 
 The rows are finite (the validation layer excludes the others, docs/conventions.md); a float32
 block Gram that still overflows is redone in float64.
+
+From the distances: ``sq_distances`` (symmetrised, zero diagonal) and
+``centered_gram_from_sq_distances`` (the Gram of the points centred on their weighted mean, the
+subset rules' and the mimic attack's), ``krum_scores`` and Bulyan's ``repeated_krum``. The
+tolerances and block widths are ``robustagg._thresholds``'s.
 """
 
 from __future__ import annotations
 
-from collections import deque
-
 import numba as nb
 import numpy as np
 
-# the worker pool and BLAS limits live in robustagg._threads (fork- and thread-safe); the
-# names stay importable from here
-from .._threads import blas_single_thread, numba_threads_usable
-from .._threads import executor as _executor
-from .._thresholds import DISTANCE_BLOCK
-from . import _gramtile
-from ._coordinate import argsort_stable, median_of
+from .._threads import blas_single_thread
+from .._thresholds import (
+    DUPLICATE_RTOL_F32,
+    DUPLICATE_RTOL_F64,
+    EQUAL_ROWS_CHUNKS,
+    EQUAL_ROWS_STEP,
+    PAIR_BLOCK,
+    RECOMPUTE_RTOL_F32,
+    RECOMPUTE_RTOL_F64,
+    SHIFT_PROBE_BLOCKS,
+    SHIFT_PROBE_COLUMNS,
+)
+from ._gram import contiguous_rows, gram
+from ._select import argsort_stable, median_of
 
-_BLOCK32 = DISTANCE_BLOCK  # columns per block, float32 input (float32 SGEMM accumulation length)
-_BLOCK64 = DISTANCE_BLOCK  # columns per block, float64 input
-_BUF_BYTES = 2 << 20  # a centred block's buffer holds at most this (narrower blocks for large m)
-_MIN_BLOCK = 256
-_PROBE_BLOCKS = 4  # the shift is chosen on this many blocks of columns spread over d
-_PROBE_WIDTH = 512
-_DUP32 = 1e-3  # candidate exact duplicates: Gram distance D_ij <= dup * (N_i + N_j)
-_DUP64 = 1e-9
-_EQ_STEP = 512  # values compared between two exits in the equality test
-_EQ_CHUNKS = 64
-_CHUNK_COLS = 32768  # target columns per chunk (unit of parallel work)
-_MAX_CHUNKS = 256
-_RTOL32 = 1e-1  # recompute pairs with D_ij <= rtol * (N_i + N_j)
-_RTOL64 = 1e-6
-_PAIR_BLOCK = 4096  # columns per block in the direct recomputation
-
-
-@nb.njit(cache=True, nogil=True)
-def _centre_block(G, rows, ref, j0, bw, buf):
-    """buf[r, :bw] = G[rows[r], j0:j0+bw] - G[ref, j0:j0+bw] (difference taken in float64, then
-    stored in buf's precision); ``ref < 0``: no shift (a plain gather). Row slices, so the inner
-    loop is a unit-stride loop LLVM vectorises."""
-    m = rows.size
-    if ref < 0:
-        for r in range(m):
-            a = G[rows[r], j0 : j0 + bw]
-            o = buf[r]
-            for k in range(bw):
-                o[k] = a[k]
-        return
-    b = G[ref, j0 : j0 + bw]
-    for r in range(m):
-        a = G[rows[r], j0 : j0 + bw]
-        o = buf[r]
-        for k in range(bw):
-            o[k] = np.float64(a[k]) - np.float64(b[k])
-
-
-def _block_width(m: int, work) -> int:
-    """Columns per centred block: ``_BLOCK32``/``_BLOCK64``, narrowed for many rows so that the
-    (m, block) buffer stays within ``_BUF_BYTES`` (depends on m and the dtype only)."""
-    full = _BLOCK32 if work == np.float32 else _BLOCK64
-    fit = _BUF_BYTES // (max(m, 1) * np.dtype(work).itemsize)
-    return int(max(_MIN_BLOCK, min(full, (fit // 64) * 64)))
-
-
-def _contiguous_rows(G: np.ndarray, rows: np.ndarray) -> bool:
-    """Whether G[rows] is the unit-column-stride view G[rows[0]:rows[0]+m] (BLAS can read it in
-    place)."""
-    m = rows.size
-    return (
-        m > 0
-        and G.strides[1] == G.itemsize
-        and int(rows[-1]) - int(rows[0]) == m - 1
-        and bool(np.all(np.diff(rows) == 1))
-    )
-
-
-def _chunk_gram(G, rows, ref, j0, j1, work, view):
-    """Columns j0:j1 of the Gram of the rows shifted by G[ref] (ref < 0: unshifted), float64
-    (m, m). ``view``: the rows are a contiguous range and ref < 0, so BLAS reads G in place.
-    A NaN/Inf row gives NaN/Inf entries silently (the caller checks the diagonal)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        return _chunk_gram_body(G, rows, ref, j0, j1, work, view)
-
-
-def _chunk_gram_body(G, rows, ref, j0, j1, work, view):
-    m = rows.size
-    acc = np.zeros((m, m), dtype=np.float64)
-    tmp = np.empty((m, m), dtype=work)
-    if view:
-        r0 = int(rows[0])
-        block = _BLOCK32 if work == np.float32 else _BLOCK64
-        for b0 in range(j0, j1, block):
-            v = G[r0 : r0 + m, b0 : min(j1, b0 + block)]
-            np.matmul(v, v.T, out=tmp)  # v and v.T share memory: syrk, half the flops of gemm
-            acc += tmp
-        return acc
-    block = _block_width(m, work)
-    buf = np.empty((m, block), dtype=work)
-    for b0 in range(j0, j1, block):
-        bw = min(block, j1 - b0)
-        b = buf if bw == block else buf[:, :bw]
-        _centre_block(G, rows, ref, b0, bw, b)
-        np.matmul(b, b.T, out=tmp)
-        acc += tmp
-    return acc
-
-
-@nb.njit(cache=True, nogil=True)
-def _tile_chunk(G, rows, ref, direct, j0, j1, block, kb, acc):
-    """Columns j0:j1 of the float32 Gram by the tiled kernel into ``acc`` ((m, m) float64,
-    upper triangle, zeroed first). ``direct``: the kernel reads the rows of G in place (no
-    shift, unit column stride); otherwise blocks of ``block`` columns are first centred on
-    ``G[ref]`` (``ref < 0``: gathered) into a small buffer."""
-    m = rows.size
-    acc[:] = 0.0
-    if direct:
-        _gramtile.tile_gram_f32(G, rows, j0, j1, kb, acc)
-        return acc
-    buf = np.empty((m, block), dtype=G.dtype)
-    brows = np.arange(m)
-    zero = j0 - j0  # an int64 column start (a literal 0 would compile a second specialisation)
-    for b0 in range(j0, j1, block):
-        bw = min(block, j1 - b0)
-        _centre_block(G, rows, ref, b0, bw, buf)
-        _gramtile.tile_gram_f32(buf, brows, zero, bw, kb, acc)
-    return acc
-
-
-@nb.njit(cache=True, parallel=True, nogil=True)
-def _tile_gram_chunks(G, rows, ref, direct, bounds, block, kb, wave):
-    """The float32 Gram of ``_gram`` for at most ``_gramtile.MAX_ROWS`` rows, on Numba's
-    threads (no hand-over to the Python pool between a rule's parallel stages): the chunks
-    ``bounds`` run ``wave`` at a time (``_tile_chunk``), each into its own (m, m) float64
-    partial, and the partials are added in chunk order -- the same partials and the same
-    additions as on the pool, so the same bits whatever the thread count."""
-    m = rows.size
-    n_chunks = bounds.size - 1
-    # explicit loops, no array expressions: in a parallel function each of those (np.zeros,
-    # ``out += part[t]``) becomes a parallel loop of its own, compiled (seconds) and launched
-    out = np.empty((m, m), dtype=np.float64)
-    for i in range(m):
-        for j in range(m):
-            out[i, j] = 0.0
-    part = np.empty((wave, m, m), dtype=np.float64)
-    for w0 in range(0, n_chunks, wave):
-        nw = min(wave, n_chunks - w0)
-        for t in nb.prange(nw):
-            c = w0 + t
-            _tile_chunk(G, rows, ref, direct, bounds[c], bounds[c + 1], block, kb, part[t])
-        for t in range(nw):
-            for i in range(m):
-                for j in range(i, m):  # the upper triangle (the lower one is not computed)
-                    out[i, j] += part[t, i, j]
-    return out
-
-
-def _chunk_bounds(d: int) -> list[int]:
-    n_chunks = int(min(_MAX_CHUNKS, max(1, -(-d // _CHUNK_COLS))))
-    return [(d * c) // n_chunks for c in range(n_chunks + 1)]
-
-
-@nb.njit(cache=True, nogil=True)
-def _symmetrise(C):
-    """Copy the upper triangle onto the lower one, in place."""
-    m = C.shape[0]
-    for i in range(m):
-        for j in range(i):
-            C[i, j] = C[j, i]
-    return C
-
-
-def _gram(G, rows, ref, threads=None, work=None):
-    """Sum over the column chunks (fixed by d, added in chunk order: the same bits whatever the
-    thread count) of ``_tile_chunk`` (float32, at most ``_gramtile.MAX_ROWS`` rows: on Numba's
-    threads through ``_tile_gram_chunks``, or on the pool in a forked child) or ``_chunk_gram``
-    (BLAS). On the pool, BLAS runs on one thread per chunk and the next chunk is submitted once
-    the oldest has been added, so at most ``threads`` partials besides the total are alive (the
-    (m, m) float64 partials are the memory of this stage). ``work``: the blocks' precision
-    (default: G's)."""
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    bounds = _chunk_bounds(G.shape[1])
-    n_chunks = len(bounds) - 1
-    if work is None:
-        work = np.float32 if G.dtype == np.float32 else np.float64
-    view = ref < 0 and work == G.dtype and _contiguous_rows(G, rows)
-    if threads is None:
-        threads = nb.get_num_threads()
-    pool_size = max(1, threads)  # the pool keeps its size across calls (no thread churn)
-    threads = max(1, min(threads, n_chunks))
-    m = rows.size
-    tiled = work == np.float32 and G.dtype == np.float32 and m <= _gramtile.MAX_ROWS
-    if tiled:
-        # a few float32 rows: the register-tiled kernel
-        direct = ref < 0 and G.strides[1] == G.itemsize
-        block, kb = _block_width(m, work), _gramtile.block_columns(m)
-        if numba_threads_usable():  # on Numba's threads
-            b = np.asarray(bounds, dtype=np.int64)
-            return _symmetrise(_tile_gram_chunks(G, rows, ref, direct, b, block, kb, threads))
-        # a child forked from a process running GNU OpenMP (a user's NUMBA_THREADING_LAYER=omp):
-        # Numba's threads may not be used there, so the same chunks run on the pool
-
-        def task(c):
-            acc = np.empty((m, m), dtype=np.float64)
-            return _tile_chunk(G, rows, ref, direct, bounds[c], bounds[c + 1], block, kb, acc)
-
-    else:
-
-        def task(c):
-            return _chunk_gram(G, rows, ref, bounds[c], bounds[c + 1], work, view)
-
-    out = None
-    with blas_single_thread():
-        if threads == 1:
-            for c in range(n_chunks):
-                part = task(c)
-                if out is None:
-                    out = part
-                else:
-                    out += part
-                del part  # (the previous partial must not stay alive while the next is computed)
-        else:
-            ex = _executor(pool_size)
-            window = threads
-            pending = deque(ex.submit(task, c) for c in range(min(window, n_chunks)))
-            nxt = len(pending)
-            while pending:
-                part = pending.popleft().result()
-                if out is None:
-                    out = part
-                else:
-                    out += part
-                del part  # added and released before the next chunk starts
-                if nxt < n_chunks:
-                    pending.append(ex.submit(task, nxt))
-                    nxt += 1
-    return _symmetrise(out)
-
-
-def centred_gram(
-    G: np.ndarray, rows: np.ndarray, ref: int | None = None, threads: int | None = None
-) -> np.ndarray:
-    """Gram matrix of the rows ``rows`` of G shifted by the reference row ``G[ref]`` (default
-    ``rows[0]``; a negative ``ref``: no shift): ``C_ij = <g_i - g_ref, g_j - g_ref>``, (m, m)
-    float64, exactly symmetric. Blocks in G's precision, accumulation across blocks in float64."""
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    ref = int(rows[0]) if ref is None else int(ref)
-    return _gram(G, rows, ref, threads)
+__all__ = [
+    "centered_gram_from_sq_distances",
+    "krum_scores",
+    "pairwise_sq_distances",
+    "repeated_krum",
+    "sq_distances",
+    "sq_distances_of_pairs",
+]
 
 
 @nb.njit(cache=True, parallel=True, nogil=True)
@@ -297,7 +83,7 @@ def sq_distances_of_pairs(G, rows, pi, pj):
     out = np.zeros(P, dtype=np.float64)
     if P == 0:
         return out
-    nc = (d + _PAIR_BLOCK - 1) // _PAIR_BLOCK
+    nc = (d + PAIR_BLOCK - 1) // PAIR_BLOCK
     cap = max(1, (8 * 1024 * 1024) // P)
     if nc > cap:
         nc = cap
@@ -305,8 +91,8 @@ def sq_distances_of_pairs(G, rows, pi, pj):
     for c in nb.prange(nc):
         j0 = (d * c) // nc
         j1 = (d * (c + 1)) // nc
-        for b0 in range(j0, j1, _PAIR_BLOCK):
-            b1 = min(j1, b0 + _PAIR_BLOCK)
+        for b0 in range(j0, j1, PAIR_BLOCK):
+            b1 = min(j1, b0 + PAIR_BLOCK)
             for p in range(P):
                 a = rows[pi[p]]
                 b = rows[pj[p]]
@@ -412,10 +198,10 @@ def _candidate_roots(D, C, pi, pj, dup):
 @nb.njit(cache=True, parallel=True, nogil=True)
 def _rows_equal(G, a, b):
     """``eq[p] = all(G[a[p]] == G[b[p]])``: column chunks in parallel, each stopping at its first
-    block of _EQ_STEP values holding a difference (branch-free, vectorised count inside)."""
+    block of EQUAL_ROWS_STEP values holding a difference (branch-free, vectorised count inside)."""
     P = a.size
     d = G.shape[1]
-    nc = min(_EQ_CHUNKS, max(1, (d + _EQ_STEP - 1) // _EQ_STEP))
+    nc = min(EQUAL_ROWS_CHUNKS, max(1, (d + EQUAL_ROWS_STEP - 1) // EQUAL_ROWS_STEP))
     diff = np.zeros((nc, P), dtype=np.bool_)
     for c in nb.prange(nc):
         j0 = (d * c) // nc
@@ -423,7 +209,7 @@ def _rows_equal(G, a, b):
         for p in range(P):
             k = j0
             while k < j1:
-                k1 = min(j1, k + _EQ_STEP)
+                k1 = min(j1, k + EQUAL_ROWS_STEP)
                 x = G[a[p], k:k1]
                 y = G[b[p], k:k1]
                 cnt = 0
@@ -478,15 +264,15 @@ def _equal_classes(G, rows, D, C, pi, pj, dup):
 
 
 def _probe_shift(G, rows, rtol):
-    """Decide the shift from a sample of columns (``_PROBE_BLOCKS`` blocks spread over d):
+    """Decide the shift from a sample of columns (``SHIFT_PROBE_BLOCKS`` blocks spread over d):
     -1 (no shift: BLAS reads G in place, no copy) unless shifting by the central row would
     flag more than m fewer pairs for direct recomputation; then that row's position. None when
     the probe's diagonal is not finite (a NaN/Inf in the sampled columns)."""
     m = rows.size
     d = G.shape[1]
     r0 = int(rows[0])
-    w = min(d, _PROBE_WIDTH)
-    starts = sorted({((d - w) * k) // max(_PROBE_BLOCKS - 1, 1) for k in range(_PROBE_BLOCKS)})
+    w = min(d, SHIFT_PROBE_COLUMNS)
+    starts = sorted({((d - w) * k) // max(SHIFT_PROBE_BLOCKS - 1, 1) for k in range(SHIFT_PROBE_BLOCKS)})
     # BLAS on one thread, blocks added in order: the decision, like the Gram, does not depend
     # on the thread count; one (m, m) block product alive at a time
     P = np.zeros((m, m), dtype=np.float64)
@@ -538,21 +324,21 @@ def _central(D, rtol, cls):
 def _pairwise(G, rows):
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     m = rows.size
-    rtol = _RTOL32 if G.dtype == np.float32 else _RTOL64
-    dup = _DUP32 if G.dtype == np.float32 else _DUP64
+    rtol = RECOMPUTE_RTOL_F32 if G.dtype == np.float32 else RECOMPUTE_RTOL_F64
+    dup = DUPLICATE_RTOL_F32 if G.dtype == np.float32 else DUPLICATE_RTOL_F64
     if m == 0:
         return np.zeros((0, 0), dtype=np.float64)
     # the shift: none (BLAS on G in place) when the rows are a contiguous range of G and the
     # probe does not predict many more flagged pairs than with a central row; else a row
     ref = int(rows[0])
-    if _contiguous_rows(G, rows):
+    if contiguous_rows(G, rows):
         c = _probe_shift(G, rows, rtol) if m > 2 else -1
         ref = -1 if c is None or c < 0 else int(rows[c])
-    C = _gram(G, rows, ref)
+    C = gram(G, rows, ref)
     if not np.all(np.isfinite(np.diag(C))):
         # finite rows whose float32 block Gram overflowed: blocks in float64
         ref = int(rows[0])
-        C = _gram(G, rows, ref, work=np.float64)
+        C = gram(G, rows, ref, work=np.float64)
     D, pi, pj = _distances_from_gram(C, rtol)
     cls = _equal_classes(G, rows, D, C, pi, pj, dup)
     N = np.diag(C).copy()
@@ -566,7 +352,7 @@ def _pairwise(G, rows):
             c, pred = _central(D, rtol, cls)
             if flagged - pred > m and int(rows[c]) != ref:
                 del D
-                C = _gram(G, rows, int(rows[c]))
+                C = gram(G, rows, int(rows[c]))
                 D, pi, pj = _distances_from_gram(C, rtol)
                 del C
     if pi.size:
@@ -594,6 +380,31 @@ def pairwise_sq_distances(G: np.ndarray, rows: np.ndarray) -> np.ndarray:
     block-sized pieces are copied. Exactly equal rows get exactly equal rows of distances.
     """
     return _pairwise(G, rows)
+
+
+def sq_distances(G, rows):
+    """Pairwise squared distances of ``G[rows]`` (shared kernel), symmetrised, diagonal 0."""
+    D2 = np.asarray(pairwise_sq_distances(G, rows), dtype=np.float64)
+    D2 = 0.5 * (D2 + D2.T)
+    np.maximum(D2, 0.0, out=D2)
+    np.fill_diagonal(D2, 0.0)
+    return D2
+
+
+def centered_gram_from_sq_distances(D2, weights=None):
+    """Gram matrix of the points centred on their (weighted) mean, from squared distances.
+
+    For weights w summing to one and μ = Σ w_i x_i,
+    ``<x_i - μ, x_j - μ> = -1/2 (D2_ij - (D2 w)_i - (D2 w)_j + wᵀ D2 w)`` (classical
+    multidimensional scaling): translation-invariant, so no cancellation against large norms.
+    """
+    D2 = np.asarray(D2, dtype=np.float64)
+    m = D2.shape[0]
+    w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    a = D2 @ w
+    c = float(w @ a)
+    K = -0.5 * (D2 - a[:, None] - a[None, :] + c)
+    return 0.5 * (K + K.T)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -11,12 +11,15 @@ not vectorise such a loop by itself (its SLP vectoriser is off, and a reduction 
 reordered without fast-math flags, which the library never sets).
 
 Accuracy: each of a pair's 8 lanes sums the products of its columns in float32 in column
-order, over at most ``_FLUSH`` columns (so ``_FLUSH / 8`` terms), then the lanes are added in
-float64 into the caller's float64 accumulator -- the same or better than a float32 SGEMM over
-``_FLUSH`` columns whose blocks are added in float64 (the scheme of ``_distance``). The result
-does not depend on the thread count (the caller fixes the column ranges); ``llvm.fmuladd``
-fuses the multiply-add where the CPU has FMA, so the last bits may differ between CPUs with and
-without FMA.
+order, over at most ``TILE_FLUSH_COLUMNS`` columns (so ``TILE_FLUSH_COLUMNS / 8`` terms), then
+the lanes are added in float64 into the caller's float64 accumulator -- the same or better than
+a float32 SGEMM over ``TILE_FLUSH_COLUMNS`` columns whose blocks are added in float64 (the
+scheme of ``_gram``). The result does not depend on the thread count (the caller fixes the
+column ranges); ``llvm.fmuladd`` fuses the multiply-add where the CPU has FMA, so the last bits
+may differ between CPUs with and without FMA.
+
+The tile's shape, the flush length and the block widths are ``robustagg._thresholds``'s
+(``TILE_*``).
 
 Tiles cover the pairs i <= j; rows past the end of a tile are clamped to the last row (valid
 memory, results discarded), so tiles on the diagonal compute a few pairs twice. At m = 50 the
@@ -31,18 +34,14 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .._thresholds import TILED_GRAM_MAX_ROWS
+# the tile's shape and flush length under the short names the code generation uses
+from .._thresholds import TILE_BLOCK_BYTES, TILE_BLOCK_MAX_COLUMNS, TILE_BLOCK_MIN_COLUMNS
+from .._thresholds import TILE_FLUSH_COLUMNS as _FLUSH
+from .._thresholds import TILE_LANES as _L
+from .._thresholds import TILE_ROWS_I as _A
+from .._thresholds import TILE_ROWS_J as _B
 
-_A = 3  # rows i of a tile
-_B = 4  # rows j of a tile
-_L = 8  # float32 lanes per accumulator (one 256-bit register)
-_FLUSH = 4096  # columns summed in float32 lanes before the lanes go to float64
-_L2_BYTES = 512 * 1024  # a block of columns of all m rows stays within this (half of L2)
-_MIN_COLS = 256
-_MAX_COLS = 2048
-MAX_ROWS = (
-    TILED_GRAM_MAX_ROWS  # above this many rows BLAS is used (at m = 1000 its blocking is twice as fast)
-)
+__all__ = ["block_columns", "tile_gram_f32"]
 
 _FMA = "llvm.fmuladd.v8f32"
 
@@ -132,9 +131,9 @@ def _tiles(m):
 
 
 def block_columns(m: int) -> int:
-    """Columns per block: the block of all m rows stays within ``_L2_BYTES`` (multiple of 8)."""
-    w = _L2_BYTES // (4 * max(m, 1))
-    return int(max(_MIN_COLS, min(_MAX_COLS, (w // _L) * _L)))
+    """Columns per block: the block of all m rows stays within ``TILE_BLOCK_BYTES`` (multiple of 8)."""
+    w = TILE_BLOCK_BYTES // (4 * max(m, 1))
+    return int(max(TILE_BLOCK_MIN_COLUMNS, min(TILE_BLOCK_MAX_COLUMNS, (w // _L) * _L)))
 
 
 @nb.njit(cache=True, nogil=True)

@@ -15,7 +15,15 @@ import numba as nb
 import numpy as np
 
 from .._thresholds import MEANSHIFT_PARALLEL_MIN_ROWS
-from ._coordinate import _select  # quickselect (finite values; features are checked finite)
+from ._select import select  # quickselect (finite values; features are checked finite)
+
+__all__ = [
+    "bin_seeds_kernel",
+    "climb_seeds_kernel",
+    "estimate_bandwidth_kernel",
+    "lloyd_kernel",
+    "merge_centers_kernel",
+]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -35,7 +43,7 @@ def _kth_distance(X, i, n_neighbors, row):
     n = X.shape[0]
     for j in range(n):
         row[j] = np.sqrt(_sq_dist(X, i, X, j))
-    _select(row, n - n, n - 1, n_neighbors - 1)  # (n - n: not a literal, one specialisation)
+    select(row, n - n, n - 1, n_neighbors - 1)  # (n - n: not a literal, one specialisation)
     return row[n_neighbors - 1]
 
 
@@ -62,14 +70,9 @@ def _estimate_bandwidth_parallel(X, n_neighbors):
     return total / n
 
 
-_PARALLEL_MIN_N = (
-    MEANSHIFT_PARALLEL_MIN_ROWS  # below this the thread start-up costs more than the O(n^2) work
-)
-
-
 def estimate_bandwidth_kernel(X, n_neighbors):
     """Mean over points of the distance to their ``n_neighbors``-th nearest point (self counted)."""
-    if X.shape[0] >= _PARALLEL_MIN_N:
+    if X.shape[0] >= MEANSHIFT_PARALLEL_MIN_ROWS:
         return _estimate_bandwidth_parallel(X, n_neighbors)
     return _estimate_bandwidth_serial(X, n_neighbors)
 
@@ -185,7 +188,7 @@ def climb_seeds_kernel(X, seeds, bandwidth, max_iter):
     centers and, per seed, the number of points averaged last (0 when no point was within
     reach: that seed yields no center). Seeds run in parallel for large inputs.
     """
-    if X.shape[0] * seeds.shape[0] >= _PARALLEL_MIN_N * 64:
+    if X.shape[0] * seeds.shape[0] >= MEANSHIFT_PARALLEL_MIN_ROWS * 64:
         return _climb_parallel(X, seeds, bandwidth, max_iter)
     return _climb_serial(X, seeds, bandwidth, max_iter)
 

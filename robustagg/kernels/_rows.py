@@ -1,14 +1,26 @@
-"""Row-wise kernels: non-finite detection and row norms."""
+"""Row-wise kernels: the non-finite scan and screening, row norms and distances to a point,
+norm clipping, and DnC's column gathers. The lane sums of squares (``sq_sum_lanes``, a fixed
+order whatever the thread count) are shared with SignGuard's passes (``_signs``)."""
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
-from .._thresholds import ROW_BLOCK
+from .._thresholds import GATHER_BLOCK, NONFINITE_CHUNK, NONFINITE_LANES, ROW_BLOCK, SQ_SUM_LANES
 
-_NF_LANES = 256  # independent accumulators in the non-finite scan
-_NF_CHUNK = 32 * _NF_LANES  # values scanned between two checks
+__all__ = [
+    "clip_rows",
+    "clip_scales",
+    "gather_columns",
+    "nonfinite_rows",
+    "nonfinite_rows_and_gather",
+    "row_norms",
+    "row_sq_distances_to",
+    "row_sq_norms",
+    "screen_rows",
+    "sq_sum_lanes",
+]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -16,16 +28,16 @@ def _chunk_nonfinite(row, j0, j1, acc):
     """Whether the values seen so far, up to ``row[j0:j1]``, hold a NaN or ±Inf.
 
     Branch-free and vectorised: ``x - x`` is 0 for a finite x and NaN for NaN/±Inf, summed into
-    the ``acc`` lanes (_NF_LANES independent accumulators carried across chunks: no
+    the ``acc`` lanes (NONFINITE_LANES independent accumulators carried across chunks: no
     reassociation needed); NaN never leaves a sum, so one test per chunk suffices."""
-    m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
-    for c in range(j0, m, _NF_LANES):
-        seg = row[c : c + _NF_LANES]
-        for k in range(_NF_LANES):
+    m = j0 + ((j1 - j0) // NONFINITE_LANES) * NONFINITE_LANES
+    for c in range(j0, m, NONFINITE_LANES):
+        seg = row[c : c + NONFINITE_LANES]
+        for k in range(NONFINITE_LANES):
             x = seg[k]
             acc[k] += x - x
     s = 0.0
-    for k in range(_NF_LANES):
+    for k in range(NONFINITE_LANES):
         s += acc[k]
     for j in range(m, j1):
         x = row[j]
@@ -36,14 +48,14 @@ def _chunk_nonfinite(row, j0, j1, acc):
 @nb.njit(cache=True, parallel=True, nogil=True)
 def nonfinite_rows(G):
     """Boolean mask: True where a row holds any NaN or ±Inf. A row stops at the first chunk of
-    _NF_CHUNK values that proves it non-finite; about one read of G."""
+    NONFINITE_CHUNK values that proves it non-finite; about one read of G."""
     n, d = G.shape
     out = np.zeros(n, dtype=np.bool_)
     for i in nb.prange(n):
         row = G[i]
-        acc = np.zeros(_NF_LANES, dtype=G.dtype)
-        for j0 in range(0, d, _NF_CHUNK):
-            if _chunk_nonfinite(row, j0, min(d, j0 + _NF_CHUNK), acc):
+        acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)
+        for j0 in range(0, d, NONFINITE_CHUNK):
+            if _chunk_nonfinite(row, j0, min(d, j0 + NONFINITE_CHUNK), acc):
                 out[i] = True
                 break
     return out
@@ -53,10 +65,10 @@ def nonfinite_rows(G):
 def _chunk_large(row, j0, j1, bound, cnt):
     """Add to the ``cnt`` lanes how many of ``row[j0:j1]`` exceed ``bound`` in magnitude (a
     NaN compares false: the non-finite test catches it); branch-free and vectorised."""
-    m = j0 + ((j1 - j0) // _NF_LANES) * _NF_LANES
-    for c in range(j0, m, _NF_LANES):
-        seg = row[c : c + _NF_LANES]
-        for k in range(_NF_LANES):
+    m = j0 + ((j1 - j0) // NONFINITE_LANES) * NONFINITE_LANES
+    for c in range(j0, m, NONFINITE_LANES):
+        seg = row[c : c + NONFINITE_LANES]
+        for k in range(NONFINITE_LANES):
             cnt[k] += abs(seg[k]) > bound
     extra = 0
     for j in range(m, j1):
@@ -77,40 +89,34 @@ def screen_rows(G, rows, bound):
     out = np.zeros(m, dtype=np.int8)
     for i in nb.prange(m):
         row = G[rows[i]]
-        acc = np.zeros(_NF_LANES, dtype=G.dtype)
-        cnt = np.zeros(_NF_LANES, dtype=np.int32)
+        acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)
+        cnt = np.zeros(NONFINITE_LANES, dtype=np.int32)
         large = 0
-        for j0 in range(0, d, _NF_CHUNK):
-            j1 = min(d, j0 + _NF_CHUNK)
+        for j0 in range(0, d, NONFINITE_CHUNK):
+            j1 = min(d, j0 + NONFINITE_CHUNK)
             if _chunk_nonfinite(row, j0, j1, acc):
                 out[i] = 1
                 break
             if bounded:
                 large += _chunk_large(row, j0, j1, bound, cnt)
         if out[i] == 0:
-            for k in range(_NF_LANES):
+            for k in range(NONFINITE_LANES):
                 large += cnt[k]
             if large > 0:
                 out[i] = 2
     return out
 
 
-_ROW_BLOCK = ROW_BLOCK  # columns per block when parallelising over (row, column-block) pairs
-_LANES = 64  # independent float64 partial sums of squares: a loop of 64 independent lanes is
-# vectorised by LLVM's loop vectoriser (AVX2: 4 doubles per register) without fast-math flags; 8
-# lanes are fully unrolled first and then stay scalar (checked with inspect_asm: no vmulpd)
-
-
 @nb.njit(cache=True, nogil=True, inline="always")
-def _sq_sum_lanes(G, i, j0, j1, part):
-    """Add ``G[i, j]^2`` (float64) for j in [j0, j1) to the lane sums ``part`` (``_LANES`` of
+def sq_sum_lanes(G, i, j0, j1, part):
+    """Add ``G[i, j]^2`` (float64) for j in [j0, j1) to the lane sums ``part`` (``SQ_SUM_LANES`` of
     them); the columns past the last full group of lanes are returned as a separate scalar sum."""
     j = j0
-    while j + _LANES <= j1:
-        for t in range(_LANES):
+    while j + SQ_SUM_LANES <= j1:
+        for t in range(SQ_SUM_LANES):
             v = np.float64(G[i, j + t])
             part[t] += v * v
-        j += _LANES
+        j += SQ_SUM_LANES
     s = 0.0
     while j < j1:
         v = np.float64(G[i, j])
@@ -121,30 +127,30 @@ def _sq_sum_lanes(G, i, j0, j1, part):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _sq_sum(G, i, j0, j1):
-    """sum_{j0 <= j < j1} G[i, j]^2 in float64 with _LANES interleaved partial sums."""
-    acc = np.zeros(_LANES, dtype=np.float64)
-    s = _sq_sum_lanes(G, i, j0, j1, acc)
-    for lane in range(_LANES):
+    """sum_{j0 <= j < j1} G[i, j]^2 in float64 with SQ_SUM_LANES interleaved partial sums."""
+    acc = np.zeros(SQ_SUM_LANES, dtype=np.float64)
+    s = sq_sum_lanes(G, i, j0, j1, acc)
+    for lane in range(SQ_SUM_LANES):
         s += acc[lane]
     return s
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _sq_diff_sum(G, i, z, j0, j1):
-    """sum_{j0 <= j < j1} (G[i, j] - z[j])^2 in float64 with _LANES interleaved partial sums."""
-    acc = np.zeros(_LANES, dtype=np.float64)
+    """sum_{j0 <= j < j1} (G[i, j] - z[j])^2 in float64 with SQ_SUM_LANES interleaved partial sums."""
+    acc = np.zeros(SQ_SUM_LANES, dtype=np.float64)
     j = j0
-    while j + _LANES <= j1:
-        for lane in range(_LANES):
+    while j + SQ_SUM_LANES <= j1:
+        for lane in range(SQ_SUM_LANES):
             v = np.float64(G[i, j + lane]) - z[j + lane]
             acc[lane] += v * v
-        j += _LANES
+        j += SQ_SUM_LANES
     s = 0.0
     while j < j1:
         v = np.float64(G[i, j]) - z[j]
         s += v * v
         j += 1
-    for lane in range(_LANES):
+    for lane in range(SQ_SUM_LANES):
         s += acc[lane]
     return s
 
@@ -158,14 +164,14 @@ def row_sq_norms(G, rows):
     """
     m = rows.size
     d = G.shape[1]
-    nb_ = (d + _ROW_BLOCK - 1) // _ROW_BLOCK
+    nb_ = (d + ROW_BLOCK - 1) // ROW_BLOCK
     part = np.zeros((m, nb_), dtype=np.float64)
     for t in nb.prange(m * nb_):
         r = t // nb_
         b = t - r * nb_
         i = rows[r]
-        j0 = b * _ROW_BLOCK
-        j1 = min(d, j0 + _ROW_BLOCK)
+        j0 = b * ROW_BLOCK
+        j1 = min(d, j0 + ROW_BLOCK)
         part[r, b] = _sq_sum(G, i, j0, j1)
     out = np.zeros(m, dtype=np.float64)
     for r in range(m):
@@ -190,14 +196,14 @@ def row_sq_distances_to(G, rows, z):
     """
     m = rows.size
     d = G.shape[1]
-    nb_ = (d + _ROW_BLOCK - 1) // _ROW_BLOCK
+    nb_ = (d + ROW_BLOCK - 1) // ROW_BLOCK
     part = np.zeros((m, nb_), dtype=np.float64)
     for t in nb.prange(m * nb_):
         r = t // nb_
         b = t - r * nb_
         i = rows[r]
-        j0 = b * _ROW_BLOCK
-        j1 = min(d, j0 + _ROW_BLOCK)
+        j0 = b * ROW_BLOCK
+        j1 = min(d, j0 + ROW_BLOCK)
         part[r, b] = _sq_diff_sum(G, i, z, j0, j1)
     out = np.zeros(m, dtype=np.float64)
     for r in range(m):
@@ -233,9 +239,6 @@ def clip_rows(G, rows, threshold):
     return out
 
 
-_GATHER_BLOCK = 8192  # columns per block in the fused scan-and-gather pass
-
-
 @nb.njit(cache=True, parallel=True, nogil=True)
 def nonfinite_rows_and_gather(G, coords):
     """One streaming pass over G: the non-finite mask of ``nonfinite_rows`` and the sampled
@@ -253,9 +256,9 @@ def nonfinite_rows_and_gather(G, coords):
     for i in nb.prange(n):
         row = G[i]
         ptr = np.zeros(T, dtype=np.int64)
-        acc = np.zeros(_NF_LANES, dtype=G.dtype)
-        for j0 in range(0, d, _GATHER_BLOCK):
-            j1 = min(d, j0 + _GATHER_BLOCK)
+        acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)
+        for j0 in range(0, d, GATHER_BLOCK):
+            j1 = min(d, j0 + GATHER_BLOCK)
             if not bad[i] and _chunk_nonfinite(row, j0, j1, acc):
                 bad[i] = True
             for t in range(T):

@@ -7,7 +7,7 @@ One pass over G computes every row's L2 norm (float64, 64 interleaved partial su
 vectorises without fast-math flags) and, while each block of columns is in L1, counts the
 positive / zero / negative entries at the sampled coordinates that fall in that block (read
 through their uint16 offsets in the block). The second pass (the clipped mean of the kept rows)
-is the shared ``scaled_column_sum`` of ``_coordinate``.
+is the shared ``scaled_column_sum`` of ``_columns``.
 """
 
 from __future__ import annotations
@@ -16,43 +16,53 @@ import numba as nb
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .._thresholds import SIGN_BLOCK
-from ._coordinate import median_of
-from ._rows import _LANES, _sq_sum_lanes  # the lane sums of squares (vectorised, fixed order)
+from .._thresholds import SIGN_BLOCK, SQ_SUM_LANES
+from ._rows import sq_sum_lanes  # the lane sums of squares (vectorised, fixed order)
+from ._select import median_of
 
-_BLOCK = SIGN_BLOCK  # columns per block (below 2^16: a coordinate's offset in its block is a uint16)
+__all__ = [
+    "cosines_in_place",
+    "dots_with",
+    "floyd_draws",
+    "floyd_sample",
+    "gram_and_sq_distances",
+    "norms_and_sign_counts",
+    "norms_signs_and_similarity",
+    "offdiag_row_medians",
+    "sq_norm",
+]
 
 
 @nb.njit(cache=True, nogil=True)
 def sq_norm(x):
-    """``sum_j x[j]^2`` of a 1-D array in float64 (``_LANES`` partial sums; no BLAS call, whose
+    """``sum_j x[j]^2`` of a 1-D array in float64 (``SQ_SUM_LANES`` partial sums; no BLAS call, whose
     spinning worker threads would compete with Numba's on a busy machine)."""
-    part = np.zeros(_LANES, dtype=np.float64)
+    part = np.zeros(SQ_SUM_LANES, dtype=np.float64)
     d = x.size
     j = 0
-    while j + _LANES <= d:
-        for t in range(_LANES):
+    while j + SQ_SUM_LANES <= d:
+        for t in range(SQ_SUM_LANES):
             v = np.float64(x[j + t])
             part[t] += v * v
-        j += _LANES
+        j += SQ_SUM_LANES
     s = 0.0
     while j < d:
         v = np.float64(x[j])
         s += v * v
         j += 1
-    for t in range(_LANES):
+    for t in range(SQ_SUM_LANES):
         s += part[t]
     return s
 
 
 @nb.njit(cache=True, nogil=True)
 def _block_starts(coords, d):
-    """``starts[b]`` = index in the sorted ``coords`` of the first coordinate >= b * _BLOCK."""
-    n_blocks = (d + _BLOCK - 1) // _BLOCK
+    """``starts[b]`` = index in the sorted ``coords`` of the first coordinate >= b * SIGN_BLOCK."""
+    n_blocks = (d + SIGN_BLOCK - 1) // SIGN_BLOCK
     starts = np.empty(n_blocks + 1, dtype=np.int64)
     c = 0
     for b in range(n_blocks):
-        j0 = b * _BLOCK
+        j0 = b * SIGN_BLOCK
         while c < coords.size and coords[c] < j0:
             c += 1
         starts[b] = c
@@ -62,13 +72,13 @@ def _block_starts(coords, d):
 
 @nb.njit(cache=True, nogil=True)
 def _block_offsets(coords, starts):
-    """Each sampled coordinate's offset in its block of ``_BLOCK`` columns, as uint16: every
+    """Each sampled coordinate's offset in its block of ``SIGN_BLOCK`` columns, as uint16: every
     row's sweep reads these, and at a quarter of the int64 indices' bytes they stay in L2 (at
     d = 10^6 the 800 KB of indices came from L3 for each row; the sign counts took ~1.5 ms less
     of the pass's ~12 ms at n = 50, two threads)."""
     offs = np.empty(coords.size, dtype=np.uint16)
     for b in range(starts.size - 1):
-        j0 = b * _BLOCK
+        j0 = b * SIGN_BLOCK
         for c in range(starts[b], starts[b + 1]):
             offs[c] = coords[c] - j0
     return offs
@@ -157,8 +167,8 @@ def norms_and_sign_counts(G, rows, coords):
     ``coords`` must be sorted ascending (int64) and lie in [0, d). Returns ``norms`` (float64,
     len(rows)) and ``counts`` (int64, (len(rows), 3)) holding the numbers of positive, zero and
     negative entries at ``coords``. One pass over G, parallel over rows: each row is read in
-    blocks of ``_BLOCK`` columns; the squares of a block are accumulated in float64 in
-    ``_LANES`` interleaved partial sums (a fixed, deterministic order, whatever the thread
+    blocks of ``SIGN_BLOCK`` columns; the squares of a block are accumulated in float64 in
+    ``SQ_SUM_LANES`` interleaved partial sums (a fixed, deterministic order, whatever the thread
     count), then the signs of the sampled coordinates inside the block are counted while the
     block is in L1. A row holding NaN/Inf gets a non-finite norm.
     """
@@ -172,18 +182,18 @@ def norms_and_sign_counts(G, rows, coords):
     counts = np.zeros((m, 3), dtype=np.int64)
     for r in nb.prange(m):
         i = rows[r]
-        part = np.zeros(_LANES, dtype=np.float64)
+        part = np.zeros(SQ_SUM_LANES, dtype=np.float64)
         tail = 0.0
         pos = 0
         neg = 0
         for b in range(n_blocks):
-            j0 = b * _BLOCK
-            tail += _sq_sum_lanes(G, i, j0, min(d, j0 + _BLOCK), part)
+            j0 = b * SIGN_BLOCK
+            tail += sq_sum_lanes(G, i, j0, min(d, j0 + SIGN_BLOCK), part)
             p_, n_ = _sign_counts(G, i, j0, offs, starts[b], starts[b + 1])
             pos += p_
             neg += n_
         acc = 0.0
-        for t in range(_LANES):
+        for t in range(SQ_SUM_LANES):
             acc += part[t]
         norms[r] = np.sqrt(acc + tail)
         counts[r, 0] = pos
@@ -194,25 +204,25 @@ def norms_and_sign_counts(G, rows, coords):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _sums2_lanes(G, i, ref, j0, j1, part, part2, distance):
-    """Add the squares of ``G[i, j0:j1]`` to the lane sums ``part`` (``_LANES`` of them) and,
+    """Add the squares of ``G[i, j0:j1]`` to the lane sums ``part`` (``SQ_SUM_LANES`` of them) and,
     to ``part2``, their products with ``ref`` or (``distance``) their squared differences from
     it; the columns past the last full group of lanes are returned as two scalar sums."""
     j = j0
     # two lane loops per step (the 64 values are in L1 for the second): one loop updating
     # both sets of lanes kept 32 vector accumulators live, which LLVM spilled and shuffled
     # (1.5x slower); each lane still adds its columns in the same order
-    while j + _LANES <= j1:
-        for t in range(_LANES):
+    while j + SQ_SUM_LANES <= j1:
+        for t in range(SQ_SUM_LANES):
             v = np.float64(G[i, j + t])
             part[t] += v * v
         if distance:
-            for t in range(_LANES):
+            for t in range(SQ_SUM_LANES):
                 diff = np.float64(G[i, j + t]) - np.float64(ref[j + t])
                 part2[t] += diff * diff
         else:
-            for t in range(_LANES):
+            for t in range(SQ_SUM_LANES):
                 part2[t] += np.float64(G[i, j + t]) * np.float64(ref[j + t])
-        j += _LANES
+        j += SQ_SUM_LANES
     tn = 0.0
     ta = 0.0
     while j < j1:
@@ -235,7 +245,7 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
 
     Returns ``norms``, ``counts`` (as ``norms_and_sign_counts``: the same values) and ``sims``:
     ``<g_r, ref>``, or with ``distance`` ``|g_r - ref|^2`` (summed directly: no cancellation),
-    float64 sums in ``_LANES`` interleaved partial sums per row. Parallel over groups of
+    float64 sums in ``SQ_SUM_LANES`` interleaved partial sums per row. Parallel over groups of
     ``group`` rows; each row sweeps the column blocks on its own (the reference stays in L3
     for the other rows) with its two sets of lane sums in separate arrays (one 2-D array per
     group kept LLVM from vectorising cleanly: 1.5x slower). Each row's sums are added in the
@@ -255,15 +265,15 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
     for g in nb.prange(n_groups):
         for r in range(g * group, min(m, (g + 1) * group)):
             i = rows[r]
-            pn = np.zeros(_LANES, dtype=np.float64)
-            pa = np.zeros(_LANES, dtype=np.float64)
+            pn = np.zeros(SQ_SUM_LANES, dtype=np.float64)
+            pa = np.zeros(SQ_SUM_LANES, dtype=np.float64)
             tn = 0.0
             ta = 0.0
             pos = 0
             neg = 0
             for b in range(n_blocks):
-                j0 = b * _BLOCK
-                j1 = min(d, j0 + _BLOCK)
+                j0 = b * SIGN_BLOCK
+                j1 = min(d, j0 + SIGN_BLOCK)
                 a, c = _sums2_lanes(G, i, ref, j0, j1, pn, pa, distance)
                 tn += a
                 ta += c
@@ -272,7 +282,7 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
                 neg += n_
             an = 0.0
             aa = 0.0
-            for t in range(_LANES):
+            for t in range(SQ_SUM_LANES):
                 an += pn[t]
                 aa += pa[t]
             norms[r] = np.sqrt(an + tn)
@@ -287,7 +297,7 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
 def dots_with(G, rows, ref):
     """``<G[rows[r]], ref>`` and ``|G[rows[r]] - ref|^2`` per row, in float64 (``ref`` float64).
 
-    Parallel over rows; each accumulated in ``_LANES`` interleaved partial sums (vectorised,
+    Parallel over rows; each accumulated in ``SQ_SUM_LANES`` interleaved partial sums (vectorised,
     deterministic order)."""
     m = rows.size
     d = G.shape[1]
@@ -295,17 +305,17 @@ def dots_with(G, rows, ref):
     sq = np.empty(m, dtype=np.float64)
     for r in nb.prange(m):
         i = rows[r]
-        pa = np.zeros(_LANES, dtype=np.float64)
-        ps = np.zeros(_LANES, dtype=np.float64)
+        pa = np.zeros(SQ_SUM_LANES, dtype=np.float64)
+        ps = np.zeros(SQ_SUM_LANES, dtype=np.float64)
         j = 0
-        while j + _LANES <= d:
-            for t in range(_LANES):
+        while j + SQ_SUM_LANES <= d:
+            for t in range(SQ_SUM_LANES):
                 v = np.float64(G[i, j + t])
                 w = np.float64(ref[j + t])
                 pa[t] += v * w
                 diff = v - w
                 ps[t] += diff * diff
-            j += _LANES
+            j += SQ_SUM_LANES
         a = 0.0
         s = 0.0
         while j < d:
@@ -315,7 +325,7 @@ def dots_with(G, rows, ref):
             diff = v - w
             s += diff * diff
             j += 1
-        for t in range(_LANES):
+        for t in range(SQ_SUM_LANES):
             a += pa[t]
             s += ps[t]
         dots[r] = a
@@ -333,14 +343,14 @@ def gram_and_sq_distances(G, rows):
     """
     m = rows.size
     d = G.shape[1]
-    n_blocks = (d + _BLOCK - 1) // _BLOCK
+    n_blocks = (d + SIGN_BLOCK - 1) // SIGN_BLOCK
     n_groups = max(1, min(n_blocks, 8, (1 << 25) // (16 * m * m)))
     partial_dot = np.zeros((n_groups, m, m), dtype=np.float64)
     partial_sq = np.zeros((n_groups, m, m), dtype=np.float64)
     for g in nb.prange(n_groups):
         for b in range(g, n_blocks, n_groups):
-            j0 = b * _BLOCK
-            j1 = min(d, j0 + _BLOCK)
+            j0 = b * SIGN_BLOCK
+            j1 = min(d, j0 + SIGN_BLOCK)
             for a in range(m):
                 ia = rows[a]
                 for c in range(a, m):

@@ -285,7 +285,6 @@ def clipped_clustering(
     from scipy.spatial.distance import squareform
 
     from .. import kernels as _kernels
-    from ..kernels import _field as _field_kernels
 
     rule = "clipped_clustering"
     if threshold is not None:
@@ -297,7 +296,7 @@ def clipped_clustering(
     scales = np.ones(m)
     big = norms > tau
     scales[big] = tau / norms[big]
-    D2 = _field_kernels.sq_distances(p.G, p.rows)
+    D2 = _kernels.sq_distances(p.G, p.rows)
     nz = norms > 0
     cosd = np.ones((m, m))
     denom = 2.0 * np.outer(norms, norms)

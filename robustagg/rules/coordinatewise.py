@@ -191,7 +191,7 @@ def meamed(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool 
         nonfinite=nonfinite,
         return_info=return_info,
     )
-    from ..kernels._field import column_mean_around_median
+    from ..kernels import column_mean_around_median
 
     result = column_mean_around_median(p.G, p.rows, p.m - p.f_eff)
     return p.finish(result, return_info=return_info)

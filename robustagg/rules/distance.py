@@ -220,7 +220,7 @@ def bulyan(
     E. M. El Mhamdi, R. Guerraoui, S. Rouault. *The Hidden Vulnerability of Distributed Learning
     in Byzantium*. ICML 2018.
     """
-    from ..kernels._distance import repeated_krum
+    from ..kernels import repeated_krum
 
     kw = dict(
         f=f, min_n=lambda f: 4 * f + 3, bound="n >= 4f + 3", nonfinite=nonfinite, return_info=return_info

@@ -33,7 +33,6 @@ from .._registry import PREAGGREGATORS, RULES, call_with_supported, register_pre
 from .._validation import check_int, check_real, check_rng, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
-_field = LazyModule("robustagg.kernels._field", globals(), "_field")
 
 __all__ = ["arc", "bucketing", "clipping", "nnm", "pipeline"]
 
@@ -164,11 +163,11 @@ def nnm(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
         return_info=return_info,
     )
     m, k = p.m, p.m - p.f_eff
-    D2 = _field.sq_distances(p.G, p.rows)
+    D2 = kernels.sq_distances(p.G, p.rows)
     neighbors = _nearest(D2, k)
     W = np.zeros((m, m), dtype=np.float64)
     np.put_along_axis(W, neighbors, 1.0 / k, axis=1)
-    out = _field.mix_rows(p.G, p.rows, W)
+    out = kernels.mix_rows(p.G, p.rows, W)
     info = None
     if return_info:
         full = np.full((p.n, p.n), np.nan)
@@ -233,7 +232,7 @@ def bucketing(
     perm = generator.permutation(p.m)
     members = p.rows[perm].astype(np.int64)
     offsets = np.append(np.arange(0, p.m, s, dtype=np.int64), np.int64(p.m))
-    out = _field.group_means(p.G, members, offsets)
+    out = kernels.group_means(p.G, members, offsets)
     info = None
     if return_info:
         buckets = [members[offsets[k] : offsets[k + 1]] for k in range(offsets.size - 1)]

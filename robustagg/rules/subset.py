@@ -24,7 +24,6 @@ from .._thresholds import CAF_LANCZOS_MIN_ROWS
 from .._validation import check_int, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
-_field = LazyModule("robustagg.kernels._field", globals(), "_field")
 
 __all__ = ["caf", "mda", "monna", "smea"]
 
@@ -33,7 +32,7 @@ _BOUND = dict(min_n=lambda f: 2 * f + 1, bound="n > 2f")
 
 def _subset_mean(p, chosen: np.ndarray) -> np.ndarray:
     members = p.rows[chosen].astype(np.int64)
-    return _field.group_means(p.G, members, np.array([0, members.size], dtype=np.int64))[0]
+    return kernels.group_means(p.G, members, np.array([0, members.size], dtype=np.int64))[0]
 
 
 def _check_size(rule: str, m: int, f: int, max_subsets: int) -> int:
@@ -114,16 +113,16 @@ def mda(
             f"{rule}: the exact search examines up to min(2^f, C(n, f)) = {leaves:.3g} subsets for n={m}, "
             f"f={fe}, more than max_subsets={max_subsets:.3g}; use a smaller f, or raise max_subsets knowingly"
         )
-    D = np.sqrt(_field.sq_distances(p.G, p.rows))
+    D = np.sqrt(kernels.sq_distances(p.G, p.rows))
     iu, ju = np.triu_indices(m, k=1)
     dist = D[iu, ju]
     order = np.lexsort((ju, iu, -dist))  # decreasing distance, then increasing (i, j)
-    chosen, diameter, nodes = _field.subset_min_diameter(
+    chosen, diameter, nodes = kernels.subset_min_diameter(
         iu[order].astype(np.int64), ju[order].astype(np.int64), dist[order], m, fe
     )
     # ties in the diameter are common (it is set by one pair, shared by several subsets): take
     # the lexicographically first subset of that diameter, as an exhaustive scan would
-    first, found = _field.first_subset_within(D, diameter, m - fe, 200 * m * (fe + 1))
+    first, found = kernels.first_subset_within(D, diameter, m - fe, 200 * m * (fe + 1))
     if found:
         chosen = first
     out = _subset_mean(p, chosen)
@@ -198,7 +197,7 @@ def monna(
     m, keep = p.m, p.m - p.f_eff
     ref_index = -1
     if reference is None:
-        D2 = _field.sq_distances(p.G, p.rows)
+        D2 = kernels.sq_distances(p.G, p.rows)
         D = np.sqrt(D2)
         pos = _medoid(D, D2)
         ref_index = int(p.rows[pos])
@@ -279,7 +278,7 @@ def _caf_filter_scaled(D2: np.ndarray, m: int, fe: int) -> tuple[float, np.ndarr
     while first or c.sum() > m - 2 * fe:
         first = False
         total = c.sum()
-        Kc = _field.centered_gram_from_sq_distances(D2, c)
+        Kc = kernels.centered_gram_from_sq_distances(D2, c)
         sq = np.sqrt(c)
         M = sq[:, None] * Kc * sq[None, :] / total
         lam, u = _top_eigenpair(M, u)
@@ -345,7 +344,7 @@ def caf(grads: Any, f: int, *, nonfinite: str = "exclude", return_info: bool = F
     rule = "caf"
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
     m, fe = p.m, p.f_eff
-    D2 = _field.sq_distances(p.G, p.rows)
+    D2 = kernels.sq_distances(p.G, p.rows)
     with blas_single_thread():  # n x n work only: BLAS threads add contention, not speed
         best, best_c, eigenvalues = _caf_filter(D2, m, fe)
     out = kernels.weighted_column_sum(p.G, p.rows, best_c / best_c.sum())
@@ -411,8 +410,8 @@ def smea(
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
     m, fe = p.m, p.f_eff
     count = _check_size(rule, m, fe, max_subsets)
-    K = _field.centered_gram_from_sq_distances(_field.sq_distances(p.G, p.rows))
-    chosen, lam = _field.subset_min_max_eigenvalue(K, m - fe)
+    K = kernels.centered_gram_from_sq_distances(kernels.sq_distances(p.G, p.rows))
+    chosen, lam = kernels.subset_min_max_eigenvalue(K, m - fe)
     out = _subset_mean(p, chosen)
     info = None
     if return_info:
