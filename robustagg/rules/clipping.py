@@ -10,26 +10,39 @@ import numpy as np
 
 from .._array import to_numpy
 from .._lazy import LazyModule
+from .._params import BOOLEAN, NONFINITE, Integer, Optional, Real, Vector, check_params
 from .._registry import register_rule
-from .._validation import NONFINITE_POLICIES, check_choice, check_int, check_real, prepare
+from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["CenteredClipping", "centered_clipping", "clipped_clustering"]
 
 
-def _center_vector(center: Any, d: int, rule: str) -> np.ndarray:
-    if center is None:
+# The options, declared once (robustagg._params); the stateful CenteredClipping checks its own
+# (all but return_info) with the same table at construction. ``nonfinite`` and ``return_info`` of
+# a call are checked by ``prepare``.
+_CENTERED_CLIPPING = {
+    "center": Optional(Vector()),
+    "tau": Real(low=0.0, low_open=True),
+    "n_iters": Integer(low=1),
+    "nonfinite": NONFINITE,
+    "return_info": BOOLEAN,
+}
+_CLIPPED_CLUSTERING = {"threshold": Optional(Real(low=0.0)), "nonfinite": NONFINITE, "return_info": BOOLEAN}
+_TABLES = {  # by rule
+    "centered_clipping": _CENTERED_CLIPPING,
+    "CenteredClipping": _CENTERED_CLIPPING,
+    "clipped_clustering": _CLIPPED_CLUSTERING,
+}
+
+
+def _own_center(checked: np.ndarray | None, given: Any, d: int) -> np.ndarray:
+    """The starting centre as a float64 array of the rule's own: zeros for ``None``, else the
+    checked vector, copied when it is (a view of) the caller's memory."""
+    if checked is None:
         return np.zeros(d, dtype=np.float64)
-    c, _ = to_numpy(center, rule=rule, name="center", ndim=1)
-    if c.shape[0] != d:
-        raise ValueError(
-            f"{rule}: argument 'center' must have length d={d} (the gradients' length), got {c.shape[0]}"
-        )
-    c = c.astype(np.float64)
-    if not np.all(np.isfinite(c)):
-        raise ValueError(f"{rule}: argument 'center' holds NaN or Inf; it must be finite")
-    return c
+    return checked.copy() if checked is given or checked.base is not None else checked
 
 
 def _run(p, v: np.ndarray, tau: float, n_iters: int):
@@ -99,11 +112,10 @@ def centered_clipping(
     Optimization", ICML 2021.
     """
     rule = "centered_clipping"
-    tau = check_real(tau, rule=rule, name="tau", low=0.0, low_open=True)
-    n_iters = check_int(n_iters, rule=rule, name="n_iters", low=1)
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
-    v0 = _center_vector(center, p.d, rule)
-    v, scales, dist = _run(p, v0, tau, n_iters)
+    opts = check_params(rule, _CENTERED_CLIPPING, d=p.d, tau=tau, n_iters=n_iters, center=center)
+    v0 = _own_center(opts["center"], center, p.d)
+    v, scales, dist = _run(p, v0, opts["tau"], opts["n_iters"])
     info = None
     if return_info:
         info = p.diagnostics(
@@ -161,14 +173,16 @@ class CenteredClipping:
 
     def __init__(self, tau: float = 10.0, n_iters: int = 5, center: Any = None, nonfinite: str = "exclude"):
         rule = self._RULE
-        self.tau = check_real(tau, rule=rule, name="tau", low=0.0, low_open=True)
-        self.n_iters = check_int(n_iters, rule=rule, name="n_iters", low=1)
-        self.nonfinite = check_choice(nonfinite, NONFINITE_POLICIES, rule=rule, name="nonfinite")
-        if center is None:
-            self.center = None
-        else:
-            c, _ = to_numpy(center, rule=rule, name="center", ndim=1)
-            self.center = _center_vector(c, c.shape[0], rule)  # a float64 copy, never the caller's memory
+        c = d = None
+        if center is not None:  # the centre given fixes d
+            c = to_numpy(center, rule=rule, name="center", ndim=1)[0]
+            d = c.shape[0]
+        opts = check_params(
+            rule, _CENTERED_CLIPPING, d=d, tau=tau, n_iters=n_iters, nonfinite=nonfinite, center=c
+        )
+        self.tau, self.n_iters, self.nonfinite = opts["tau"], opts["n_iters"], opts["nonfinite"]
+        # float64, never the caller's memory
+        self.center = None if c is None else _own_center(opts["center"], center, d)
         self._from_construction = center is not None
         self._lock = threading.Lock()
 
@@ -287,8 +301,7 @@ def clipped_clustering(
     from .. import kernels as _kernels
 
     rule = "clipped_clustering"
-    if threshold is not None:
-        threshold = check_real(threshold, rule=rule, name="threshold", low=0.0)
+    threshold = check_params(rule, _CLIPPED_CLUSTERING, threshold=threshold)["threshold"]
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     m = p.m
     norms = _kernels.row_norms(p.G, p.rows)

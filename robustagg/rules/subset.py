@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .._array import to_numpy
 from .._lazy import LazyModule
+from .._params import BOOLEAN, FAULTS, NONFINITE, Constraint, Integer, Optional, Vector, check_params
 from .._registry import register_rule
 from .._threads import blas_single_thread
 from .._thresholds import CAF_LANCZOS_MIN_ROWS
@@ -28,6 +28,31 @@ kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at t
 __all__ = ["caf", "mda", "monna", "smea"]
 
 _BOUND = dict(min_n=lambda f: 2 * f + 1, bound="n > 2f")
+
+
+class _RowOrVector(Constraint):
+    """MoNNA's reference: a row index (an integer, bool refused; its bound n - 1 is checked once
+    n is known) or a finite vector of length d."""
+
+    row = Integer(low=0)
+    vector = Vector()
+
+    def check(self, value: Any, *, rule: str, name: str, d: int | None = None) -> Any:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return self.row.check(value, rule=rule, name=name)
+        return self.vector.check(value, rule=rule, name=name, d=d)
+
+    def describe(self) -> str:
+        return "a row index in [0, n - 1] or a finite vector of length d"
+
+
+# The options of the rules here, declared once (robustagg._params): ``nonfinite`` and
+# ``return_info`` are checked by ``prepare``, ``f`` by ``check_f`` against the bound n > 2f.
+_OPTIONS = {"f": FAULTS, "nonfinite": NONFINITE, "return_info": BOOLEAN}
+_MDA = {"max_subsets": Integer(low=1), **_OPTIONS}
+_MONNA = {"reference": Optional(_RowOrVector()), **_OPTIONS}
+_SMEA = _MDA
+_TABLES = {"mda": _MDA, "monna": _MONNA, "caf": _OPTIONS, "smea": _SMEA}  # by rule
 
 
 def _subset_mean(p, chosen: np.ndarray) -> np.ndarray:
@@ -104,7 +129,7 @@ def mda(
     Machine Learning", PODC 2020.
     """
     rule = "mda"
-    max_subsets = check_int(max_subsets, rule=rule, name="max_subsets", low=1)
+    max_subsets = check_params(rule, _MDA, max_subsets=max_subsets)["max_subsets"]
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
     m, fe = p.m, p.f_eff
     leaves = min(2**fe, math.comb(m, fe))
@@ -194,6 +219,7 @@ def monna(
     """
     rule = "monna"
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
+    reference = check_params(rule, _MONNA, d=p.d, reference=reference)["reference"]
     m, keep = p.m, p.m - p.f_eff
     ref_index = -1
     if reference is None:
@@ -202,20 +228,14 @@ def monna(
         pos = _medoid(D, D2)
         ref_index = int(p.rows[pos])
         dist = D[pos]
-    elif isinstance(reference, (int, np.integer)) and not isinstance(reference, (bool, np.bool_)):
-        ref_index = check_int(reference, rule=rule, name="reference", low=0, high=p.n - 1)
+    elif isinstance(reference, int):  # a row index (checked >= 0; its bound needs n)
+        ref_index = check_int(reference, rule=rule, name="reference", high=p.n - 1)
         if p.nonfinite[ref_index]:
             raise ValueError(f"{rule}: the reference row {ref_index} holds NaN or Inf")
         center = p.G[ref_index].astype(np.float64)
         dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, center))
-    else:
-        vec, _ = to_numpy(reference, rule=rule, name="reference", ndim=1)
-        if vec.shape[0] != p.d:
-            raise ValueError(f"{rule}: argument 'reference' must have length d={p.d}, got {vec.shape[0]}")
-        vec = vec.astype(np.float64)
-        if not np.all(np.isfinite(vec)):
-            raise ValueError(f"{rule}: argument 'reference' holds NaN or Inf")
-        dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, vec))
+    else:  # a finite float64 vector of length d
+        dist = np.sqrt(kernels.row_sq_distances_to(p.G, p.rows, reference))
     order = np.argsort(dist, kind="stable")
     if ref_index >= 0:  # the reference row itself always belongs to its neighbourhood
         pos = int(np.flatnonzero(p.rows == ref_index)[0])
@@ -406,7 +426,7 @@ def smea(
     Trilemma in Distributed Learning", ICML 2023.
     """
     rule = "smea"
-    max_subsets = check_int(max_subsets, rule=rule, name="max_subsets", low=1)
+    max_subsets = check_params(rule, _SMEA, max_subsets=max_subsets)["max_subsets"]
     p = prepare(rule, grads, f=f, nonfinite=nonfinite, return_info=return_info, **_BOUND)
     m, fe = p.m, p.f_eff
     count = _check_size(rule, m, fe, max_subsets)

@@ -6,14 +6,19 @@ from typing import Any
 
 import numpy as np
 
-from .._array import to_numpy
 from .._lazy import LazyModule
+from .._params import BOOLEAN, NONFINITE, Vector, check_params
 from .._registry import register_rule
 from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["fltrust"]
+
+# FLTrust's options, declared once (robustagg._params); ``nonfinite`` and ``return_info`` are
+# checked by ``prepare``. The root gradient is required (a TypeError names it when missing).
+_FLTRUST = {"root_gradient": Vector(), "nonfinite": NONFINITE, "return_info": BOOLEAN}
+_TABLES = {"fltrust": _FLTRUST}  # by rule
 
 
 def fltrust(
@@ -59,12 +64,7 @@ def fltrust(
         raise TypeError(
             f"{rule}: argument 'root_gradient' (the server's root-dataset gradient, shape (d,)) is required"
         )
-    g0, _ = to_numpy(root_gradient, rule=rule, name="root_gradient", ndim=1)
-    if g0.shape[0] != p.d:
-        raise ValueError(f"{rule}: argument 'root_gradient' must have length d={p.d}, got {g0.shape[0]}")
-    g0 = g0.astype(np.float64)
-    if not np.all(np.isfinite(g0)):
-        raise ValueError(f"{rule}: argument 'root_gradient' holds NaN or Inf; it must be finite")
+    g0 = check_params(rule, _FLTRUST, d=p.d, root_gradient=root_gradient)["root_gradient"]  # float64
     root_norm = float(np.linalg.norm(g0))
     norms = kernels.row_norms(p.G, p.rows)
     dots, _ = kernels.dots_with(p.G, p.rows, g0)
