@@ -15,11 +15,31 @@ from typing import Any
 import numpy as np
 
 from ._lazy import LazyModule
-from ._validation import check_int, check_real, check_rng
+from ._params import BOOLEAN, SEED, Integer, Optional, Real, check_params
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["estimate_bandwidth", "kmeans", "largest_cluster", "mean_shift"]
+
+# The options, declared once (robustagg._params); the features are checked by _features.
+_QUANTILE = Real(low=0.0, high=1.0)
+_ESTIMATE_BANDWIDTH = {"quantile": _QUANTILE}
+_MEAN_SHIFT = {
+    "bandwidth": Optional(Real(low=0.0)),
+    "bin_seeding": BOOLEAN,
+    "cluster_all": BOOLEAN,
+    "max_iter": Integer(low=0),
+    "return_centers": BOOLEAN,
+}
+_KMEANS = {
+    "k": Integer(low=1),
+    "rng": SEED,
+    "n_init": Integer(low=1),
+    "max_iter": Integer(low=1),
+    "tol": Real(low=0.0),
+    "return_centers": BOOLEAN,
+}
+_TABLES = {"estimate_bandwidth": _ESTIMATE_BANDWIDTH, "mean_shift": _MEAN_SHIFT, "kmeans": _KMEANS}  # by name
 
 
 def _features(features: Any, rule: str) -> np.ndarray:
@@ -64,7 +84,7 @@ def estimate_bandwidth(features: Any, quantile: float = 0.5) -> float:
         1e-8 instead of 0 for some exact duplicates).
     """
     X = _features(features, "estimate_bandwidth")
-    q = check_real(quantile, rule="estimate_bandwidth", name="quantile", low=0.0, high=1.0)
+    q = check_params("estimate_bandwidth", _ESTIMATE_BANDWIDTH, quantile=quantile)["quantile"]
     k = max(1, int(X.shape[0] * q))
     return float(kernels.estimate_bandwidth_kernel(X, k))
 
@@ -107,8 +127,10 @@ def mean_shift(
     bandwidth : float, optional
         Kernel radius; default :func:`estimate_bandwidth` with ``quantile=0.5`` (SignGuard's
         choice; scikit-learn's own default quantile is 0.3).
-    bin_seeding, cluster_all, max_iter
+    bin_seeding, cluster_all : bool
         As in scikit-learn; SignGuard uses ``bin_seeding=True, cluster_all=False``.
+    max_iter : int >= 0, default 300
+        As in scikit-learn.
     return_centers : bool, default False
         Also return the (n_clusters, p) centers, in label order.
 
@@ -127,19 +149,25 @@ def mean_shift(
     array([0, 0, 0, 1, 1])
     """
     X = _features(features, "mean_shift")
-    if bandwidth is None:
-        bw = estimate_bandwidth(X, 0.5)
-    else:
-        bw = check_real(bandwidth, rule="mean_shift", name="bandwidth", low=0.0)
-    max_iter = check_int(max_iter, rule="mean_shift", name="max_iter", low=0)
+    opts = check_params(
+        "mean_shift",
+        _MEAN_SHIFT,
+        bandwidth=bandwidth,
+        bin_seeding=bin_seeding,
+        cluster_all=cluster_all,
+        max_iter=max_iter,
+        return_centers=return_centers,
+    )
+    bw = estimate_bandwidth(X, 0.5) if opts["bandwidth"] is None else opts["bandwidth"]
+    max_iter = opts["max_iter"]
     n = X.shape[0]
     if bw == 0.0:
         labels = np.zeros(n, dtype=np.int64)
         centers = X.mean(axis=0, keepdims=True)
     else:
-        seeds = kernels.bin_seeds_kernel(X, bw) if bin_seeding else X
+        seeds = kernels.bin_seeds_kernel(X, bw) if opts["bin_seeding"] else X
         centers, counts = kernels.climb_seeds_kernel(X, seeds, bw, max_iter)
-        labels, centers = kernels.merge_centers_kernel(X, centers, counts, bw, bool(cluster_all))
+        labels, centers = kernels.merge_centers_kernel(X, centers, counts, bw, opts["cluster_all"])
     return (labels, centers) if return_centers else labels
 
 
@@ -166,8 +194,8 @@ def kmeans(
     rng : None, int or numpy.random.Generator
         Draws the k-means++ starts.
     n_init, max_iter, tol
-        Restarts, Lloyd iterations per run, and the total squared center shift below which a
-        run stops.
+        Restarts (>= 1), Lloyd iterations per run (>= 1), and the total squared center shift
+        below which a run stops (>= 0).
     return_centers : bool, default False
 
     Returns
@@ -178,11 +206,17 @@ def kmeans(
         Only with ``return_centers=True``.
     """
     X = _features(features, "kmeans")
-    k = check_int(k, rule="kmeans", name="k", low=1)
-    n_init = check_int(n_init, rule="kmeans", name="n_init", low=1)
-    max_iter = check_int(max_iter, rule="kmeans", name="max_iter", low=1)
-    tol = check_real(tol, rule="kmeans", name="tol", low=0.0)
-    gen = check_rng(rng, rule="kmeans")
+    opts = check_params(
+        "kmeans",
+        _KMEANS,
+        k=k,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        rng=rng,
+        return_centers=return_centers,
+    )
+    k, n_init, max_iter, tol, gen = opts["k"], opts["n_init"], opts["max_iter"], opts["tol"], opts["rng"]
     n_distinct = np.unique(X, axis=0).shape[0]
     k_eff = min(k, n_distinct)
     best = None

@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from .._lazy import LazyModule
+from .._params import BOOLEAN, FAULTS, NONFINITE
 from .._registry import register_rule
 from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["mean", "median", "trimmed_mean"]
+
+# The options of the rules here, declared once (robustagg._params): ``nonfinite`` and
+# ``return_info`` are checked by ``prepare``, ``f`` by ``check_f`` against the rule's bound on n.
+_OPTIONS = {"nonfinite": NONFINITE, "return_info": BOOLEAN}
+_WITH_F = {"f": FAULTS, **_OPTIONS}
+_TABLES = {"mean": _OPTIONS, "median": _OPTIONS, "trimmed_mean": _WITH_F, "meamed": _WITH_F}  # by rule
 
 
 def mean(grads: Any, *, nonfinite: str = "exclude", return_info: bool = False) -> Any:

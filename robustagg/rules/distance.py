@@ -19,13 +19,49 @@ from typing import Any
 
 import numpy as np
 
+from .._array import to_numpy
 from .._lazy import LazyModule
+from .._params import BOOLEAN, FAULTS, NONFINITE, Constraint, Integer, Optional, Real, check_params
 from .._registry import register_rule
-from .._validation import check_int, check_real, prepare
+from .._validation import check_int, prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["bulyan", "geometric_median", "krum", "multi_krum"]
+
+
+class _Weights(Constraint):
+    """Client weights: a finite, non-negative 1-D vector, as float64 (its length, n, is checked by
+    the rule once n is known)."""
+
+    def check(self, value: Any, *, rule: str, name: str, d: int | None = None) -> np.ndarray:
+        w, _ = to_numpy(value, rule=rule, name=name, ndim=1)
+        w = w.astype(np.float64)
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"{rule}: argument {name!r} must be finite and non-negative")
+        return w
+
+    def describe(self) -> str:
+        return "a finite non-negative vector of length n"
+
+
+# The options of the rules here, declared once (robustagg._params): ``nonfinite`` and
+# ``return_info`` are checked by ``prepare``, ``f`` by ``check_f`` against the rule's bound on n;
+# the upper bounds that depend on n (``neighbors`` <= n - 1, ``m`` <= n, ``weights`` of length n)
+# are checked once n is known.
+_OPTIONS = {"nonfinite": NONFINITE, "return_info": BOOLEAN}
+_NEIGHBORS = Optional(Integer(low=1))
+_KRUM = {"f": FAULTS, "neighbors": _NEIGHBORS, **_OPTIONS}
+_MULTI_KRUM = {"f": FAULTS, "m": Optional(Integer(low=1)), "neighbors": _NEIGHBORS, **_OPTIONS}
+_BULYAN = {"f": FAULTS, **_OPTIONS}
+_GEOMETRIC_MEDIAN = {
+    "weights": Optional(_Weights()),
+    "tol": Real(low=0.0, high=1.0, low_open=True, high_open=True),
+    "maxiter": Integer(low=1),
+    "eps": Real(low=0.0, low_open=True),
+    **_OPTIONS,
+}
+_TABLES = {"krum": _KRUM, "multi_krum": _MULTI_KRUM, "bulyan": _BULYAN, "geometric_median": _GEOMETRIC_MEDIAN}
 
 
 def _neighbours(m: int, f: int) -> int:
@@ -35,10 +71,9 @@ def _neighbours(m: int, f: int) -> int:
     return min(max(m - f - 2, 1), m - 1)
 
 
-def _check_neighbors(neighbors: Any, rule: str, n: int) -> int | None:
-    if neighbors is None:
-        return None
-    return check_int(neighbors, rule=rule, name="neighbors", low=1, high=max(n - 1, 1))
+def _at_most(value: int | None, high: int, *, rule: str, name: str) -> int | None:
+    """An option's upper bound that depends on n (its table declares the rest)."""
+    return None if value is None else check_int(value, rule=rule, name=name, high=high)
 
 
 def _finite_distances(p, rule: str, grads: Any, **kwargs: Any):
@@ -106,7 +141,8 @@ def krum(
         f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info
     )
     p = prepare("krum", grads, **kw)
-    neighbors = _check_neighbors(neighbors, "krum", p.n)
+    opts = check_params("krum", _KRUM, neighbors=neighbors)
+    neighbors = _at_most(opts["neighbors"], max(p.n - 1, 1), rule="krum", name="neighbors")
     p, D = _finite_distances(p, "krum", grads, **kw)
     k, scores = _krum_core(p, D, neighbors)
     best = int(np.argmin(scores))  # first minimum: ties go to the lowest index
@@ -162,8 +198,9 @@ def multi_krum(
         f=f, min_n=lambda f: 2 * f + 3, bound="n >= 2f + 3", nonfinite=nonfinite, return_info=return_info
     )
     p = prepare("multi_krum", grads, **kw)
-    neighbors = _check_neighbors(neighbors, "multi_krum", p.n)
-    m_arg = None if m is None else check_int(m, rule="multi_krum", name="m", low=1, high=p.n)
+    opts = check_params("multi_krum", _MULTI_KRUM, neighbors=neighbors, m=m)
+    neighbors = _at_most(opts["neighbors"], max(p.n - 1, 1), rule="multi_krum", name="neighbors")
+    m_arg = _at_most(opts["m"], p.n, rule="multi_krum", name="m")
     p, D = _finite_distances(p, "multi_krum", grads, **kw)
     m_sel = p.m - p.f_eff if m_arg is None else min(m_arg, p.m)
     m_sel = max(m_sel, 1)
@@ -319,19 +356,10 @@ def geometric_median(
     rule = "geometric_median"
     kw = dict(nonfinite=nonfinite, return_info=return_info)
     p = prepare(rule, grads, **kw)
-    tol = check_real(tol, rule=rule, name="tol", low=0.0, high=1.0, low_open=True, high_open=True)
-    maxiter = check_int(maxiter, rule=rule, name="maxiter", low=1)
-    eps = check_real(eps, rule=rule, name="eps", low=0.0, low_open=True)
-    wa = None
-    if weights is not None:
-        from .._array import to_numpy
-
-        wa, _ = to_numpy(weights, rule=rule, name="weights", ndim=1)
-        if wa.shape[0] != p.n:
-            raise ValueError(f"{rule}: argument 'weights' must have length n = {p.n}, got {wa.shape[0]}")
-        wa = wa.astype(np.float64)
-        if not np.all(np.isfinite(wa)) or np.any(wa < 0):
-            raise ValueError(f"{rule}: argument 'weights' must be finite and non-negative")
+    opts = check_params(rule, _GEOMETRIC_MEDIAN, weights=weights, tol=tol, maxiter=maxiter, eps=eps)
+    tol, maxiter, eps, wa = opts["tol"], opts["maxiter"], opts["eps"], opts["weights"]
+    if wa is not None and wa.shape[0] != p.n:
+        raise ValueError(f"{rule}: argument 'weights' must have length n = {p.n}, got {wa.shape[0]}")
     # One pass over G for D (which also proves the rows finite), one for the output.
     p, D = _finite_distances(p, rule, grads, **kw)
     if wa is None:

@@ -29,12 +29,29 @@ import numpy as np
 
 from .._diagnostics import Diagnostics
 from .._lazy import LazyModule
+from .._params import BOOLEAN, FAULTS, NONFINITE, SEED, Integer, Optional, Real, check_params
 from .._registry import PREAGGREGATORS, RULES, call_with_supported, register_preaggregator
-from .._validation import check_int, check_real, check_rng, prepare
+from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
 __all__ = ["arc", "bucketing", "clipping", "nnm", "pipeline"]
+
+# The options, declared once (robustagg._params): ``nonfinite`` and ``return_info`` are checked
+# by ``prepare``, ``f`` by ``check_f`` against the bound n > 2f; a composed rule (Pipeline) checks
+# its own call's options before running its steps.
+_OPTIONS = {"nonfinite": NONFINITE, "return_info": BOOLEAN}
+_CLIPPING = {"threshold": Optional(Real(low=0.0)), "quantile": Real(low=0.0, high=1.0), **_OPTIONS}
+_WITH_F = {"f": FAULTS, **_OPTIONS}
+_BUCKETING = {"s": Integer(low=1), "rng": SEED, **_OPTIONS}
+_PIPELINE = {"f": FAULTS, "rng": SEED, **_OPTIONS}
+_TABLES = {  # by rule; "pipeline" is the call of the rule pipeline() returns
+    "clipping": _CLIPPING,
+    "nnm": _WITH_F,
+    "bucketing": _BUCKETING,
+    "arc": _WITH_F,
+    "pipeline": _PIPELINE,
+}
 
 
 def _sources(p, groups_over_rows: np.ndarray) -> np.ndarray:
@@ -93,9 +110,8 @@ def clipping(
         library and dtype as ``grads``.
     """
     rule = "clipping"
-    quantile = check_real(quantile, rule=rule, name="quantile", low=0.0, high=1.0)
-    if threshold is not None:
-        threshold = check_real(threshold, rule=rule, name="threshold", low=0.0)
+    opts = check_params(rule, _CLIPPING, quantile=quantile, threshold=threshold)
+    quantile, threshold = opts["quantile"], opts["threshold"]
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     norms = kernels.row_norms(p.G, p.rows)
     tau = float(np.quantile(norms, quantile)) if threshold is None else threshold
@@ -226,8 +242,8 @@ def bucketing(
         A new matrix of bucket means.
     """
     rule = "bucketing"
-    s = check_int(s, rule=rule, name="s", low=1)
-    generator = check_rng(rng, rule=rule)
+    opts = check_params(rule, _BUCKETING, s=s, rng=rng)
+    s, generator = opts["s"], opts["rng"]
     p = prepare(rule, grads, nonfinite=nonfinite, return_info=return_info)
     perm = generator.permutation(p.m)
     members = p.rows[perm].astype(np.int64)
@@ -434,10 +450,8 @@ class Pipeline:
         return_info: bool = False,
     ) -> Any:
         label = self.name
-        generator = check_rng(rng, rule=label)
-        check_int(f, rule=label, name="f", low=0)
-        if not isinstance(return_info, (bool, np.bool_)):
-            raise TypeError(f"{label}: argument 'return_info' must be a bool, got {return_info!r}")
+        opts = check_params(label, _PIPELINE, rng=rng, f=f, nonfinite=nonfinite, return_info=return_info)
+        generator = opts["rng"]
         current = grads
         infos: list[Diagnostics] = []
         f_now = f

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from .._lazy import LazyModule
+from .._params import BOOLEAN, FAULTS, NONFINITE, SEED, Integer, Real, check_params
 from .._registry import register_rule
 from .._threads import blas_threads
 from .._thresholds import DNC_BLAS_THREADED_MIN_ROWS, DNC_FUSE_RATIO, DNC_LANCZOS_MIN_ROWS
-from .._validation import check_int, check_real, check_rng, prepare
+from .._validation import prepare
 
 kernels = LazyModule("robustagg.kernels", globals(), "kernels")  # imported at the first call
 
@@ -23,6 +24,19 @@ _ROUND_BLOCK = 1024  # sampled columns per block of a round's Gram matrix
 _LANCZOS_ROWS = DNC_LANCZOS_MIN_ROWS  # from this many rows the top eigenpair comes from Lanczos (ARPACK)
 _LANCZOS_MAXITER = 300  # ARPACK restarts before falling back to LAPACK
 _LANCZOS_V0 = 0x5EED  # seed of the fixed Lanczos start vector (no dependence on the caller's rng)
+
+# DnC's options, declared once (robustagg._params): ``nonfinite`` and ``return_info`` are checked
+# by ``prepare``, ``f`` by ``check_f`` against the bound n > floor(c f).
+_DNC = {
+    "f": FAULTS,
+    "niters": Integer(low=1),
+    "b": Integer(low=1),
+    "c": Real(low=0.0),
+    "rng": SEED,
+    "nonfinite": NONFINITE,
+    "return_info": BOOLEAN,
+}
+_TABLES = {"dnc": _DNC}  # by rule
 
 
 def dnc(
@@ -86,7 +100,9 @@ def dnc(
     Attacks and Defenses for Federated Learning*. NDSS 2021.
     """
     rule = "dnc"
-    c = check_real(c, rule=rule, name="c", low=0.0)
+    # the options first: the bound on n depends on c
+    opts = check_params(rule, _DNC, c=c, niters=niters, b=b, rng=rng)
+    c, niters, b, gen = opts["c"], opts["niters"], opts["b"], opts["rng"]
     # The coordinates depend on d only, so they are drawn first. When all rounds' samples are a
     # small part of G (at most 1/_FUSE_RATIO of it, e.g. n = 50, d = 1e6), one pass over G
     # gathers every round's columns; otherwise (large b/d) each round gathers its own columns,
@@ -99,9 +115,6 @@ def dnc(
         return_info=return_info,
     )
     p = prepare(rule, grads, **prep)
-    niters = check_int(niters, rule=rule, name="niters", low=1)
-    b = check_int(b, rule=rule, name="b", low=1)
-    gen = check_rng(rng, rule=rule)
     bs = min(b, p.d)
     coords = np.empty((niters, bs), dtype=np.int64)
     for t in range(niters):
