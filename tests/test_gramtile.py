@@ -102,7 +102,7 @@ def test_gram_stage_agrees_with_the_blas_path(monkeypatch):
     ]
     tiled = [c() for c in calls]
     assert np.array_equal(tiled[0], tiled[-1])  # the thread count does not change the bits
-    monkeypatch.setattr(T, "MAX_ROWS", 0)
+    monkeypatch.setattr(K, "TILED_GRAM_MAX_ROWS", 0)  # the switch as _gram reads it
     blas = [c() for c in calls]
     for a, b in zip(tiled, blas, strict=True):
         assert np.array_equal(a, a.T)
