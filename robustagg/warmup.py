@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["configure_parser", "run", "warm_item", "warmup_inputs"]
+__all__ = ["cache_counts", "configure_parser", "run", "warm_item", "warmup_inputs"]
 
 _DTYPES = ("float32", "float64")
 _KINDS = ("rule", "preaggregator", "attack")
@@ -132,7 +132,7 @@ def _dispatchers() -> list[Any]:
     return list(seen.values())
 
 
-def _cache_counts() -> tuple[int, int]:
+def cache_counts() -> tuple[int, int]:
     """(signatures compiled, signatures loaded from Numba's cache) in this process so far."""
     compiled = loaded = 0
     for disp in _dispatchers():
@@ -161,7 +161,7 @@ def warm_item(kind: str, name: str, dtypes: Sequence[str] = _DTYPES) -> dict[str
     table = {"rule": robustagg.RULES, "preaggregator": robustagg.PREAGGREGATORS, "attack": robustagg.ATTACKS}
     fn = table[kind][name]
     f = _ATTACK_F if kind == "attack" else _RULE_F
-    before = _cache_counts()
+    before = cache_counts()
     seconds: dict[str, float] = {}
     errors: list[str] = []
     for dtype in dtypes:
@@ -178,7 +178,7 @@ def warm_item(kind: str, name: str, dtypes: Sequence[str] = _DTYPES) -> dict[str
             except Exception as exc:  # reported, the other inputs still run
                 errors.append(f"{dtype} {G.shape[0]}x{G.shape[1]}: {type(exc).__name__}: {exc}")
         seconds[dtype] = time.perf_counter() - t0
-    after = _cache_counts()
+    after = cache_counts()
     return {
         "kind": kind,
         "name": name,

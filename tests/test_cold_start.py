@@ -262,10 +262,10 @@ _PROBE = """
 import json, sys
 import numpy as np
 import robustagg
-from robustagg.warmup import _cache_counts, _dispatchers
+from robustagg.warmup import cache_counts, _dispatchers
 G = np.random.default_rng(0).standard_normal((11, 64)).astype(np.float32)
 out = robustagg.median(G)
-compiled, loaded = _cache_counts()
+compiled, loaded = cache_counts()
 paths = sorted({d.stats.cache_path for d in _dispatchers() if d.signatures})
 print(json.dumps({"file": robustagg.__file__, "compiled": compiled, "loaded": loaded, "paths": paths,
                   "ok": bool(np.array_equal(out, np.median(G, axis=0).astype(np.float32)))}))

@@ -30,7 +30,7 @@ def compile_probe(
     ``import_s`` is the time the caller's ``import robustagg`` took (the probe's own module is
     imported after it); each item reports the kernel signatures compiled and loaded from Numba's
     cache during its first call."""
-    from ..warmup import _cache_counts  # the warmup's counter of compiled/loaded signatures
+    from ..warmup import cache_counts  # the warmup's counter of compiled/loaded signatures
 
     out: dict[str, Any] = {"import_s": import_s, "items": {}}
     rng = np.random.default_rng(0)
@@ -45,11 +45,11 @@ def compile_probe(
                 return call_item(kind, fn, G, f, 0)
 
             try:
-                before = _cache_counts()
+                before = cache_counts()
                 t0 = time.perf_counter()
                 call()
                 first = time.perf_counter() - t0
-                after = _cache_counts()
+                after = cache_counts()
                 steady = min(median_time(call, repeats=3, warmup=0)[1])
                 res[dt] = {
                     "first_s": first,
