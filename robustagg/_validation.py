@@ -360,8 +360,7 @@ def prepare(
         Checked to be a bool.
     """
     check_choice(nonfinite, NONFINITE_POLICIES, rule=rule, name="nonfinite")
-    if not isinstance(return_info, (bool, np.bool_)):
-        raise TypeError(f"{rule}: argument 'return_info' must be a bool, got {return_info!r}")
+    check_bool(return_info, rule=rule, name="return_info")
     G, ctx = to_numpy(grads, rule=rule, name=name, ndim=2)
     n, d = G.shape
     if n == 0:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .._array import ArrayContext, to_numpy
-from .._validation import check_int, check_rng, nonfinite_mask
+from .._validation import check_bool, check_int, check_rng, nonfinite_mask
 
 __all__ = ["AttackInput", "prepare_attack"]
 
@@ -97,8 +97,7 @@ class AttackInput:
         Rows that are non-finite for the library are left out (:meth:`finite_rows`); a
         ``ValueError`` names the attack when fewer than ``needed`` remain.
         """
-        if not isinstance(benign_only, (bool, np.bool_)):
-            raise TypeError(f"{self.name}: argument 'benign_only' must be a bool, got {benign_only!r}")
+        check_bool(benign_only, rule=self.name, name="benign_only")
         if benign_only:
             return self.finite_rows(self.benign_rows, needed, what, "benign rows")
         return self.finite_rows(self.all_rows, needed, what, "honest gradients of all n clients")

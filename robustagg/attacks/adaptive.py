@@ -20,7 +20,7 @@ import numpy as np
 
 from .._array import to_numpy
 from .._registry import call_with_supported, get_rule, register_attack
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_bool, check_choice, check_int, check_real
 from ._common import AttackInput, prepare_attack
 from .classic import PERTURBATIONS, perturbation
 
@@ -176,8 +176,7 @@ def _check_options(rule, rule_kwargs, directions, grid, refine, extend, both_sig
         raise ValueError("line_search: argument 'directions' must name at least one direction")
     refine = check_int(refine, rule="line_search", name="refine", low=0)
     extend = check_int(extend, rule="line_search", name="extend", low=0)
-    if not isinstance(both_signs, (bool, np.bool_)):
-        raise TypeError(f"line_search: argument 'both_signs' must be a bool, got {both_signs!r}")
+    check_bool(both_signs, rule="line_search", name="both_signs")
     if grid is None:
         multipliers = np.array([2.0**k for k in range(-6, 8)])
     else:
@@ -187,8 +186,7 @@ def _check_options(rule, rule_kwargs, directions, grid, refine, extend, both_sig
         multipliers.sort()
         if multipliers.size == 0:
             raise ValueError("line_search: argument 'grid' is empty")
-    if not isinstance(return_info, (bool, np.bool_)):
-        raise TypeError(f"line_search: argument 'return_info' must be a bool, got {return_info!r}")
+    check_bool(return_info, rule="line_search", name="return_info")
     return rule_fn, rule_kwargs, directions, refine, extend, multipliers
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._registry import register_attack
-from .._validation import check_choice, check_real
+from .._validation import check_bool, check_choice, check_real
 from ._common import AttackInput, prepare_attack
 
 __all__ = [
@@ -361,8 +361,7 @@ def _min_max_sum(
     return_info: bool,
 ):
     tol = check_real(tol, rule=kind, name="tol", low=0.0, low_open=True, high=1e-2)
-    if not isinstance(return_info, (bool, np.bool_)):
-        raise TypeError(f"{kind}: argument 'return_info' must be a bool, got {return_info!r}")
+    check_bool(return_info, rule=kind, name="return_info")
     check_choice(direction, PERTURBATIONS, rule=kind, name="direction")
     a = prepare_attack(kind, grads, f, rng=rng)
     out = a.output()
