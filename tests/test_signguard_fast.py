@@ -1,7 +1,6 @@
 """SignGuard's fast paths: the fused kernels of ``robustagg.kernels._signs`` against NumPy,
 Floyd's coordinate sampling, and SignGuard-Sim's BLAS Gram path against its exact path."""
 
-import sys
 from collections import Counter
 
 import numpy as np
@@ -12,8 +11,8 @@ from scipy import stats
 
 import robustagg
 from robustagg import kernels
-
-sg_module = sys.modules["robustagg.rules.signguard"]
+from robustagg.rules import _signguard_core as sg_core
+from robustagg.rules._signguard_options import check_options
 
 
 def _matrix(seed, n, d, dtype):
@@ -207,14 +206,14 @@ def test_floyd_sample_draws_every_subset_equally_often():
 
 def test_bounded_draws_are_uniform_and_a_short_batch_is_reported():
     rng = np.random.default_rng(1)
-    draws = np.array([sg_module._floyd_draws(rng, 7, 3) for _ in range(20000)])
+    draws = np.array([sg_core._floyd_draws(rng, 7, 3) for _ in range(20000)])
     for q in range(3):  # step q uniform on [0, 4 + q]
         counts = np.bincount(draws[:, q], minlength=5 + q)
         assert counts.size == 5 + q
         assert stats.chisquare(counts).pvalue > 1e-4
     # bounds near 2^31 reject about half of the words: still in range and unbiased
     d = 2**31 + 1
-    big = np.array([sg_module._floyd_draws(rng, d, 3) for _ in range(4000)])
+    big = np.array([sg_core._floyd_draws(rng, d, 3) for _ in range(4000)])
     assert np.all((big >= 0) & (big <= d - 3 + np.arange(3)))
     assert abs((big[:, 0] < (d - 2) // 2).mean() - 0.5) < 0.05
     _, ok = kernels.floyd_draws(np.array([2**32 - 1], dtype=np.uint64), 10, 3)
@@ -239,10 +238,10 @@ def test_random_coordinates_have_the_requested_size_and_follow_the_seed():
 )
 def test_sim_blas_gram_path_matches_the_exact_path(seed, n, d, dtype, monkeypatch_module):
     G = _matrix(seed, n, d, dtype)[0]
-    assert n * n * d <= sg_module._EXACT_GRAM_MAX  # the default call takes the exact path
+    assert n * n * d <= sg_core.EXACT_GRAM_MAX  # the default call takes the exact path
     out_exact, exact = robustagg.signguard_sim(G, rng=seed, return_info=True)
     with monkeypatch_module.context() as mp:
-        mp.setattr(sg_module, "_EXACT_GRAM_MAX", 0)
+        mp.setattr(sg_core, "EXACT_GRAM_MAX", 0)
         out_blas, blas = robustagg.signguard_sim(G, rng=seed, return_info=True)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(blas.similarity, exact.similarity, rtol=0, atol=tol)
@@ -304,7 +303,5 @@ def test_float32_reference_is_used_as_is_with_the_same_result(rule):
     b, ib = fn(G, reference=ref.astype(np.float64), rng=1, return_info=True)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(ia["similarity"], ib["similarity"])
-    from robustagg.rules.signguard import _check_reference
-
-    assert _check_reference(rule, ref, 5000).dtype == np.float32
-    assert _check_reference(rule, np.arange(5000), 5000).dtype == np.float64
+    assert check_options(rule, d=5000, reference=ref)["reference"].dtype == np.float32
+    assert check_options(rule, d=5000, reference=np.arange(5000))["reference"].dtype == np.float64

@@ -22,10 +22,11 @@ same column chunks (call ``.compute()`` or store it).
   the chosen rows (Krum, Multi-Krum, MDA, MoNNA, SMEA: ``kernels.column_mean`` of the kept rows
   per block) or forms the same affine combination of the rows that the rule formed of the ``Y``
   points (geometric median, CAF).
-* **SignGuard**: a pass computes the row norms (block sums of squares) and the sign counts on the
-  sampled coordinates (the same coordinates the NumPy ``signguard`` samples for the same ``rng``);
-  the norm filter and the clustering run on the driver through the NumPy implementation; a last
-  pass forms the clipped mean.
+* **SignGuard**: the NumPy rule's stages (``robustagg.rules._signguard_core``), with the passes
+  over the data made block by block: a pass computes the row norms (block sums of squares) and the
+  sign counts on the sampled coordinates (the same coordinates the NumPy ``signguard`` samples for
+  the same ``rng``); the decision and the diagnostics run on the driver through the NumPy rule's
+  own code; a last pass forms the clipped mean.
 
 Inside Dask workers, limit Numba to one thread (``NUMBA_NUM_THREADS=1`` in the workers'
 environment, e.g. ``LocalCluster(..., env={"NUMBA_NUM_THREADS": "1"})``) so that it does not
@@ -54,9 +55,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("robustagg.dask needs Dask: pip install 'robustagg[dask]'") from exc
 
 from .. import kernels
-from .._diagnostics import Diagnostics
 from .._registry import get_rule
-from .._validation import check_choice, check_rng, sq_norm_limit
+from .._validation import check_choice, sq_norm_limit
+from ..rules._signguard_core import RowStatistics, average_kept_rows, decide, diagnostics, sample_coordinates
+from ..rules._signguard_options import AGGREGATORS, SignGuardOptions, check_options
 
 __all__ = [
     "COORDINATEWISE_RULES",
@@ -233,9 +235,8 @@ def _block_norms_signs(
 def _block_signguard_average(
     block: np.ndarray, aggregator: str, rows: np.ndarray, weights: np.ndarray, options: dict[str, Any]
 ) -> np.ndarray:
-    from ..rules.signguard import _final_average
-
-    out = _final_average("signguard", aggregator, np.ascontiguousarray(block), rows, weights, options)
+    """SignGuard's final average (stage 4 of ``robustagg.rules._signguard_core``) on one block."""
+    out = average_kept_rows("signguard", aggregator, np.ascontiguousarray(block), rows, weights, options)
     return np.asarray(out).astype(block.dtype, copy=False)
 
 
@@ -433,6 +434,37 @@ def geometric_median(X: Any, *, return_info: bool = False, **kwargs: Any):
     return aggregate(X, "geometric_median", return_info=return_info, **kwargs)
 
 
+def _signguard_statistics(X: da.Array, coords: np.ndarray, nonfinite: str) -> RowStatistics:
+    """SignGuard's statistics (stage 2 of ``robustagg.rules._signguard_core``) from one pass
+    over the column blocks: the rows' sums of squares and sign counts on ``coords``, summed in a
+    tree; the non-finite rows are found from the sums of squares as the validation layer finds
+    them."""
+    sq, counts = _tree_reduce(X, _block_norms_signs, coords)
+    bad = _nonfinite_from_sq_norms(sq)
+    if bad.all():
+        raise ValueError(
+            "robustagg.dask.signguard: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
+        )
+    if nonfinite == "raise" and bad.any():
+        raise ValueError(
+            f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf or overflow"
+        )
+    rows = np.flatnonzero(~bad).astype(np.int64)
+    return RowStatistics(bad, rows, np.sqrt(sq[rows]), counts[rows], coords)
+
+
+def _signguard_options(X: da.Array, values: dict[str, Any]) -> SignGuardOptions:
+    """The options checked by SignGuard's one checker (the messages of ``robustagg.signguard``),
+    after the Dask twin's own limit: a built-in, coordinate-wise aggregator."""
+    aggregator = values["aggregator"]
+    if callable(aggregator) or aggregator not in AGGREGATORS:
+        raise ValueError(
+            f"robustagg.dask.signguard: argument 'aggregator' must be one of {', '.join(map(repr, AGGREGATORS))} "
+            f"(coordinate-wise, computed block by block); got {aggregator!r}"
+        )
+    return SignGuardOptions(**check_options("signguard", d=X.shape[1], **values))
+
+
 @_in_caller_dtype
 def signguard(
     X: Any,
@@ -454,16 +486,18 @@ def signguard(
 ):
     """SignGuard (``robustagg.signguard``, the plain variant) on a Dask array chunked along d.
 
-    One pass over the column blocks computes each row's squared norm (block sums of squares,
-    ``kernels.norms_and_sign_counts``) and its sign counts on the sampled coordinates -- the same
-    coordinates ``robustagg.signguard`` draws for the same ``rng``, since they are drawn on the
-    driver by the same code before anything else. The norm filter, the sign features and the
-    clustering (:func:`robustagg.clustering.mean_shift` / ``kmeans``) run on the driver on these
-    O(n) quantities; a second pass forms the clipped average of the kept rows block by block with
-    SignGuard's own final-averaging code.
+    The NumPy rule's stages (``robustagg.rules._signguard_core``) with the passes over the data
+    made block by block: the coordinates are drawn on the driver first, by the same code, so
+    they are those ``robustagg.signguard`` draws for the same ``rng``; one pass over the column
+    blocks computes each row's squared norm and its sign counts on them; the decision (norm
+    filter, sign features, clustering, the zero-median branch, the kept rows and the clipping
+    weights) and the diagnostics are the NumPy rule's own code, run on the driver on these O(n)
+    quantities; a second pass forms the clipped average of the kept rows block by block with
+    the same final-averaging code.
 
-    Parameters are those of :func:`robustagg.signguard`; ``aggregator`` must be one of its
-    built-in (coordinate-wise) names, not a callable. SignGuard-Sim/-Dist are not offered here.
+    Parameters are those of :func:`robustagg.signguard` (the same defaults and checks);
+    ``aggregator`` must be one of its built-in (coordinate-wise) names, not a callable.
+    SignGuard-Sim/-Dist are not offered here.
 
     Returns
     -------
@@ -473,96 +507,23 @@ def signguard(
     info : Diagnostics
         Only with ``return_info=True``: the same fields as :func:`robustagg.signguard`.
     """
-    from ..rules.signguard import _AGGREGATORS, _decide, _sample_coordinates
-
-    X = _as_column_blocks(X, "signguard")
-    n, d = X.shape
-    if callable(aggregator) or aggregator not in _AGGREGATORS:
-        raise ValueError(
-            f"robustagg.dask.signguard: argument 'aggregator' must be one of {', '.join(map(repr, _AGGREGATORS))} "
-            f"(coordinate-wise, computed block by block); got {aggregator!r}"
-        )
-    options = dict(
-        lower=lower, upper=upper, coordinate_fraction=coordinate_fraction, coordinates=coordinates,
-        feature_scaling=feature_scaling, clustering=clustering, aggregator=aggregator,
-        aggregator_options=aggregator_options, norm_filter=norm_filter, sign_clustering=sign_clustering,
-        clipping=clipping, nonfinite=nonfinite,
-    )  # fmt: skip
-    # every argument checked by the NumPy rule itself, on a tiny matrix of the same n
-    probe_coords = coordinates if isinstance(coordinates, str) else np.zeros(1, dtype=np.int64)
-    _validate_on_driver("signguard", n, X.dtype, {**options, "coordinates": probe_coords, "rng": 0})
-    if not isinstance(coordinates, str):  # explicit indices: checked against the real d
-        _sample_coordinates("signguard", d, coordinates, coordinate_fraction, np.random.default_rng(0))
-    gen = check_rng(rng, rule="signguard")
-    opts = {} if aggregator_options is None else dict(aggregator_options)
-
-    if sign_clustering:
-        coords = _sample_coordinates("signguard", d, coordinates, float(coordinate_fraction), gen)
+    values = dict(locals())  # every parameter by name (the options of robustagg.signguard, in order)
+    X = _as_column_blocks(values.pop("X"), "signguard")
+    o = _signguard_options(X, values)
+    if o.sign_clustering:
+        coords = sample_coordinates(X.shape[1], o.coordinates, o.coordinate_fraction, o.rng)
     else:
         coords = np.empty(0, dtype=np.int64)
-    sq, counts = _tree_reduce(X, _block_norms_signs, coords)
-    bad = _nonfinite_from_sq_norms(sq)
-    if bad.all():
-        raise ValueError(
-            "robustagg.dask.signguard: every row of 'X' holds NaN or Inf; there is nothing to aggregate"
-        )
-    if nonfinite == "raise" and bad.any():
-        raise ValueError(
-            f"robustagg.dask.signguard: rows {np.flatnonzero(bad)[:10].tolist()} of 'X' hold NaN or Inf or overflow"
-        )
-    rows = np.flatnonzero(~bad).astype(np.int64)
-    m = rows.size
-    norms = np.sqrt(sq[rows])
-    counts = counts[rows]
-    M = float(np.median(norms))
-
-    def over_n(values: np.ndarray, fill: float = np.nan) -> np.ndarray:
-        values = np.asarray(values)
-        out = np.full((n,) + values.shape[1:], fill, dtype=np.result_type(values, np.float64))
-        out[rows] = values
-        return out
-
-    def mask_n(mask: np.ndarray) -> np.ndarray:
-        out = np.zeros(n, dtype=bool)
-        out[rows] = mask
-        return out
-
-    details: dict[str, Any] = {
-        "norms": over_n(norms),
-        "median_norm": M,
-        "coordinates": coords if sign_clustering else None,
-    }
-    if M == 0.0:
-        zero = norms == 0.0
-        info = Diagnostics(
-            "signguard", kept=mask_n(zero), nonfinite=bad, **details, S1=mask_n(zero),
-            S2=mask_n(np.ones(m, dtype=bool)), features=None, labels=None, bandwidth=None, similarity=None,
-            fallback=False, weights=over_n(zero.astype(np.float64), fill=0.0),
+    stats = _signguard_statistics(X, coords, o.nonfinite)
+    decision = decide(stats, o)
+    if decision.zero_median:
+        out = da.zeros(X.shape[1], chunks=X.chunks[1], dtype=X.dtype)
+    else:
+        options = {} if o.aggregator_options is None else o.aggregator_options
+        out = X.map_blocks(
+            _block_signguard_average, o.aggregator, stats.rows[decision.kept],
+            decision.weights.astype(np.float64), options, drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype),
         )  # fmt: skip
-        out = da.zeros(d, chunks=X.chunks[1], dtype=X.dtype)
-        return (out, info) if return_info else out
-
-    S1, S2, S, fallback, features, labels, bandwidth, weights = _decide(
-        norms, M, counts, coords.size, None, lower=lower, upper=upper, norm_filter=norm_filter,
-        sign_clustering=sign_clustering, clipping=clipping, feature_scaling=feature_scaling,
-        clustering=clustering, gen=gen,
-    )  # fmt: skip
-    kept_rows = rows[S]
-    out = X.map_blocks(
-        _block_signguard_average, aggregator, kept_rows, weights.astype(np.float64), opts,
-        drop_axis=0, dtype=X.dtype, meta=np.empty(0, X.dtype),
-    )  # fmt: skip
-    if not return_info:
+    if not o.return_info:
         return out
-    all_weights = np.zeros(m)
-    all_weights[S] = weights
-    labels_n = None
-    if labels is not None:
-        labels_n = np.full(n, -1, dtype=np.int64)
-        labels_n[rows] = labels
-    info = Diagnostics(
-        "signguard", kept=mask_n(S), nonfinite=bad, **details, S1=mask_n(S1), S2=mask_n(S2),
-        features=None if features is None else over_n(features), labels=labels_n, bandwidth=bandwidth,
-        similarity=None, fallback=fallback, weights=over_n(all_weights, fill=0.0),
-    )  # fmt: skip
-    return out, info
+    return out, diagnostics("signguard", stats, decision, o.sign_clustering)
