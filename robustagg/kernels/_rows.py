@@ -76,16 +76,42 @@ def _chunk_large(row, j0, j1, bound, cnt):
     return extra
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
 def screen_rows(G, rows, bound):
     """One read of the rows ``rows`` of G, per row: 1 when it holds a NaN or ±Inf, else 2 when
-    some value exceeds
-    ``bound`` in magnitude, else 0. The validation layer's cheap first pass: with
-    ``bound = sqrt(limit / d)`` a row marked 0 has a squared norm of at most ``limit``, and only
-    the rows marked 2 need their norm computed exactly."""
+    some value exceeds ``bound`` in magnitude, else 0 (int8, len(rows)). The validation layer's
+    cheap first pass: with ``bound = sqrt(limit / d)`` a row marked 0 has a squared norm of at
+    most ``limit``, and only the rows marked 2 need their norm computed exactly.
+
+    float32 input passes ``bound = inf`` (no finite value exceeds it): then only the NaN/Inf test
+    is made, by a kernel without the magnitude count, which halves the compilation of every
+    float32 rule's first call (docs/performance.md, "Cold start")."""
+    if bound < np.inf:
+        return _screen_bounded(G, rows, bound)
+    return _screen_nonfinite(G, rows)
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _screen_nonfinite(G, rows):
+    """``screen_rows`` with no bound: 1 where the row ``rows[i]`` holds a NaN or ±Inf, else 0."""
     m = rows.size
     d = G.shape[1]
-    bounded = bound < np.inf  # float32 input passes inf: only the NaN/Inf test is made
+    out = np.zeros(m, dtype=np.int8)
+    for i in nb.prange(m):
+        row = G[rows[i]]
+        acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)
+        for j0 in range(0, d, NONFINITE_CHUNK):
+            if _chunk_nonfinite(row, j0, min(d, j0 + NONFINITE_CHUNK), acc):
+                out[i] = 1
+                break
+    return out
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def _screen_bounded(G, rows, bound):
+    """``screen_rows`` with a finite ``bound``: 1 (NaN/±Inf), 2 (a value above ``bound`` in
+    magnitude) or 0 per row."""
+    m = rows.size
+    d = G.shape[1]
     out = np.zeros(m, dtype=np.int8)
     for i in nb.prange(m):
         row = G[rows[i]]
@@ -97,8 +123,7 @@ def screen_rows(G, rows, bound):
             if _chunk_nonfinite(row, j0, j1, acc):
                 out[i] = 1
                 break
-            if bounded:
-                large += _chunk_large(row, j0, j1, bound, cnt)
+            large += _chunk_large(row, j0, j1, bound, cnt)
         if out[i] == 0:
             for k in range(NONFINITE_LANES):
                 large += cnt[k]
