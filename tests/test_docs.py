@@ -151,3 +151,19 @@ def test_snippets_found_and_fragments_rare():
     assert len(fragments) <= 3, f"too many fragments (make them run as written): {fragments}"
     markers = sum(page.read_text(encoding="utf-8").count(FRAGMENT) for page in _pages())
     assert markers == len(fragments), "a fragment marker that is not right before a ```python block"
+
+
+def test_functions_with_built_docstrings_reach_the_api_pages():
+    """SignGuard's functions get their docstrings at import (from the options table); the docs'
+    griffe extension (docs/_ext/runtime_docstrings.py, named in mkdocs.yml) must hand them to the
+    API pages, which otherwise hide a function without a docstring in its source."""
+    griffe = pytest.importorskip("griffe")
+    assert "docs/_ext/runtime_docstrings.py:RuntimeDocstrings" in (ROOT / "mkdocs.yml").read_text()
+    extensions = griffe.load_extensions(f"{ROOT / 'docs/_ext/runtime_docstrings.py'}:RuntimeDocstrings")
+    module = griffe.load("robustagg.rules.signguard", search_paths=[str(ROOT)], extensions=extensions)
+    for name in ("signguard", "signguard_sim", "signguard_dist"):
+        doc = module[name].docstring
+        assert doc is not None, name
+        assert "coordinate_fraction" in doc.value and "Parameters" in doc.value, name
+    bare = griffe.load("robustagg.rules.signguard", search_paths=[str(ROOT)])
+    assert bare["signguard"].docstring is None  # what the extension is for
