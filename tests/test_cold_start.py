@@ -130,6 +130,42 @@ def test_registries_and_public_names_work_before_the_kernels_load():
     assert report["bound"] == [True]
 
 
+def test_float32_rules_compile_the_non_finite_screen_without_the_magnitude_count():
+    """float32 input is screened for NaN/Inf only (no finite float32 row reaches the squared-norm
+    limit, the validation layer passes ``bound = inf``): a float32 rule's first call reaches the
+    screen without the magnitude count, which compiles in about half the time, and never the
+    bounded one; float64 reaches the bounded one. Same flags either way (fresh interpreter: the
+    test process may hold both)."""
+    report = _last_json(
+        _python(
+            """
+            import json
+            import numpy as np
+            import robustagg
+            G = np.random.default_rng(0).standard_normal((12, 300))
+            G[3, 7] = np.nan
+            a = robustagg.median(G.astype(np.float32))
+            from robustagg.kernels import _rows
+            after32 = (len(_rows._screen_nonfinite.signatures), len(_rows._screen_bounded.signatures))
+            b = robustagg.median(G)
+            rows = np.arange(12, dtype=np.int64)
+            flags = [
+                _rows.screen_rows(X, rows, bound).tolist()
+                for X in (G.astype(np.float32), G) for bound in (np.inf, 1e300)
+            ]
+            print(json.dumps({
+                "after32": after32, "bounded64": len(_rows._screen_bounded.signatures),
+                "finite": bool(np.isfinite(a).all() and np.isfinite(b).all()), "flags": flags,
+            }))
+            """
+        )
+    )
+    assert report["after32"] == [1, 0]
+    assert report["bounded64"] >= 1 and report["finite"]
+    expected = [1 if i == 3 else 0 for i in range(12)]
+    assert report["flags"] == [expected] * 4
+
+
 def test_lazy_module_is_replaced_by_the_module_at_first_use():
     from robustagg._lazy import LazyModule
 
