@@ -92,7 +92,11 @@ def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
     n_blocks = (d + W - 1) // W
     n_chunks = max(1, min(n_blocks, n_chunks))
     count = hi - lo + 1
-    bad = np.zeros(n_chunks, dtype=np.bool_)
+    # explicit loops outside the parallel loop, no array expressions: in a parallel function
+    # each of those (np.zeros, .any()) becomes a parallel loop of its own, compiled and launched
+    bad = np.empty(n_chunks, dtype=np.bool_)
+    for ch in range(n_chunks):
+        bad[ch] = False
     for ch in nb.prange(n_chunks):
         buf = key_buffer(G, m, W)
         acc = np.empty(W, dtype=np.float64)
@@ -109,7 +113,10 @@ def _ranks_mean_network(G, rows, pa, pb, lo, hi, n_chunks):
                     acc[c] += from_key(rt[c])
             for c in range(bw):
                 out[j0 + c] = acc[c] / count
-    return out, not bad.any()
+    all_finite = True
+    for ch in range(n_chunks):
+        all_finite &= not bad[ch]
+    return out, all_finite
 
 
 def _n_chunks() -> int:

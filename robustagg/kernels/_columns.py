@@ -43,7 +43,11 @@ def column_mean_checked(G, rows):
     d = G.shape[1]
     out = np.empty(d, dtype=G.dtype)
     n_blocks = (d + COLUMN_BLOCK - 1) // COLUMN_BLOCK
-    bad = np.zeros(n_blocks, dtype=np.bool_)
+    # explicit loops outside the parallel loop, no array expressions: in a parallel function
+    # each of those (np.zeros, .any()) becomes a parallel loop of its own, compiled and launched
+    bad = np.empty(n_blocks, dtype=np.bool_)
+    for b in range(n_blocks):
+        bad[b] = False
     for b in nb.prange(n_blocks):
         j0 = b * COLUMN_BLOCK
         j1 = min(d, j0 + COLUMN_BLOCK)
@@ -69,7 +73,10 @@ def column_mean_checked(G, rows):
             chk += a - a
             out[j0 + j] = a / n_rows
         bad[b] = not (chk == 0.0)
-    return out, not bad.any()
+    all_finite = True
+    for b in range(n_blocks):
+        all_finite &= not bad[b]
+    return out, all_finite
 
 
 @nb.njit(cache=True, nogil=True)

@@ -95,7 +95,9 @@ def _screen_nonfinite(G, rows):
     """``screen_rows`` with no bound: 1 where the row ``rows[i]`` holds a NaN or ±Inf, else 0."""
     m = rows.size
     d = G.shape[1]
-    out = np.zeros(m, dtype=np.int8)
+    out = np.empty(m, dtype=np.int8)
+    for i in range(m):  # (a loop: np.zeros would be a parallel loop of its own in this function)
+        out[i] = 0
     for i in nb.prange(m):
         row = G[rows[i]]
         acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)
@@ -112,7 +114,9 @@ def _screen_bounded(G, rows, bound):
     magnitude) or 0 per row."""
     m = rows.size
     d = G.shape[1]
-    out = np.zeros(m, dtype=np.int8)
+    out = np.empty(m, dtype=np.int8)
+    for i in range(m):  # (a loop: np.zeros would be a parallel loop of its own in this function)
+        out[i] = 0
     for i in nb.prange(m):
         row = G[rows[i]]
         acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)

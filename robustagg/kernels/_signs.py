@@ -179,7 +179,7 @@ def norms_and_sign_counts(G, rows, coords):
     offs = _block_offsets(coords, starts)
     n_blocks = starts.size - 1
     norms = np.empty(m, dtype=np.float64)
-    counts = np.zeros((m, 3), dtype=np.int64)
+    counts = np.empty((m, 3), dtype=np.int64)  # every entry is written below (np.zeros: a parallel loop)
     for r in nb.prange(m):
         i = rows[r]
         part = np.zeros(SQ_SUM_LANES, dtype=np.float64)
@@ -259,7 +259,7 @@ def norms_signs_and_similarity(G, rows, coords, ref, distance, group):
     n_blocks = starts.size - 1
     norms = np.empty(m, dtype=np.float64)
     sims = np.empty(m, dtype=np.float64)
-    counts = np.zeros((m, 3), dtype=np.int64)
+    counts = np.empty((m, 3), dtype=np.int64)  # every entry is written below (np.zeros: a parallel loop)
     group = max(1, group)
     n_groups = (m + group - 1) // group
     for g in nb.prange(n_groups):
