@@ -80,14 +80,21 @@ def sq_distances_of_pairs(G, rows, pi, pj):
     """Direct ``sum_k (G[rows[pi[p]], k] - G[rows[pj[p]], k])^2`` in float64 for each pair p."""
     P = pi.size
     d = G.shape[1]
-    out = np.zeros(P, dtype=np.float64)
+    # explicit loops, no array expressions: in a parallel function each of those (np.zeros)
+    # becomes a parallel loop of its own, compiled and launched
+    out = np.empty(P, dtype=np.float64)
+    for p in range(P):
+        out[p] = 0.0
     if P == 0:
         return out
     nc = (d + PAIR_BLOCK - 1) // PAIR_BLOCK
     cap = max(1, (8 * 1024 * 1024) // P)
     if nc > cap:
         nc = cap
-    part = np.zeros((nc, P), dtype=np.float64)
+    part = np.empty((nc, P), dtype=np.float64)
+    for c in range(nc):
+        for p in range(P):
+            part[c, p] = 0.0
     for c in nb.prange(nc):
         j0 = (d * c) // nc
         j1 = (d * (c + 1)) // nc
@@ -202,7 +209,12 @@ def _rows_equal(G, a, b):
     P = a.size
     d = G.shape[1]
     nc = min(EQUAL_ROWS_CHUNKS, max(1, (d + EQUAL_ROWS_STEP - 1) // EQUAL_ROWS_STEP))
-    diff = np.zeros((nc, P), dtype=np.bool_)
+    # explicit loops, no array expressions (np.zeros, np.ones): in a parallel function each of
+    # those becomes a parallel loop of its own, compiled and launched
+    diff = np.empty((nc, P), dtype=np.bool_)
+    for c in range(nc):
+        for p in range(P):
+            diff[c, p] = False
     for c in nb.prange(nc):
         j0 = (d * c) // nc
         j1 = (d * (c + 1)) // nc
@@ -219,7 +231,9 @@ def _rows_equal(G, a, b):
                     diff[c, p] = True
                     break
                 k = k1
-    eq = np.ones(P, dtype=np.bool_)
+    eq = np.empty(P, dtype=np.bool_)
+    for p in range(P):
+        eq[p] = True
     for c in range(nc):
         for p in range(P):
             if diff[c, p]:

@@ -50,7 +50,9 @@ def nonfinite_rows(G):
     """Boolean mask: True where a row holds any NaN or ±Inf. A row stops at the first chunk of
     NONFINITE_CHUNK values that proves it non-finite; about one read of G."""
     n, d = G.shape
-    out = np.zeros(n, dtype=np.bool_)
+    out = np.empty(n, dtype=np.bool_)
+    for i in range(n):  # (a loop: np.zeros would be a parallel loop of its own in this function)
+        out[i] = False
     for i in nb.prange(n):
         row = G[i]
         acc = np.zeros(NONFINITE_LANES, dtype=G.dtype)
@@ -194,7 +196,7 @@ def row_sq_norms(G, rows):
     m = rows.size
     d = G.shape[1]
     nb_ = (d + ROW_BLOCK - 1) // ROW_BLOCK
-    part = np.zeros((m, nb_), dtype=np.float64)
+    part = np.empty((m, nb_), dtype=np.float64)  # every entry is written (np.zeros: a parallel loop)
     for t in nb.prange(m * nb_):
         r = t // nb_
         b = t - r * nb_
@@ -202,7 +204,7 @@ def row_sq_norms(G, rows):
         j0 = b * ROW_BLOCK
         j1 = min(d, j0 + ROW_BLOCK)
         part[r, b] = _sq_sum(G, i, j0, j1)
-    out = np.zeros(m, dtype=np.float64)
+    out = np.empty(m, dtype=np.float64)
     for r in range(m):
         s = 0.0
         for b in range(nb_):
@@ -226,7 +228,7 @@ def row_sq_distances_to(G, rows, z):
     m = rows.size
     d = G.shape[1]
     nb_ = (d + ROW_BLOCK - 1) // ROW_BLOCK
-    part = np.zeros((m, nb_), dtype=np.float64)
+    part = np.empty((m, nb_), dtype=np.float64)  # every entry is written (np.zeros: a parallel loop)
     for t in nb.prange(m * nb_):
         r = t // nb_
         b = t - r * nb_
@@ -234,7 +236,7 @@ def row_sq_distances_to(G, rows, z):
         j0 = b * ROW_BLOCK
         j1 = min(d, j0 + ROW_BLOCK)
         part[r, b] = _sq_diff_sum(G, i, z, j0, j1)
-    out = np.zeros(m, dtype=np.float64)
+    out = np.empty(m, dtype=np.float64)
     for r in range(m):
         s = 0.0
         for b in range(nb_):
@@ -280,7 +282,9 @@ def nonfinite_rows_and_gather(G, coords):
     """
     n, d = G.shape
     T, b = coords.shape
-    bad = np.zeros(n, dtype=np.bool_)
+    bad = np.empty(n, dtype=np.bool_)
+    for i in range(n):  # (a loop: np.zeros would be a parallel loop of its own in this function)
+        bad[i] = False
     out = np.empty((T, n, b), dtype=G.dtype)
     for i in nb.prange(n):
         row = G[i]
