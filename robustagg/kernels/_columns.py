@@ -213,7 +213,9 @@ def column_mean_std(G, rows, ddof):
     d = G.shape[1]
     mu = np.empty(d, dtype=np.float64)
     sd = np.empty(d, dtype=np.float64)
-    ones = np.ones(m, dtype=np.float64)
+    ones = np.empty(m, dtype=np.float64)
+    for r in range(m):  # (a loop: np.ones would be a parallel loop of its own in this function)
+        ones[r] = 1.0
     n_blocks = (d + MEAN_STD_BLOCK - 1) // MEAN_STD_BLOCK
     for b in nb.prange(n_blocks):
         j0 = b * MEAN_STD_BLOCK

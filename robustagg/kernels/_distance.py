@@ -450,6 +450,31 @@ def _krum_k(r, f):
     return min(max(r - f - 2, 1), r - 1)
 
 
+@nb.njit(cache=True, nogil=True)
+def _repeated_krum_state(m, L):
+    """``repeated_krum``'s bookkeeping, initialised: ``pos`` (m, m) int32 -1 (the position of j in
+    row i's order: 4 m^2 bytes), ``dead`` (m, L) False (removed, by position in each row's
+    order), ``ps`` (m, L) float64 0 (running sums along the order: 8 m^2 bytes), ``fr`` (m,) -1,
+    ``alive`` (m,) True, ``scores`` (m,) 0. A serial kernel: in the parallel function each
+    np.zeros/np.ones/np.full would be a parallel loop of its own, compiled and launched."""
+    pos = np.empty((m, m), dtype=np.int32)
+    dead = np.empty((m, L), dtype=np.bool_)
+    ps = np.empty((m, L), dtype=np.float64)
+    fr = np.empty(m, dtype=np.int64)
+    alive = np.empty(m, dtype=np.bool_)
+    scores = np.empty(m, dtype=np.float64)
+    for i in range(m):
+        for j in range(m):
+            pos[i, j] = -1
+        for p in range(L):
+            dead[i, p] = False
+            ps[i, p] = 0.0
+        fr[i] = -1
+        alive[i] = True
+        scores[i] = 0.0
+    return pos, dead, ps, fr, alive, scores
+
+
 @nb.njit(cache=True, parallel=True, nogil=True)
 def repeated_krum(D, theta, f, overwrite=False):
     """Bulyan's selection: ``theta`` times, score every remaining row by the sum of its
@@ -469,13 +494,8 @@ def repeated_krum(D, theta, f, overwrite=False):
     in selection order, int64 (theta,); winning scores, float64 (theta,))."""
     m = D.shape[0]
     L = max(m - 1, 1)
-    pos = np.full((m, m), -1, dtype=np.int32)  # position of j in row i's order: 4 m^2 bytes
-    dead = np.zeros((m, L), dtype=np.bool_)  # removed, by position in each row's order
+    pos, dead, ps, fr, alive, scores = _repeated_krum_state(m, L)
     V = D if overwrite else np.empty((m, m), dtype=np.float64)  # sorted values, 0.0 once removed
-    ps = np.zeros((m, L), dtype=np.float64)  # running sums along the order: 8 m^2 bytes
-    fr = np.full(m, -1, dtype=np.int64)
-    alive = np.ones(m, dtype=np.bool_)
-    scores = np.zeros(m, dtype=np.float64)
     k0 = _krum_k(m, f)
     for i in nb.prange(m):
         row = D[i].copy()

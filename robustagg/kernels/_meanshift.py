@@ -171,7 +171,7 @@ def _climb_parallel(X, seeds, bandwidth, max_iter):
     p = X.shape[1]
     n_seeds = seeds.shape[0]
     centers = np.empty((n_seeds, p), dtype=np.float64)
-    counts = np.zeros(n_seeds, dtype=np.int64)
+    counts = np.empty(n_seeds, dtype=np.int64)  # every entry is written (np.zeros: a parallel loop)
     r2 = bandwidth * bandwidth
     stop = 1e-3 * bandwidth
     for s in nb.prange(n_seeds):

@@ -345,8 +345,15 @@ def gram_and_sq_distances(G, rows):
     d = G.shape[1]
     n_blocks = (d + SIGN_BLOCK - 1) // SIGN_BLOCK
     n_groups = max(1, min(n_blocks, 8, (1 << 25) // (16 * m * m)))
-    partial_dot = np.zeros((n_groups, m, m), dtype=np.float64)
-    partial_sq = np.zeros((n_groups, m, m), dtype=np.float64)
+    # explicit loops, no array expressions: in a parallel function each np.zeros becomes a
+    # parallel loop of its own, compiled and launched
+    partial_dot = np.empty((n_groups, m, m), dtype=np.float64)
+    partial_sq = np.empty((n_groups, m, m), dtype=np.float64)
+    for g in range(n_groups):
+        for a in range(m):
+            for c in range(m):
+                partial_dot[g, a, c] = 0.0
+                partial_sq[g, a, c] = 0.0
     for g in nb.prange(n_groups):
         for b in range(g, n_blocks, n_groups):
             j0 = b * SIGN_BLOCK
@@ -365,8 +372,12 @@ def gram_and_sq_distances(G, rows):
                         q += diff * diff
                     partial_dot[g, a, c] += s
                     partial_sq[g, a, c] += q
-    dot = np.zeros((m, m), dtype=np.float64)
-    sq = np.zeros((m, m), dtype=np.float64)
+    dot = np.empty((m, m), dtype=np.float64)
+    sq = np.empty((m, m), dtype=np.float64)
+    for a in range(m):
+        for c in range(m):
+            dot[a, c] = 0.0
+            sq[a, c] = 0.0
     for g in range(n_groups):
         for a in range(m):
             for c in range(a, m):
