@@ -8,19 +8,17 @@ from hypothesis import strategies as st
 import robustagg
 from robustagg.attacks import fang, mimic, mimic_target
 from robustagg.testing import naive_field as naive
+from robustagg.testing import strategies as rst
 
 SETTINGS = settings(max_examples=25)
 
 
 @st.composite
 def scenario(draw):
-    n = draw(st.integers(3, 10))
-    d = draw(st.integers(1, 6))
-    f = draw(st.integers(1, n - 2))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    offset = draw(st.sampled_from([0.0, 2.0, -2.0]))
-    G = offset + rng.normal(size=(n, d))
+    """(G, f): an honest float64 matrix drawn by robustagg.testing's strategy (n in [3, 10]),
+    and 1 <= f <= n - 2."""
+    G = draw(rst.gradient_matrices(n=st.integers(3, 10), d=st.integers(1, 6), dtype=np.float64))
+    f = draw(st.integers(1, G.shape[0] - 2))
     return G, f
 
 

@@ -7,20 +7,16 @@ from hypothesis import strategies as st
 
 import robustagg
 from robustagg.testing import naive_field as naive
+from robustagg.testing import strategies as rst
 
 SETTINGS = settings(max_examples=12)
 
 
 @st.composite
 def scenario(draw, min_n=3, max_n=8):
-    n = draw(st.integers(min_n, max_n))
-    d = draw(st.integers(1, 5))
-    f = draw(st.integers(0, (n - 1) // 2))
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    scale = 10.0 ** draw(st.integers(-3, 3))
-    offset = draw(st.sampled_from([0.0, 1.0, -5.0]))
-    G = scale * (offset + rng.normal(size=(n, d)))
+    """(G, f): an honest float64 matrix drawn by robustagg.testing's strategy, and f < n / 2."""
+    G = draw(rst.gradient_matrices(n=st.integers(min_n, max_n), d=st.integers(1, 5), dtype=np.float64))
+    f = draw(st.integers(0, (G.shape[0] - 1) // 2))
     return G, f
 
 
