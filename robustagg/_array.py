@@ -6,6 +6,9 @@ on its result. Kernels only ever see NumPy arrays.
 Conventions (docs/conventions.md, "Array in, array out" and "Dtypes"):
 
 * NumPy arrays are used as they are (no copy), read-only and non-contiguous ones included.
+  The rules see every input through a read-only view (:func:`_frozen`, no copy): a writable and
+  a read-only array (a JAX array, a memory map) then have one Numba type, and each kernel is
+  compiled once for both.
 * Other array-API arrays (PyTorch, JAX, CuPy, ...) are viewed through DLPack when they live on
   the CPU (no copy) and copied to the host otherwise. The result goes back to the caller's
   library and device.
@@ -238,8 +241,8 @@ def _with_dtype(ctx: ArrayContext, original: np.dtype) -> ArrayContext:
 def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[np.ndarray, ArrayContext]:
     """Return ``x`` as a float32/float64 NumPy array of ``ndim`` dimensions and its context.
 
-    No copy is made for float32/float64 NumPy (or CPU DLPack) input; the returned array may be a
-    read-only view of the caller's memory and must never be written to. Other floating dtypes
+    No copy is made for float32/float64 NumPy (or CPU DLPack) input; the returned array is a
+    read-only view (:func:`_frozen`), of the caller's memory when nothing was converted. Other floating dtypes
     are converted (float16, bfloat16, float8 to float32; longdouble to float64) and the context
     rounds results back to them (:meth:`ArrayContext.wrap`).
 
@@ -301,7 +304,7 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
                 ctx = _with_dtype(ctx, rows[0].dtype)
         elif ctx.kind == "torch" and ctx.cast_back:  # mixed dtypes: the stacked (compute) dtype
             ctx = dataclasses.replace(ctx, cast_back=False)
-        return arr, _named(ctx, rule)  # type: ignore[arg-type]
+        return _frozen(arr), _named(ctx, rule)  # type: ignore[arg-type]
     try:
         arr, ctx = _single_to_numpy(x)
     except ValueError as exc:  # NumPy refuses ragged nested lists
@@ -311,7 +314,21 @@ def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[
     if arr.ndim != ndim:
         what = "(n, d) matrix" if ndim == 2 else f"{ndim}-D array"
         raise ValueError(f"{rule}: argument {name!r} must be a {what}, got an array of shape {arr.shape}")
-    return arr, _named(_with_dtype(ctx, original), rule)
+    return _frozen(arr), _named(_with_dtype(ctx, original), rule)
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a read-only view (no copy; ``arr`` itself when it is read-only already).
+
+    Numba compiles a kernel separately for writable and read-only arrays; giving the kernels
+    read-only arrays only halves what a process compiles (``robustagg warmup`` included), and
+    a JAX array (read-only) reuses what a NumPy call compiled. The library never writes into
+    its input, so nothing is lost."""
+    if not arr.flags.writeable:
+        return arr
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 def _named(ctx: ArrayContext, rule: str) -> ArrayContext:

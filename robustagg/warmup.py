@@ -11,8 +11,9 @@ float32 and float64 inputs:
   (``robustagg._thresholds.BRANCHES``; the shapes of
   ``robustagg.testing.strategies.branch_shapes_for(rule, k=1)``), since the two sides run
   different kernels;
-* writable and read-only (Numba compiles a kernel separately for a read-only array, such as a
-  JAX array or a memory map);
+* writable only: the rules hand their kernels a read-only view of every input
+  (``robustagg._array``), so a read-only array (a JAX array, a memory map) reaches the very
+  kernels a writable one compiled;
 * with a NaN row, and for float64 a finite row past the non-finite limit, so that the
   validation layer's exclusion path is compiled too.
 
@@ -96,17 +97,14 @@ def warmup_inputs(kind: str, name: str, dtype: str) -> list[np.ndarray]:
     -------
     list of numpy.ndarray
         The base (11, 64) matrix, one per shape on either side of each size switch the rule
-        goes through, a read-only copy of each, and the base matrix with a NaN row (float64:
-        and a row past the non-finite limit).
+        goes through, and the base matrix with a NaN row (float64: and a row past the
+        non-finite limit).
     """
     rng = np.random.default_rng(_SEED)
     shapes = [(_BASE_N, _BASE_D)] + (_branch_shapes(name) if kind == "rule" else [])
     out = []
     for n, d in shapes:
-        G = (rng.standard_normal((n, d)) + 0.5).astype(dtype)
-        R = G.copy()
-        R.setflags(write=False)
-        out += [G, R]
+        out.append((rng.standard_normal((n, d)) + 0.5).astype(dtype))
     bad = (rng.standard_normal((_BASE_N, _BASE_D)) + 0.5).astype(dtype)
     bad[-1, 0] = np.nan  # the last rows: an attack's Byzantine rows are the first f
     if dtype == "float64":
