@@ -241,9 +241,9 @@ def _with_dtype(ctx: ArrayContext, original: np.dtype) -> ArrayContext:
 def to_numpy(x: Any, *, rule: str, name: str = "grads", ndim: int = 2) -> tuple[np.ndarray, ArrayContext]:
     """Return ``x`` as a float32/float64 NumPy array of ``ndim`` dimensions and its context.
 
-    No copy is made for float32/float64 NumPy (or CPU DLPack) input; the returned array is a
-    read-only view (:func:`_frozen`), of the caller's memory when nothing was converted. Other floating dtypes
-    are converted (float16, bfloat16, float8 to float32; longdouble to float64) and the context
+    The returned array is always read-only (:func:`_frozen`): a view of the caller's memory for
+    float32/float64 NumPy (or CPU DLPack) input, with no copy. Other floating dtypes are
+    converted (float16, bfloat16, float8 to float32; longdouble to float64) and the context
     rounds results back to them (:meth:`ArrayContext.wrap`).
 
     Parameters

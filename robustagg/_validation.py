@@ -247,7 +247,7 @@ class Prepared:
     Attributes
     ----------
     G : numpy.ndarray, shape (n, d), float32 or float64
-        The caller's data, possibly a read-only view: never write to it.
+        The caller's data as a read-only view (no copy unless its dtype was converted).
     n, d : int
         Shape of ``G``.
     f : int or None

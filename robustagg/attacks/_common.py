@@ -4,7 +4,7 @@ Every attack starts with ``a = prepare_attack("name", grads, f, rng=rng)`` and e
 ``return a.finish(out)``. In between it works on NumPy only:
 
 * ``a.G`` -- the (n, d) float32/float64 NumPy matrix of the gradients that all n clients
-  computed honestly (possibly a read-only view of the caller's memory: never write to it);
+  computed honestly (a read-only view of the caller's memory unless its dtype was converted);
 * ``a.byzantine`` -- the boolean mask of the Byzantine rows (``f`` as an int means the first
   ``f`` rows; a boolean mask of length n is used as it is);
 * ``a.context`` -- where the input came from, so that :meth:`AttackInput.finish` returns the
